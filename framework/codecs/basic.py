@@ -1,0 +1,71 @@
+"""The codecs that need no library: raw bytes and UTF-8 text."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from framework.codecs._base import Codec
+from framework.errors import DecodeError, EncodeError
+
+__all__ = ["BytesCodec", "Utf8Codec"]
+
+
+@attrs.frozen
+class BytesCodec(Codec):
+    """The identity codec: a frame is its bytes."""
+
+    name: ClassVar[str] = "bytes"
+
+    def decode(self, data: Any) -> bytes:
+        """Return the frame as ``bytes``."""
+        return data if type(data) is bytes else bytes(data)
+
+    def encode(self, value: Any) -> bytes:
+        """Accept ``bytes``, ``bytearray`` or ``memoryview``; refuse anything else."""
+        if type(value) is bytes:
+            return value
+        if isinstance(value, bytearray | memoryview):
+            return bytes(value)
+        raise EncodeError(
+            f"the bytes codec encodes bytes-like values, not {type(value).__name__}",
+            codec=self.name,
+        )
+
+
+@attrs.frozen
+class Utf8Codec(Codec):
+    """Strict UTF-8 text: invalid input is a ``DecodeError`` naming its offset."""
+
+    name: ClassVar[str] = "utf-8"
+
+    def decode(self, data: Any) -> str:
+        """Decode strictly; a bad byte sequence raises with its offset."""
+        try:
+            return str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"invalid UTF-8 at offset {exc.start}: {exc.reason}",
+                codec=self.name,
+                offset=exc.start,
+            ) from exc
+        except TypeError as exc:
+            raise DecodeError(
+                f"the utf-8 codec decodes bytes, not {type(data).__name__}", codec=self.name
+            ) from exc
+
+    def encode(self, value: Any) -> bytes:
+        """Encode a ``str``; lone surrogates and non-strings are refused."""
+        if type(value) is not str:
+            raise EncodeError(
+                f"the utf-8 codec encodes str, not {type(value).__name__}", codec=self.name
+            )
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EncodeError(
+                f"cannot encode character at index {exc.start} as UTF-8: {exc.reason}",
+                codec=self.name,
+                offset=exc.start,
+            ) from exc

@@ -1,0 +1,90 @@
+"""msgpack values, with explicit limits and no code execution.
+
+Decoding never runs user code: extension types come back as
+``msgpack.ExtType`` (timestamps as ``msgpack.Timestamp``), strings as ``str``
+(invalid UTF-8 is a decode error), binary as ``bytes``, arrays as lists, and
+map keys must be ``str`` or ``bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import msgpack
+
+from framework._registry import limit_validator
+from framework.codecs._base import Codec, exceeds_depth
+from framework.errors import DecodeError, EncodeError
+
+__all__ = ["MsgpackCodec"]
+
+# 32 levels: JSON-like protocol messages rarely nest beyond a handful, and a
+# low bound keeps recursive consumers of decoded values far from Python's
+# recursion limit.
+DEFAULT_MAX_DEPTH = 32
+
+
+@attrs.frozen(kw_only=True)
+class MsgpackCodec(Codec):
+    """msgpack ⇄ Python values.
+
+    Size limits (``max_str_len``, ``max_bin_len``, ``max_array_len``,
+    ``max_map_len``, ``max_ext_len``) default to ``None``: bounded by the
+    frame's own size, which the framer already bounds; an announced size over
+    a limit is rejected from the header, before anything is allocated.
+    ``max_depth`` bounds nesting of arrays and maps.
+    """
+
+    name: ClassVar[str] = "msgpack"
+
+    max_depth: int | None = attrs.field(default=DEFAULT_MAX_DEPTH, validator=limit_validator)
+    max_str_len: int | None = attrs.field(default=None, validator=limit_validator)
+    max_bin_len: int | None = attrs.field(default=None, validator=limit_validator)
+    max_array_len: int | None = attrs.field(default=None, validator=limit_validator)
+    max_map_len: int | None = attrs.field(default=None, validator=limit_validator)
+    max_ext_len: int | None = attrs.field(default=None, validator=limit_validator)
+    _options: dict[str, Any] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        options: dict[str, Any] = {"raw": False, "strict_map_key": True, "use_list": True}
+        for key in ("max_str_len", "max_bin_len", "max_array_len", "max_map_len", "max_ext_len"):
+            value = getattr(self, key)
+            if value is not None:
+                options[key] = value
+        object.__setattr__(self, "_options", options)
+
+    def decode(self, data: Any) -> Any:
+        """Decode exactly one msgpack value; trailing bytes are an error."""
+        try:
+            value = msgpack.unpackb(data, **self._options)
+        except msgpack.ExtraData as exc:
+            offset = len(data) - len(exc.extra)
+            raise DecodeError(
+                f"{len(exc.extra)} bytes after the msgpack value (at offset {offset})",
+                codec=self.name,
+                offset=offset,
+            ) from None
+        except msgpack.StackError:
+            raise DecodeError(
+                "msgpack value nested deeper than 1024 levels", codec=self.name
+            ) from None
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            # ValueError covers limits ("exceeds max_array_len"), FormatError,
+            # truncated input and invalid UTF-8 in a str.
+            reason = str(exc) or type(exc).__name__
+            raise DecodeError(f"invalid msgpack: {reason}", codec=self.name) from None
+        depth = self.max_depth
+        # A value nested d deep needs at least d bytes: short frames skip the walk.
+        if depth is not None and len(data) > depth and exceeds_depth(value, depth):
+            raise DecodeError(
+                f"msgpack value nested deeper than max_depth={depth}", codec=self.name
+            )
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value``; types msgpack cannot carry raise ``EncodeError``."""
+        try:
+            return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"cannot encode as msgpack: {exc}", codec=self.name) from exc

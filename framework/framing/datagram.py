@@ -1,0 +1,71 @@
+"""Datagram framing: one datagram is one frame, with nothing added on the wire."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from framework._registry import limit_validator
+from framework.errors import FrameTooLarge
+from framework.framing._base import Buffer, FrameDecoder, Framing
+
+__all__ = ["Datagram"]
+
+# The largest UDP payload IPv4 can carry: 65,535 - 8 (UDP) - 20 (IP header).
+MAX_UDP_PAYLOAD = 65_507
+
+
+@attrs.frozen(kw_only=True)
+class Datagram(Framing):
+    """One datagram, one frame: the boundary is the packet's own.
+
+    ``packed=True`` lets one datagram carry several frames, cut by the
+    pipeline's stream framing; a frame cut short by the end of a datagram is
+    then an error. ``max_frame_size`` bounds the datagram (65,507 bytes, all
+    that IPv4 UDP can carry).
+
+    A ``Datagram`` framing cannot cut a byte stream: a pipeline whose framing
+    is ``Datagram`` serves datagram transports only.
+    """
+
+    name: ClassVar[str] = "datagram"
+    streaming: ClassVar[bool] = False
+
+    max_frame_size: int | None = attrs.field(default=MAX_UDP_PAYLOAD, validator=limit_validator)
+    packed: bool = False
+
+    def check_size(self, size: int) -> None:
+        """Raise ``FrameTooLarge`` if a datagram of ``size`` bytes is over the limit."""
+        limit = self.max_frame_size
+        if limit is not None and size > limit:
+            raise FrameTooLarge(
+                f"datagram of {size} bytes exceeds max_frame_size={limit}", size=size, limit=limit
+            )
+
+    def decoder(self) -> FrameDecoder:
+        """Return a decoder that treats each ``feed`` as one whole datagram."""
+        return _DatagramDecoder(self)
+
+    def encode(self, frame: bytes) -> bytes:
+        """Return ``frame`` unchanged, after checking its size."""
+        self.check_size(len(frame))
+        return bytes(frame)
+
+
+class _DatagramDecoder(FrameDecoder):
+    __slots__ = ("_framing",)
+
+    def __init__(self, framing: Datagram) -> None:
+        self._framing = framing
+
+    @property
+    def buffered(self) -> int:
+        return 0
+
+    def feed(self, data: Buffer) -> list[bytes]:
+        self._framing.check_size(len(data))
+        return [data if type(data) is bytes else bytes(data)]
+
+    def end(self) -> None:
+        return None

@@ -1,0 +1,238 @@
+"""Delimited frames: each frame ends with a delimiter, ``b"\\n"`` by default.
+
+::
+
+    h  e  l  l  o \\r \\n  w  o  r  l  d \\n
+    └──── "hello" ────┘  └── "world" ──┘      (a trailing \\r is stripped)
+
+The limit is enforced while scanning: a peer that never sends the delimiter
+is rejected once ``max_frame_size`` bytes have arrived without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar, Literal
+
+import attrs
+
+from framework._registry import limit_validator
+from framework.errors import ConfigError, FrameTooLarge, FramingError, IncompleteFrame, InvalidFrame
+from framework.framing._base import Buffer, FrameDecoder, Framing
+
+__all__ = ["Delimited"]
+
+# 64 KiB: far longer than any line a text protocol exchanges, and the same
+# order as the line limits of common servers (asyncio streams default to 64 KiB).
+DEFAULT_MAX_LINE = 64 * 1024
+
+
+def _delimiter_valid(_instance: object, _attribute: object, value: bytes) -> None:
+    if type(value) is not bytes or not value:
+        raise ConfigError(
+            f"delimiter must be non-empty bytes, got {value!r}", option="delimiter", value=value
+        )
+
+
+def _on_oversize_valid(_instance: object, _attribute: object, value: str) -> None:
+    if value not in ("close", "skip"):
+        raise ConfigError(
+            f"on_oversize must be 'close' or 'skip', got {value!r}",
+            option="on_oversize",
+            value=value,
+        )
+
+
+def _delimiter_converter(value: bytes | str) -> bytes:
+    # Config files are text: accept "\n" as a str and encode it.
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+@attrs.frozen(kw_only=True)
+class Delimited(Framing):
+    """Frames separated by ``delimiter`` (a newline by default).
+
+    With the default ``b"\\n"`` delimiter and ``strip_cr=True`` a ``\\r``
+    before the newline is removed, so ``\\r\\n`` peers (telnet) work.
+    ``max_frame_size`` counts the bytes before the delimiter.
+
+    ``on_oversize`` chooses what follows an over-long frame: ``"close"`` (the
+    decoder fails, the connection should end) or ``"skip"`` (the error is
+    raised once, the decoder discards through the next delimiter and goes on).
+    """
+
+    name: ClassVar[str] = "newline"
+
+    delimiter: bytes = attrs.field(
+        default=b"\n", converter=_delimiter_converter, validator=_delimiter_valid
+    )
+    strip_cr: bool = True
+    max_frame_size: int | None = attrs.field(default=DEFAULT_MAX_LINE, validator=limit_validator)
+    on_oversize: Literal["close", "skip"] = attrs.field(
+        default="close", validator=_on_oversize_valid
+    )
+
+    @property
+    def _strips_cr(self) -> bool:
+        return self.strip_cr and self.delimiter == b"\n"
+
+    def decoder(self) -> FrameDecoder:
+        """Return fresh per-connection decoding state."""
+        return _DelimitedDecoder(self)
+
+    def _check(self, frame: bytes) -> None:
+        if self.delimiter in frame:
+            raise InvalidFrame(f"frame contains the delimiter {self.delimiter!r}")
+        if self._strips_cr and frame.endswith(b"\r"):
+            raise InvalidFrame("frame ends with '\\r', which the decoder would strip")
+        limit = self.max_frame_size
+        if limit is not None and len(frame) > limit:
+            raise FrameTooLarge(
+                f"frame of {len(frame)} bytes exceeds max_frame_size={limit}",
+                size=len(frame),
+                limit=limit,
+            )
+
+    def encode(self, frame: bytes) -> bytes:
+        """Return ``frame`` followed by the delimiter."""
+        self._check(frame)
+        return frame + self.delimiter
+
+    def encode_many(self, frames: Iterable[bytes]) -> bytes:
+        """Return the wire bytes of several frames as one buffer."""
+        frames = list(frames)
+        for frame in frames:
+            self._check(frame)
+        if not frames:
+            return b""
+        return self.delimiter.join(frames) + self.delimiter
+
+
+class _DelimitedDecoder(FrameDecoder):
+    # `_scanned` remembers how far the pending bytes are known to hold no
+    # delimiter, so a long line arriving a byte at a time is scanned once.
+    __slots__ = (
+        "_delim",
+        "_discarding",
+        "_failed",
+        "_limit",
+        "_offset",
+        "_pending",
+        "_scanned",
+        "_skip",
+        "_strip_cr",
+    )
+
+    def __init__(self, framing: Delimited) -> None:
+        self._delim = framing.delimiter
+        self._strip_cr = framing._strips_cr
+        limit = framing.max_frame_size
+        self._limit = limit if limit is not None else 1 << 64
+        self._skip = framing.on_oversize == "skip"
+        self._pending = bytearray()
+        self._scanned = 0
+        self._offset = 0  # stream offset of the first pending byte
+        self._discarding = False
+        self._failed: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    def feed(self, data: Buffer) -> list[bytes]:
+        if self._failed is not None:
+            raise FramingError(f"decoder already failed: {self._failed}", offset=self._offset)
+        delim = self._delim
+        if self._discarding:
+            index = bytes(data).find(delim) if type(data) is not bytes else data.find(delim)
+            if index < 0:
+                self._offset += len(data)
+                return []
+            self._discarding = False
+            skipped = index + len(delim)
+            self._offset += skipped
+            data = memoryview(data)[skipped:]
+        pending = self._pending
+        if pending:
+            pending += data
+            first = pending.find(delim, self._scanned)
+            if first < 0:
+                self._after_partial(len(pending), [])
+                return []
+            buf = bytes(pending)
+            pending.clear()
+        else:
+            buf = data if type(data) is bytes else bytes(data)
+            first = buf.find(delim)
+        frames: list[bytes] = []
+        append = frames.append
+        limit = self._limit
+        dlen = len(delim)
+        strip_cr = self._strip_cr
+        pos = 0
+        index = first
+        while index >= 0:
+            if index - pos > limit:
+                self._oversize(buf, pos, index, frames)
+                return frames  # unreachable unless skipping: _oversize raises
+            if strip_cr and index > pos and buf[index - 1] == 13:
+                append(buf[pos : index - 1])
+            else:
+                append(buf[pos:index])
+            pos = index + dlen
+            index = buf.find(delim, pos)
+        rest = len(buf) - pos
+        self._offset += pos
+        if rest:
+            pending += memoryview(buf)[pos:]
+            self._after_partial(rest, frames)
+        return frames
+
+    def _after_partial(self, size: int, frames: list[bytes]) -> None:
+        # The delimiter may straddle two chunks: rescan its last len-1 bytes.
+        self._scanned = max(0, size - len(self._delim) + 1)
+        if size > self._limit:
+            self._pending.clear()
+            self._scanned = 0
+            error = FrameTooLarge(
+                f"no delimiter within max_frame_size={self._limit} bytes "
+                f"(at least {size} bytes buffered) at offset {self._offset}",
+                size=size,
+                limit=self._limit,
+                offset=self._offset,
+            )
+            error.decoded = frames
+            if self._skip:
+                self._discarding = True
+                self._offset += size
+            else:
+                self._failed = error
+            raise error
+
+    def _oversize(self, buf: bytes, pos: int, index: int, frames: list[bytes]) -> None:
+        size = index - pos
+        offset = self._offset + pos
+        error = FrameTooLarge(
+            f"frame of {size} bytes at offset {offset} exceeds max_frame_size={self._limit}",
+            size=size,
+            limit=self._limit,
+            offset=offset,
+        )
+        error.decoded = frames
+        if self._skip:
+            # Keep what follows the long line: it is the next frame's start.
+            after = index + len(self._delim)
+            self._offset = offset + (after - pos)
+            self._pending[:] = memoryview(buf)[after:]
+            self._scanned = 0
+        else:
+            self._failed = error
+        raise error
+
+    def end(self) -> None:
+        if self._pending:
+            raise IncompleteFrame(
+                f"stream ended inside a frame: {len(self._pending)} bytes without a delimiter",
+                buffered=len(self._pending),
+                offset=self._offset,
+            )

@@ -1,0 +1,304 @@
+"""Pipelines: a framing, a codec stack and (optionally) typed messages.
+
+A :class:`Pipeline` is an immutable description; :meth:`Pipeline.decoder`
+creates the per-connection state, so one pipeline serves any number of
+connections. Decoding runs the codec stack front to back (the first codec is
+nearest the wire), encoding back to front: that ordering lives here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from framework.codecs import BytesCodec, Codec, make_codec
+from framework.errors import (
+    CodecError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    FramingError,
+    WirekitError,
+)
+from framework.framing import Buffer, Datagram, FrameDecoder, Framing, LengthPrefix, make_framing
+from framework.messages import MessageRegistry
+
+__all__ = ["Decoder", "Pipeline"]
+
+
+def _to_framing(value: Framing | str) -> Framing:
+    return make_framing(value) if isinstance(value, str) else value
+
+
+def _to_codecs(value: Codec | str | Iterable[Codec | str]) -> tuple[Codec, ...]:
+    items = [value] if isinstance(value, Codec | str) else list(value)
+    return tuple(make_codec(item) if isinstance(item, str) else item for item in items)
+
+
+def _to_messages(value: MessageRegistry | Iterable[type] | None) -> MessageRegistry | None:
+    if value is None or isinstance(value, MessageRegistry):
+        return value
+    return MessageRegistry(value)
+
+
+def _check_framing(_instance: Any, _attribute: Any, value: Any) -> None:
+    if not isinstance(value, Framing):
+        raise ConfigError(f"framing must be a Framing or a name, got {value!r}", option="framing")
+
+
+def _check_codecs(_instance: Any, _attribute: Any, value: tuple[Any, ...]) -> None:
+    for codec in value:
+        if not isinstance(codec, Codec):
+            raise ConfigError(f"codecs must be Codecs or names, got {codec!r}", option="codecs")
+
+
+def _guarded(
+    codec: Codec, method: Callable[[Any], Any], error: type[CodecError]
+) -> Callable[[Any], Any]:
+    """Wrap a codec method so a bug that raises a non-wirekit error is still a wirekit error."""
+
+    def call(value: Any) -> Any:
+        try:
+            return method(value)
+        except WirekitError:
+            raise
+        except Exception as exc:
+            raise error(
+                f"codec {codec.name!r} raised {type(exc).__name__}: {exc}", codec=codec.name
+            ) from exc
+
+    return call
+
+
+def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    if not stages:
+        return lambda value: value
+    if len(stages) == 1:
+        return stages[0]
+    if len(stages) == 2:
+        first, second = stages
+        return lambda value: second(first(value))
+
+    def run(value: Any) -> Any:
+        for stage in stages:
+            value = stage(value)
+        return value
+
+    return run
+
+
+def _is_builtin(codec: Codec) -> bool:
+    # Built-in codecs only ever raise wirekit errors; skip the guard's cost for them.
+    return type(codec).__module__.startswith("framework.")
+
+
+@attrs.frozen(kw_only=True)
+class Pipeline:
+    """Framing + codec stack (+ message registry): bytes in, values out, and back.
+
+    ``framing`` and each codec may be given by name (``"newline"``,
+    ``"msgpack"``); ``messages`` may be a list of :func:`~framework.message`
+    classes. ``datagram`` is how the pipeline meets datagrams: by default one
+    datagram is one frame and the stream ``framing`` is not applied, so one
+    pipeline serves TCP and UDP alike; ``Datagram(packed=True)`` cuts each
+    datagram with the stream framing.
+    """
+
+    framing: Framing = attrs.field(
+        factory=LengthPrefix, converter=_to_framing, validator=_check_framing
+    )
+    codecs: tuple[Codec, ...] = attrs.field(
+        factory=lambda: (BytesCodec(),), converter=_to_codecs, validator=_check_codecs
+    )
+    messages: MessageRegistry | None = attrs.field(default=None, converter=_to_messages)
+    datagram: Datagram | None = None
+    _decode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
+    _encode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        stack: list[Codec] = list(self.codecs)
+        if self.messages is not None:
+            stack.append(self.messages)
+        decoders = [
+            c.decode if _is_builtin(c) else _guarded(c, c.decode, DecodeError) for c in stack
+        ]
+        encoders = [
+            c.encode if _is_builtin(c) else _guarded(c, c.encode, EncodeError)
+            for c in reversed(stack)
+        ]
+        object.__setattr__(self, "_decode", _compose(decoders))
+        object.__setattr__(self, "_encode", _compose(encoders))
+
+    @property
+    def datagram_framing(self) -> Datagram:
+        """How datagrams are cut: ``datagram`` if set, else the framing if it is
+        a ``Datagram``, else one datagram per frame."""
+        if self.datagram is not None:
+            return self.datagram
+        if isinstance(self.framing, Datagram):
+            return self.framing
+        return Datagram()
+
+    def decoder(self) -> Decoder:
+        """Fresh per-connection decoding state for a byte stream."""
+        if not self.framing.streaming:
+            raise ConfigError(
+                f"framing {self.framing.name!r} cannot cut a byte stream; use it with a "
+                "datagram transport, or choose length-prefix, newline or msgpack-stream",
+                option="framing",
+                value=self.framing.name,
+            )
+        return Decoder(self.framing.decoder(), self._decode)
+
+    def decode_frame(self, frame: Buffer) -> Any:
+        """Decode one frame's payload through the codec stack (and messages)."""
+        return self._decode(frame)
+
+    def encode_frame(self, value: Any) -> bytes:
+        """Encode a value into one frame's payload, without framing."""
+        frame = self._encode(value)
+        if type(frame) is not bytes:
+            raise EncodeError(
+                f"the codec stack produced {type(frame).__name__}, not bytes; end the stack "
+                "with a codec that writes bytes (msgpack, json, utf-8, bytes)",
+                codec=self.codecs[0].name if self.codecs else "none",
+            )
+        return frame
+
+    def encode(self, value: Any) -> bytes:
+        """Encode a value into wire bytes for a stream: payload plus framing."""
+        return self.framing.encode(self.encode_frame(value))
+
+    def encode_many(self, values: Iterable[Any]) -> bytes:
+        """Encode several values into one buffer: one write for a batch of replies."""
+        encode = self.encode_frame
+        return self.framing.encode_many([encode(value) for value in values])
+
+    def decode_datagram(self, data: Buffer) -> list[Any]:
+        """Decode one datagram into its values (one, unless the datagram is packed).
+
+        Raises ``FrameTooLarge`` for an oversize datagram, a ``DecodeError``
+        for a bad payload, and, when packed, ``IncompleteFrame`` for a frame
+        the datagram cuts short.
+        """
+        framing = self.datagram_framing
+        framing.check_size(len(data))
+        if not framing.packed:
+            return [self._decode(data)]
+        decoder = self.decoder()
+        values = decoder.feed(data)
+        values += decoder.end()
+        return values
+
+    def encode_datagram(self, *values: Any) -> bytes:
+        """Encode one value (or, when packed, several) as one datagram."""
+        framing = self.datagram_framing
+        if framing.packed:
+            data = self.encode_many(values)
+        elif len(values) == 1:
+            data = self.encode_frame(values[0])
+        else:
+            raise EncodeError(
+                f"{len(values)} values cannot share one datagram unless it is packed "
+                "(Datagram(packed=True))",
+                codec=framing.name,
+            )
+        framing.check_size(len(data))
+        return data
+
+
+class Decoder:
+    """Per-connection decoding state of a :class:`Pipeline`.
+
+    ``feed(chunk)`` returns every value the chunk completes, in order, in one
+    call. Errors raise, and never lose work:
+
+    - the error's ``decoded`` holds the values completed before it in the
+      same call;
+    - a :class:`~framework.errors.DecodeError` (one bad frame) leaves the
+      stream intact: the frames after it are kept, and the next ``feed``
+      (``feed(b"")`` will do) returns them;
+    - a :class:`~framework.errors.FramingError` means the stream itself is
+      broken: the decoder refuses further input.
+    """
+
+    __slots__ = ("_backlog", "_decode", "_frames", "_reported", "_stream_error")
+
+    def __init__(self, frames: FrameDecoder, decode: Callable[[Any], Any]) -> None:
+        self._frames = frames
+        self._decode = decode
+        self._backlog: list[bytes] = []
+        self._stream_error: FramingError | None = None
+        self._reported = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame that is not complete yet."""
+        return self._frames.buffered
+
+    def feed(self, data: Buffer) -> list[Any]:
+        """Add a chunk of the stream; return the values it completes."""
+        if self._backlog or self._stream_error is not None:
+            return self._feed_slow(data)
+        try:
+            frames = self._frames.feed(data)
+        except FramingError as exc:
+            self._stream_error = exc
+            self._backlog = exc.decoded
+            exc.decoded = []
+            return self._drain()
+        decode = self._decode
+        try:
+            return [decode(frame) for frame in frames]
+        except DecodeError:
+            # Rare: redo one frame at a time to find the bad one and keep the rest.
+            self._backlog = frames
+            return self._drain()
+
+    def _feed_slow(self, data: Buffer) -> list[Any]:
+        if data and self._stream_error is None:
+            try:
+                self._backlog += self._frames.feed(data)
+            except FramingError as exc:
+                self._stream_error = exc
+                self._backlog += exc.decoded
+                exc.decoded = []
+        return self._drain()
+
+    def _drain(self) -> list[Any]:
+        values: list[Any] = []
+        backlog = self._backlog
+        decode = self._decode
+        for index, frame in enumerate(backlog):
+            try:
+                values.append(decode(frame))
+            except DecodeError as exc:
+                self._backlog = backlog[index + 1 :]
+                exc.decoded = values
+                raise
+        self._backlog = []
+        error = self._stream_error
+        if error is not None:
+            if not self._reported:
+                self._reported = True
+                error.decoded = values
+                raise error
+            # Already reported: any later call says the stream is broken.
+            raise FramingError(f"stream already failed: {error}", offset=error.offset) from error
+        return values
+
+    def end(self) -> list[Any]:
+        """Declare end of stream; return values still held after an earlier error.
+
+        Raises ``IncompleteFrame`` if the stream ended inside a frame.
+        """
+        values = self._drain() if self._backlog else []
+        try:
+            self._frames.end()
+        except FramingError as exc:
+            exc.decoded = values
+            raise
+        return values

@@ -1,0 +1,1 @@
+"""Ready-made protocols built only on the public API of ``framework``."""
