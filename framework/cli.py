@@ -1,0 +1,246 @@
+"""The ``wirekit`` command: serve a protocol, send values, listen to a port.
+
+::
+
+    wirekit serve protocols.echo --url tcp://127.0.0.1:9000
+    wirekit serve deploy.toml
+    wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}' --codec msgpack
+    wirekit listen udp://127.0.0.1:9000 --codec json
+
+Errors print one line and exit with status 1 (2 for bad usage); ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from framework.app import App
+from framework.codecs import codec_names, make_codec
+from framework.config import Config, load_config, load_protocol, parse_config
+from framework.endpoints import parse_url
+from framework.errors import ConfigError, WirekitError
+from framework.framing import framing_names, make_framing
+from framework.pipeline import Pipeline
+from framework.runtime import Server, connect
+from framework.runtime.tls import TlsOptions
+
+__all__ = ["main"]
+
+log = logging.getLogger("wirekit.cli")
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--framing", help=f"framing name ({', '.join(framing_names())}); default length-prefix"
+    )
+    parser.add_argument(
+        "--codec",
+        action="append",
+        help=f"codec name ({', '.join(codec_names())}); repeat to stack, nearest the wire "
+        "first; default msgpack",
+    )
+    parser.add_argument("--max-frame-size", type=int, help="override the framing's frame limit")
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", help="certificate file (PEM) for tls://")
+    parser.add_argument("--tls-key", help="private key file (PEM) for tls://")
+    parser.add_argument("--tls-ca", help="CA file: verify the peer against it")
+    parser.add_argument(
+        "--require-client-cert", action="store_true", help="servers: demand client certificates"
+    )
+    parser.add_argument(
+        "--no-check-hostname", action="store_true", help="clients: skip host name verification"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wirekit", description="Serve, poke and sniff wirekit protocols."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve a protocol module or a config file")
+    serve.add_argument("target", help="protocol module (protocols.echo) or config file (.toml)")
+    serve.add_argument("--url", help="endpoint to listen on (default tcp://127.0.0.1:9000)")
+    _add_pipeline_flags(serve)
+    _add_tls_flags(serve)
+
+    send = commands.add_parser("send", help="send values and print the replies as JSON lines")
+    send.add_argument("url", help="endpoint to connect to")
+    send.add_argument("values", nargs="*", help="values as JSON ('-' reads JSON lines from stdin)")
+    send.add_argument("--expect", type=int, help="replies to wait for (default: one per value)")
+    send.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for replies")
+    _add_pipeline_flags(send)
+    _add_tls_flags(send)
+
+    listen = commands.add_parser("listen", help="serve and print every value received")
+    listen.add_argument("url", help="endpoint to listen on")
+    _add_pipeline_flags(listen)
+    _add_tls_flags(listen)
+    return parser
+
+
+def _pipeline(args: argparse.Namespace, base: Pipeline | None = None) -> Pipeline:
+    pipeline = base if base is not None else Pipeline(framing="length-prefix", codecs="msgpack")
+    changes: dict[str, Any] = {}
+    if args.framing:
+        changes["framing"] = make_framing(args.framing)
+    if args.codec:
+        changes["codecs"] = tuple(make_codec(name) for name in args.codec)
+    if changes:
+        pipeline = attrs.evolve(pipeline, **changes)
+    if args.max_frame_size is not None:
+        framing = attrs.evolve(pipeline.framing, max_frame_size=args.max_frame_size)  # type: ignore[misc]
+        pipeline = attrs.evolve(pipeline, framing=framing)
+    return pipeline
+
+
+def _tls(args: argparse.Namespace, base: TlsOptions | None) -> TlsOptions | None:
+    flags = {
+        "certfile": args.tls_cert,
+        "keyfile": args.tls_key,
+        "cafile": args.tls_ca,
+        "require_client_cert": args.require_client_cert or None,
+        "check_hostname": False if args.no_check_hostname else None,
+    }
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return base
+    return attrs.evolve(base, **given) if base is not None else TlsOptions(**given)
+
+
+def _load_target(target: str) -> tuple[App, Config]:
+    if target.endswith(".toml") or os.path.sep in target or os.path.isfile(target):
+        config = load_config(target)
+        if config.protocol is None:
+            raise ConfigError(f'{target}: protocol: is required (e.g. protocol = "protocols.echo")')
+        return config.apply(load_protocol(config.protocol)), config
+    return load_protocol(target), parse_config({}, source="<command line>")
+
+
+def _to_json(value: Any) -> str:
+    def fallback(item: Any) -> Any:
+        if isinstance(item, bytes | bytearray | memoryview):
+            return bytes(item).decode("utf-8", "backslashreplace")
+        if attrs.has(type(item)):
+            return attrs.asdict(item)
+        return repr(item)
+
+    return json.dumps(value, default=fallback, ensure_ascii=False)
+
+
+def _from_json(text: str, pipeline: Pipeline) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not a JSON value: {text!r} ({exc.msg})", option="values") from None
+    first = pipeline.codecs[-1].name if pipeline.codecs else "bytes"
+    if first == "bytes":
+        if not isinstance(value, str):
+            raise ConfigError("the bytes codec sends strings: pass a JSON string", option="values")
+        return value.encode("utf-8")
+    if first == "utf-8" and not isinstance(value, str):
+        return json.dumps(value)
+    return value
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app, config = _load_target(args.target)
+    app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
+    url = args.url or config.url or "tcp://127.0.0.1:9000"
+    tls = _tls(args, config.tls)
+
+    def ready(server: Server) -> None:
+        print(f"wirekit: serving {args.target} on {server.url}", flush=True)
+
+    await app.serve(url, limits=config.limits, tls=tls, ready=ready)
+
+
+def _overrides(args: argparse.Namespace) -> bool:
+    return bool(args.framing or args.codec or args.max_frame_size is not None)
+
+
+async def _send(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    texts: list[str] = []
+    for item in args.values:
+        if item == "-":
+            texts += [line for line in sys.stdin.read().splitlines() if line.strip()]
+        else:
+            texts.append(item)
+    values = [_from_json(text, pipeline) for text in texts]
+    expect = args.expect if args.expect is not None else len(values)
+    tls = _tls(args, None)
+    async with connect(args.url, pipeline, tls=tls, timeout=args.timeout) as conn:
+        for value in values:
+            await conn.send(value)
+        try:
+            async with asyncio.timeout(args.timeout):
+                for _ in range(expect):
+                    print(_to_json(await conn.receive()), flush=True)
+        except TimeoutError:
+            print(
+                f"wirekit: error: timed out waiting for replies after {args.timeout} s",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
+async def _listen(args: argparse.Namespace) -> None:
+    app = App(_pipeline(args))
+
+    @app.on(object)
+    def show(value: Any, conn: Any) -> None:
+        print(_to_json(value), flush=True)
+
+    @app.fallback
+    def bad(error: WirekitError, conn: Any) -> None:
+        print(f"wirekit: {conn.peer}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+    def ready(server: Server) -> None:
+        print(f"wirekit: listening on {server.url}", file=sys.stderr, flush=True)
+
+    await app.serve(args.url, tls=_tls(args, None), ready=ready)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command in ("serve", "listen", "send") and getattr(args, "url", None):
+            parse_url(args.url)
+        if args.command == "serve":
+            asyncio.run(_serve(args))
+        elif args.command == "send":
+            return asyncio.run(_send(args))
+        else:
+            asyncio.run(_listen(args))
+    except KeyboardInterrupt:
+        return 130
+    except (WirekitError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"wirekit: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The asyncio runtime: connections, servers, clients. The I/O half of wirekit."""
+
+from __future__ import annotations
+
+from framework.runtime.client import connect
+from framework.runtime.connection import (
+    Connection,
+    ConnectionClosed,
+    ConnectionStats,
+    StreamConnection,
+)
+from framework.runtime.datagram import DatagramStats
+from framework.runtime.server import Server, start_server
+from framework.runtime.tls import TlsOptions
+
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionStats",
+    "DatagramStats",
+    "Server",
+    "StreamConnection",
+    "TlsOptions",
+    "connect",
+    "start_server",
+]

@@ -1,0 +1,84 @@
+"""Clients: ``connect(url, pipeline)`` to any endpoint, same API on every transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from typing import Any
+
+from framework.endpoints import Endpoint, parse_url
+from framework.errors import TransportError
+from framework.limits import Limits
+from framework.pipeline import Pipeline
+from framework.runtime.connection import Connection, StreamConnection
+from framework.runtime.datagram import DatagramClient
+from framework.runtime.tls import TlsOptions
+from framework.transports import open_datagram, open_stream
+
+__all__ = ["connect"]
+
+
+async def _open(
+    url: str | Endpoint,
+    pipeline: Pipeline,
+    limits: Limits,
+    tls: TlsOptions | None,
+    timeout: float | None,
+) -> Connection:
+    endpoint = parse_url(url) if isinstance(url, str) else url
+    if endpoint.is_stream:
+        ssl_context = None
+        if endpoint.scheme == "tls":
+            ssl_context = (tls or TlsOptions()).client_context()
+        opening = open_stream(
+            endpoint,
+            lambda: StreamConnection(pipeline, router=None, limits=limits),
+            ssl_context=ssl_context,
+            server_hostname=tls.server_hostname if tls is not None else None,
+            handshake_timeout=limits.handshake_timeout,
+        )
+    else:
+        opening = open_datagram(endpoint, lambda: DatagramClient(pipeline, limits=limits))  # type: ignore[assignment]
+    try:
+        _transport, protocol = await asyncio.wait_for(opening, timeout)
+    except TimeoutError:
+        raise TransportError(f"connecting to {endpoint.url} timed out", peer=endpoint.url) from None
+    assert isinstance(protocol, Connection)
+    return protocol
+
+
+class _Connecting:
+    """``await connect(...)`` or ``async with connect(...) as conn``."""
+
+    def __init__(self, *args: Any) -> None:
+        self._args = args
+        self._conn: Connection | None = None
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return _open(*self._args).__await__()
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await _open(*self._args)
+        return self._conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+
+
+def connect(
+    url: str | Endpoint,
+    pipeline: Pipeline,
+    *,
+    limits: Limits | None = None,
+    tls: TlsOptions | None = None,
+    timeout: float | None = 10.0,
+) -> _Connecting:
+    """Connect to ``url``; use as ``async with connect(...) as conn`` or ``await connect(...)``.
+
+    ``conn.send(value)`` encodes and sends; ``await conn.receive()`` returns
+    the next decoded value. Over UDP the same calls send and receive
+    datagrams.
+    """
+    return _Connecting(url, pipeline, limits if limits is not None else Limits(), tls, timeout)

@@ -1,0 +1,481 @@
+"""Connections: where bytes from a transport meet a pipeline and a router.
+
+A :class:`Connection` is what handlers and clients hold: ``send``,
+``receive``, ``close``, ``abort``, ``peer``, per-connection ``state`` and
+``stats``. :class:`StreamConnection` drives it from an asyncio stream
+transport (TCP, TLS, Unix, memory): every complete frame of a received chunk
+is decoded in one call, handled inline, and the replies produced while
+handling that chunk go out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import itertools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from framework.errors import (
+    DecodeError,
+    FramingError,
+    TransportError,
+    UnknownMessageType,
+    WirekitError,
+)
+from framework.limits import Limits
+from framework.pipeline import Pipeline
+from framework.router import Router
+
+if TYPE_CHECKING:
+    from framework.pipeline import Decoder
+
+__all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "StreamConnection"]
+
+log = logging.getLogger("wirekit.connection")
+_ids = itertools.count(1)
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed: ``receive`` has nothing more, ``send`` cannot send."""
+
+
+@attrs.define
+class ConnectionStats:
+    """Counters of one connection."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+
+
+class Connection:
+    """One peer, seen the same way over every transport.
+
+    Servers hand it to handlers; clients get it from
+    :func:`framework.connect`. ``state`` is a dict for the application's own
+    per-connection data.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        router: Router | None,
+        limits: Limits,
+        handler_errors: str = "close",
+    ) -> None:
+        self.id = next(_ids)
+        self.pipeline = pipeline
+        self.state: dict[str, Any] = {}
+        self.stats = ConnectionStats()
+        self.peer: Any = None
+        self._router = router
+        self._limits = limits
+        self._handler_errors = handler_errors
+        self._loop = asyncio.get_running_loop()
+        self._inbox: collections.deque[Any] = collections.deque()
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._close_error: BaseException | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._replies: list[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} #{self.id} peer={self.peer!r}>"
+
+    # -- the application's side ------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed.done()
+
+    async def send(self, value: Any) -> None:
+        """Encode and send ``value``; waits while the peer is not keeping up."""
+        self.send_nowait(value)
+        await self._drain()
+
+    def send_nowait(self, value: Any) -> None:
+        """Encode and queue ``value`` for sending without waiting for the peer."""
+        if self.closed or self._closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        self._write_values([value])
+
+    async def receive(self) -> Any:
+        """The next value from the peer (clients, and servers without handlers).
+
+        Raises :class:`ConnectionClosed` once the connection has ended and every
+        value received before that has been returned.
+        """
+        while not self._inbox:
+            if self.closed:
+                raise ConnectionClosed(
+                    f"connection #{self.id} closed", peer=self.peer
+                ) from self._close_error
+            waiter = self._loop.create_future()
+            self._inbox_waiter = waiter
+            closed = self._closed
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+            self._inbox_waiter = None
+        value = self._inbox.popleft()
+        if len(self._inbox) < self._limits.max_queued // 2:
+            self._resume_inbox()
+        return value
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended."""
+        await asyncio.shield(self._closed)
+
+    def close(self) -> None:
+        """Close gracefully: data already queued is sent first."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- what subclasses provide ---------------------------------------------------
+
+    def _write_values(self, values: list[Any]) -> None:
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        return None
+
+    def _closing(self) -> bool:
+        return False
+
+    def _pause_inbox(self) -> None:
+        return None
+
+    def _resume_inbox(self) -> None:
+        return None
+
+    # -- dispatch, shared by every transport ----------------------------------------
+
+    def _deliver(self, values: list[Any]) -> None:
+        """Hand decoded values to the router, or queue them for ``receive``."""
+        self.stats.frames_in += len(values)
+        router = self._router
+        if router is None or (not router.handlers and router.fallback_handler is None):
+            self._inbox.extend(values)
+            waiter = self._inbox_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if len(self._inbox) >= self._limits.max_queued:
+                self._pause_inbox()
+            return
+        handler_for = router.handler_for
+        for value in values:
+            handler = handler_for(type(value))
+            if handler is None:
+                self._bad_input(
+                    UnknownMessageType(
+                        f"no handler for {type(value).__qualname__}",
+                        type_name=type(value).__qualname__,
+                        value=value,
+                    ),
+                    fatal=False,
+                )
+            else:
+                self._call(handler, value, value)
+            if self._closing():
+                return
+
+    def _call(self, handler: Callable[[Any, Any], Any], value: Any, subject: Any) -> None:
+        try:
+            result = handler(value, self)
+        except Exception:
+            self._handler_failed(subject)
+            return
+        if result is None:
+            return
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(self._finish(result, subject))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self._replies is not None:
+            self._replies.append(result)
+        else:
+            self._write_values([result])
+
+    async def _finish(self, awaitable: Any, subject: Any) -> None:
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._handler_failed(subject)
+            return
+        if result is not None and not self.closed and not self._closing():
+            try:
+                await self.send(result)
+            except ConnectionClosed:
+                log.info("%r: reply to %s lost: connection closed", self, _kind(subject))
+
+    def _handler_failed(self, subject: Any) -> None:
+        self.stats.errors += 1
+        log.exception("%r: handler for %s raised", self, _kind(subject))
+        if self._handler_errors == "close":
+            self.close()
+
+    def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
+        """Bad bytes from the peer: the fallback decides, or the connection ends."""
+        self.stats.errors += 1
+        router = self._router
+        fallback = router.fallback_handler if router is not None else None
+        if fallback is not None:
+            log.info("%r: %s: %s", self, type(error).__name__, error)
+            self._call(fallback, error, error)
+        else:
+            log.warning("%r: closing: %s: %s", self, type(error).__name__, error)
+        if fatal or fallback is None:
+            self._close_error = error
+            self.close()
+
+    def _run_hooks(self, hooks: list[Callable[[Any], Any]]) -> None:
+        for hook in hooks:
+            try:
+                result = hook(self)
+            except Exception:
+                log.exception("%r: hook %s raised", self, getattr(hook, "__name__", hook))
+                continue
+            if inspect.isawaitable(result):
+                task = self._loop.create_task(_guard_hook(result, self, hook))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _mark_closed(self, error: BaseException | None) -> None:
+        if self._closed.done():
+            return
+        if error is not None and self._close_error is None:
+            self._close_error = error
+        self._closed.set_result(None)
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._router is not None:
+            self._run_hooks(self._router.disconnect_hooks)
+
+    async def _wait_handlers(self, timeout: float) -> None:
+        """Let in-flight async handlers finish (graceful shutdown), then cancel the rest."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+
+
+async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("%r: hook %s raised", conn, getattr(hook, "__name__", hook))
+
+
+def _kind(subject: Any) -> str:
+    if isinstance(subject, WirekitError):
+        return f"fallback ({type(subject).__name__})"
+    return type(subject).__qualname__
+
+
+class StreamConnection(Connection, asyncio.Protocol):
+    """A connection over a byte-stream transport (TCP, TLS, Unix, memory)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        router: Router | None,
+        limits: Limits,
+        handler_errors: str = "close",
+        on_made: Callable[[StreamConnection], bool] | None = None,
+        on_lost: Callable[[StreamConnection], None] | None = None,
+    ) -> None:
+        super().__init__(pipeline, router=router, limits=limits, handler_errors=handler_errors)
+        self._decoder: Decoder = pipeline.decoder()
+        self._transport: asyncio.Transport | None = None
+        self._write_paused = False
+        self._reading_paused_for = 0  # bit 1: writes backed up; bit 2: inbox full
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._on_made = on_made
+        self._on_lost = on_lost
+        self._last_activity = self._loop.time()
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._encode_many = pipeline.encode_many
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(
+            high=self._limits.write_high_water, low=self._limits.write_low_water
+        )
+        if self._on_made is not None and not self._on_made(self):
+            transport.abort()
+            return
+        log.debug("%r: connected", self)
+        if self._limits.idle_timeout is not None:
+            self._idle_handle = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
+        if self._router is not None:
+            self._run_hooks(self._router.connect_hooks)
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        self._last_activity = self._loop.time()
+        replies: list[Any] = []
+        self._replies = replies
+        chunk: bytes = data
+        try:
+            while True:
+                try:
+                    values = self._decoder.feed(chunk)
+                except DecodeError as exc:
+                    self._deliver(exc.decoded)
+                    if self._closing():
+                        return
+                    exc.decoded = []
+                    self._bad_input(exc, fatal=False)
+                    if self._closing():
+                        return
+                    chunk = b""
+                    continue
+                except FramingError as exc:
+                    self._deliver(exc.decoded)
+                    exc.decoded = []
+                    self._bad_input(exc, fatal=True)
+                    return
+                self._deliver(values)
+                return
+        finally:
+            self._replies = None
+            if replies and not self._closing():
+                self._write_values(replies)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self._decoder.end()
+        except FramingError as exc:
+            self.stats.errors += 1
+            log.warning("%r: peer closed mid-frame: %s", self, exc)
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if exc is not None:
+            log.info("%r: connection lost: %s", self, exc)
+        else:
+            log.debug("%r: closed", self)
+        self._mark_closed(exc)
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write: stop reading from it, so it
+        # cannot make us buffer replies without bound.
+        self._write_paused = True
+        self._pause_reading(1)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume_reading(1)
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- Connection ----------------------------------------------------------------
+
+    def close(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        replies = self._replies
+        if replies:
+            # Replies produced earlier in this chunk go out before the close.
+            self._replies = []
+            self._write_values(replies)
+        transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _closing(self) -> bool:
+        transport = self._transport
+        return transport is None or transport.is_closing()
+
+    def _write_values(self, values: list[Any]) -> None:
+        try:
+            data = self._encode_many(values)
+        except WirekitError as exc:
+            # Our own values failed to encode: a local bug, not the peer's.
+            self.stats.errors += 1
+            log.error("%r: cannot encode reply: %s", self, exc)
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        transport.write(data)
+        self.stats.frames_out += len(values)
+        self.stats.bytes_out += len(data)
+
+    async def _drain(self) -> None:
+        if self._write_paused and not self.closed:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self.closed:
+            raise ConnectionClosed(f"connection #{self.id} closed", peer=self.peer)
+
+    def _pause_inbox(self) -> None:
+        self._pause_reading(2)
+
+    def _resume_inbox(self) -> None:
+        self._resume_reading(2)
+
+    def _pause_reading(self, reason: int) -> None:
+        was = self._reading_paused_for
+        self._reading_paused_for |= reason
+        if not was and self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def _resume_reading(self, reason: int) -> None:
+        if not self._reading_paused_for & reason:
+            return
+        self._reading_paused_for &= ~reason
+        transport = self._transport
+        if not self._reading_paused_for and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _check_idle(self) -> None:
+        timeout = self._limits.idle_timeout
+        if timeout is None or self.closed:
+            return
+        idle = self._loop.time() - self._last_activity
+        if idle >= timeout:
+            log.info("%r: idle for %.1f s, closing", self, idle)
+            self.close()
+        else:
+            self._idle_handle = self._loop.call_later(timeout - idle, self._check_idle)

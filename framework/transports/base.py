@@ -1,0 +1,173 @@
+"""Open servers and client connections for each endpoint scheme."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from framework.endpoints import Endpoint
+from framework.errors import ConfigError, TransportError
+from framework.transports import memory
+
+__all__ = [
+    "DatagramFactory",
+    "StreamFactory",
+    "StreamListener",
+    "open_datagram",
+    "open_stream",
+    "serve_datagrams",
+    "serve_stream",
+]
+
+StreamFactory = Callable[[], asyncio.Protocol]
+DatagramFactory = Callable[[], asyncio.DatagramProtocol]
+
+
+class StreamListener(Protocol):
+    """What a listening stream transport offers: stop accepting, and wait."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+def _bound(endpoint: Endpoint, sockname: Any) -> Endpoint:
+    if endpoint.scheme == "unix":
+        return endpoint
+    host, port = sockname[0], sockname[1]
+    return Endpoint(endpoint.scheme, host=host, port=port)
+
+
+def _os_error(action: str, endpoint: Endpoint, exc: OSError) -> TransportError:
+    return TransportError(
+        f"cannot {action} {endpoint.url}: {exc.strerror or exc}", peer=endpoint.url
+    )
+
+
+async def serve_stream(
+    endpoint: Endpoint,
+    factory: StreamFactory,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+    reuse_port: bool = False,
+    backlog: int = 1024,
+) -> tuple[StreamListener, Endpoint]:
+    """Listen on a stream endpoint; return the listener and the bound endpoint."""
+    loop = asyncio.get_running_loop()
+    if endpoint.scheme == "tls" and ssl_context is None:
+        raise ConfigError("tls:// needs a certificate: set certfile and keyfile", option="tls")
+    tls = ssl_context if endpoint.scheme == "tls" else None
+    timeout = handshake_timeout if tls is not None else None
+    try:
+        if endpoint.scheme in ("tcp", "tls"):
+            server = await loop.create_server(
+                factory,
+                endpoint.host or None,
+                endpoint.port,
+                ssl=tls,
+                ssl_handshake_timeout=timeout,
+                reuse_port=reuse_port or None,
+                backlog=backlog,
+            )
+            return server, _bound(endpoint, server.sockets[0].getsockname())
+        if endpoint.scheme == "unix":
+            _remove_stale_socket(endpoint.path)
+            server = await loop.create_unix_server(factory, endpoint.path, backlog=backlog)
+            return server, endpoint
+        if endpoint.scheme == "memory":
+            return memory.listen(endpoint.path, factory), endpoint
+    except OSError as exc:
+        raise _os_error("listen on", endpoint, exc) from exc
+    raise ConfigError(f"{endpoint.scheme}:// does not carry a byte stream", option="url")
+
+
+def _remove_stale_socket(path: str) -> None:
+    # A socket file left by a crashed server blocks bind(); remove it only if
+    # it is a socket nobody answers on.
+    if path.startswith("@"):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    finally:
+        probe.close()
+
+
+async def open_stream(
+    endpoint: Endpoint,
+    factory: StreamFactory,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    handshake_timeout: float | None = None,
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """Connect to a stream endpoint."""
+    loop = asyncio.get_running_loop()
+    try:
+        if endpoint.scheme in ("tcp", "tls"):
+            tls = None
+            if endpoint.scheme == "tls":
+                tls = ssl_context if ssl_context is not None else ssl.create_default_context()
+            transport, protocol = await loop.create_connection(
+                factory,
+                endpoint.host,
+                endpoint.port,
+                ssl=tls,
+                server_hostname=(server_hostname or endpoint.host) if tls is not None else None,
+                ssl_handshake_timeout=handshake_timeout if tls is not None else None,
+            )
+        elif endpoint.scheme == "unix":
+            transport, protocol = await loop.create_unix_connection(factory, endpoint.path)
+        elif endpoint.scheme == "memory":
+            transport, protocol = memory.connect(endpoint.path, factory)
+        else:
+            raise ConfigError(f"{endpoint.scheme}:// does not carry a byte stream", option="url")
+    except ssl.SSLError as exc:
+        raise TransportError(
+            f"TLS handshake with {endpoint.url} failed: {exc}", peer=endpoint.url
+        ) from exc
+    except OSError as exc:
+        raise _os_error("connect to", endpoint, exc) from exc
+    assert isinstance(transport, asyncio.Transport)
+    return transport, protocol
+
+
+async def serve_datagrams(
+    endpoint: Endpoint, factory: DatagramFactory, *, reuse_port: bool = False
+) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol, Endpoint]:
+    """Bind a UDP endpoint; return the transport, the protocol and the bound endpoint."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port or None
+        )
+    except OSError as exc:
+        raise _os_error("bind", endpoint, exc) from exc
+    return transport, protocol, _bound(endpoint, transport.get_extra_info("sockname"))
+
+
+async def open_datagram(
+    endpoint: Endpoint, factory: DatagramFactory
+) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+    """Open a UDP socket connected to a remote endpoint."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_datagram_endpoint(
+            factory, remote_addr=(endpoint.host, endpoint.port)
+        )
+    except OSError as exc:
+        raise _os_error("connect to", endpoint, exc) from exc

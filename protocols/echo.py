@@ -1,0 +1,24 @@
+"""Echo: every value received is sent straight back.
+
+Works with any framing and codec (the config or the command line picks them;
+length-prefix + msgpack by default). It is the first protocol to try, and the
+reference server of the benchmarks::
+
+    wirekit serve protocols.echo --url tcp://127.0.0.1:9000
+    wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework import Pipeline
+from framework.app import App
+
+app = App(Pipeline(framing="length-prefix", codecs="msgpack"))
+
+
+@app.on(object)
+def echo(value: Any, conn: Any) -> Any:
+    """Reply with the value itself."""
+    return value
