@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) docs/examples/quickstart.py
+	$(VENV)/bin/wirekit demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n auto

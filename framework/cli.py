@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 import attrs
@@ -89,7 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("url", help="endpoint to listen on")
     _add_pipeline_flags(listen)
     _add_tls_flags(listen)
+    _add_plugin_commands(commands)
     return parser
+
+
+def _add_plugin_commands(commands: Any) -> None:
+    # Other packages (wirekit's own protocols among them) add commands through
+    # the "wirekit.commands" entry point group: a function that gets the
+    # subparsers and sets `handler` (args -> exit status) on its parser.
+    for entry in entry_points(group="wirekit.commands"):
+        try:
+            entry.load()(commands)
+        except Exception as exc:
+            log.warning("cannot load wirekit command %r: %s", entry.name, exc)
 
 
 def _pipeline(args: argparse.Namespace, base: Pipeline | None = None) -> Pipeline:
@@ -230,8 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(args))
         elif args.command == "send":
             return asyncio.run(_send(args))
-        else:
+        elif args.command == "listen":
             asyncio.run(_listen(args))
+        else:
+            return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
     except (WirekitError, OSError) as exc:
