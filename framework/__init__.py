@@ -3,10 +3,15 @@
 The names below are the public API; everything in a module whose name starts
 with an underscore is private. The core (framing, codecs, messages, pipeline,
 errors) is sans-I/O: it turns bytes into values and back, and never touches a
-socket or an event loop.
+socket or an event loop. The runtime names (``App``, ``connect``, ``Server``
+and the rest that do I/O) load on first use, so ``import framework`` alone
+never imports asyncio.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from framework.codecs import (
     BytesCodec,
@@ -18,6 +23,7 @@ from framework.codecs import (
     make_codec,
     register_codec,
 )
+from framework.endpoints import Endpoint, parse_url
 from framework.errors import (
     CodecError,
     ConfigError,
@@ -44,22 +50,71 @@ from framework.framing import (
     make_framing,
     register_framing,
 )
+from framework.limits import Limits
 from framework.messages import TYPE_KEY, MessageRegistry, message, message_type_name
 from framework.pipeline import Decoder, Pipeline
+from framework.router import Router
+
+if TYPE_CHECKING:
+    from framework.app import App
+    from framework.blocking import BlockingClient, ServerThread
+    from framework.config import Config, load_config, load_protocol
+    from framework.runtime import Connection, ConnectionClosed, ConnectionStats, Server, connect
+    from framework.runtime.datagram import DatagramStats
+    from framework.runtime.tls import TlsOptions
+
+# Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
+_LAZY = {
+    "App": "framework.app",
+    "BlockingClient": "framework.blocking",
+    "Config": "framework.config",
+    "Connection": "framework.runtime",
+    "ConnectionClosed": "framework.runtime",
+    "ConnectionStats": "framework.runtime",
+    "DatagramStats": "framework.runtime.datagram",
+    "Server": "framework.runtime",
+    "ServerThread": "framework.blocking",
+    "TlsOptions": "framework.runtime.tls",
+    "connect": "framework.runtime",
+    "load_config": "framework.config",
+    "load_protocol": "framework.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'framework' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TYPE_KEY",
+    "App",
+    "BlockingClient",
     "BytesCodec",
     "Codec",
     "CodecError",
+    "Config",
     "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionStats",
     "Datagram",
+    "DatagramStats",
     "DecodeError",
     "Decoder",
     "Delimited",
     "EncodeError",
+    "Endpoint",
     "FrameDecoder",
     "FrameTooLarge",
     "Framing",
@@ -69,21 +124,30 @@ __all__ = [
     "InvalidMessage",
     "JsonCodec",
     "LengthPrefix",
+    "Limits",
     "MessageError",
     "MessageRegistry",
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
+    "Router",
+    "Server",
+    "ServerThread",
+    "TlsOptions",
     "TransportError",
     "UnknownMessageType",
     "Utf8Codec",
     "WirekitError",
     "codec_names",
+    "connect",
     "framing_names",
+    "load_config",
+    "load_protocol",
     "make_codec",
     "make_framing",
     "message",
     "message_type_name",
+    "parse_url",
     "register_codec",
     "register_framing",
 ]

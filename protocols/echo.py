@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from framework import Pipeline
-from framework.app import App
+from framework import App, Pipeline
 
 app = App(Pipeline(framing="length-prefix", codecs="msgpack"))
 

@@ -27,9 +27,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from framework import MsgpackCodec, MsgpackStream, Pipeline, WirekitError
-from framework.app import App
-from framework.runtime import Connection, ConnectionClosed, connect
+from framework import (
+    App,
+    Connection,
+    ConnectionClosed,
+    MsgpackCodec,
+    MsgpackStream,
+    Pipeline,
+    WirekitError,
+    connect,
+)
 
 __all__ = [
     "NOTIFICATION",

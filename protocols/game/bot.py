@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import attrs
 
-from framework import Pipeline
-from framework.runtime import Connection, ConnectionClosed, connect
+from framework import Connection, ConnectionClosed, Pipeline, connect
 from protocols.game.messages import Position, Relayed
 from protocols.game.relay import default_pipeline
 from protocols.game.tracker import SequenceTracker

@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from framework import Pipeline
-from framework.app import App
-from framework.runtime import Connection, ConnectionClosed
+from framework import App, Connection, ConnectionClosed, Pipeline
 from protocols.game.messages import Position, Relayed
 
 __all__ = ["DEFAULT_URL", "create_app", "default_pipeline"]
