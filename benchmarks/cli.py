@@ -1,0 +1,70 @@
+"""The command line: ``python -m benchmarks [--quick] [--json PATH] [--only KEY]``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.report import Result, environment, format_table, to_json, write_json
+from benchmarks.scenarios import Case, build_cases
+from benchmarks.timing import FULL, QUICK, Settings, measure
+
+__all__ = ["main"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure wirekit's sans-I/O core against hand-written baselines.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="few short samples: a smoke run, not a measurement"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write the JSON results (default: benchmarks/results/core-<timestamp>.json)",
+    )
+    parser.add_argument("--repeats", type=int, metavar="N", help="samples per contender")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="run only the scenarios whose key contains TEXT"
+    )
+    return parser
+
+
+def _run(case: Case, settings: Settings) -> Result:
+    contenders = {"wirekit": case.wirekit}
+    contenders.update((baseline.label, baseline.run) for baseline in case.baselines)
+    timings = measure(contenders, settings)
+    wirekit = timings.pop("wirekit")
+    return Result(case=case, wirekit=wirekit, baselines=timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the table, write the JSON; return the exit status."""
+    args = _parser().parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        settings = dataclasses.replace(settings, repeats=max(1, args.repeats))
+    cases = [case for case in build_cases() if args.only is None or args.only in case.key]
+    if not cases:
+        print(f"no scenario key contains {args.only!r}", file=sys.stderr)
+        return 2
+    results = []
+    for case in cases:
+        print(f"running {case.key} ...", file=sys.stderr, flush=True)
+        case.verify()
+        results.append(_run(case, settings))
+    env = environment()
+    print(format_table(results, env, settings))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = args.json if args.json is not None else RESULTS_DIR / f"core-{stamp}.json"
+    write_json(path, to_json(results, env, settings))
+    print(f"\nresults written to {path}")
+    return 0
