@@ -91,11 +91,11 @@ class App(Router):
         ``ready``, if given, is called with the running server once it listens.
         """
         server = await self.start(url, limits=limits, tls=tls, reuse_port=reuse_port)
-        if ready is not None:
-            ready(server)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
+        # Handlers go in before `ready` announces the server: whoever reacts
+        # to the announcement with a signal must get a graceful shutdown.
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)
@@ -103,6 +103,8 @@ class App(Router):
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signals on this platform
         try:
+            if ready is not None:
+                ready(server)
             await stop.wait()
             log.info("shutting down %s", server.url)
         finally:

@@ -20,6 +20,8 @@ __all__ = ["SCHEMES", "Endpoint", "parse_url"]
 Scheme = Literal["tcp", "udp", "unix", "tls", "memory"]
 #: The schemes wirekit understands, with whether each carries a byte stream.
 SCHEMES: dict[str, bool] = {"tcp": True, "tls": True, "unix": True, "memory": True, "udp": False}
+# Characters of URL syntax (userinfo, brackets) that a bare host never holds.
+_NOT_IN_HOST = frozenset("@[]\\")
 
 
 @attrs.frozen
@@ -75,10 +77,12 @@ def parse_url(url: str) -> Endpoint:
     if "/" in rest or "?" in rest or "#" in rest:
         raise _fail(url, "address", "must be host:port with no path or query")
     host, port_text = _split_host_port(url, rest)
-    try:
-        port = int(port_text, 10)
-    except ValueError:
-        raise _fail(url, f"port {port_text!r}", "is not a number") from None
+    if not port_text:
+        raise _fail(url, "port", "is missing")
+    # int() would also take " 80", "+80", "1_000" and non-ASCII digits.
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise _fail(url, f"port {port_text!r}", "is not a number")
+    port = int(port_text, 10)
     if not 0 <= port <= 65535:
         raise _fail(url, f"port {port}", "is out of range 0-65535")
     return Endpoint(scheme, host=host, port=port)  # type: ignore[arg-type]
@@ -105,4 +109,6 @@ def _split_host_port(url: str, rest: str) -> tuple[str, str]:
         raise _fail(url, "host", "is missing")
     if ":" in host:
         raise _fail(url, f"host {host!r}", "is an IPv6 address: write it in brackets")
+    if any(char.isspace() or char in _NOT_IN_HOST for char in host):
+        raise _fail(url, f"host {host!r}", "is not a host name or an IP address")
     return host, port

@@ -81,10 +81,14 @@ class Connection:
         self._handler_errors = handler_errors
         self._loop = asyncio.get_running_loop()
         self._inbox: collections.deque[Any] = collections.deque()
-        self._inbox_waiter: asyncio.Future[None] | None = None
+        # One future per receive() call waiting (several tasks may receive).
+        self._inbox_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._close_error: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Decoded values not yet dispatched because max_inflight_handlers
+        # async handlers are running; reading is paused meanwhile.
+        self._held: collections.deque[Any] = collections.deque()
         self._replies: list[Any] | None = None
 
     def __repr__(self) -> str:
@@ -103,10 +107,15 @@ class Connection:
         await self._drain()
 
     def send_nowait(self, value: Any) -> None:
-        """Encode and queue ``value`` for sending without waiting for the peer."""
+        """Encode and queue ``value`` for sending without waiting for the peer.
+
+        Raises :class:`ConnectionClosed` once the connection is closing, and
+        :class:`~framework.errors.EncodeError` (or a framing error) when the
+        value cannot be encoded: nothing is sent then.
+        """
         if self.closed or self._closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
-        self._write_values([value])
+        self._write_values([value], strict=True)
 
     async def receive(self) -> Any:
         """The next value from the peer (clients, and servers without handlers).
@@ -120,10 +129,12 @@ class Connection:
                     f"connection #{self.id} closed", peer=self.peer
                 ) from self._close_error
             waiter = self._loop.create_future()
-            self._inbox_waiter = waiter
-            closed = self._closed
-            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
-            self._inbox_waiter = None
+            self._inbox_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._inbox_waiters:
+                    self._inbox_waiters.remove(waiter)
         value = self._inbox.popleft()
         if len(self._inbox) < self._limits.max_queued // 2:
             self._resume_inbox()
@@ -150,8 +161,26 @@ class Connection:
 
     # -- what subclasses provide ---------------------------------------------------
 
-    def _write_values(self, values: list[Any]) -> None:
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
+        """Encode and send ``values``.
+
+        ``strict`` (the application's own ``send``): an encoding error
+        propagates. Otherwise (handler replies) a value that cannot be
+        encoded is logged and counted, and the others still go out.
+        """
         raise NotImplementedError
+
+    def _encode_each(self, values: list[Any], encode: Callable[[Any], bytes]) -> list[bytes]:
+        """Encode replies one by one, logging and skipping those that fail."""
+        encoded: list[bytes] = []
+        for value in values:
+            try:
+                encoded.append(encode(value))
+            except WirekitError as exc:
+                # Our own value failed to encode: a local bug, not the peer's.
+                self.stats.errors += 1
+                log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
+        return encoded
 
     async def _drain(self) -> None:
         return None
@@ -165,6 +194,15 @@ class Connection:
     def _resume_inbox(self) -> None:
         return None
 
+    def _stop_reading(self) -> None:
+        """Read nothing more from the peer (graceful shutdown): no new work starts."""
+
+    def _pause_reading(self, reason: int) -> None:
+        return None
+
+    def _resume_reading(self, reason: int) -> None:
+        return None
+
     # -- dispatch, shared by every transport ----------------------------------------
 
     def _deliver(self, values: list[Any]) -> None:
@@ -173,14 +211,31 @@ class Connection:
         router = self._router
         if router is None or (not router.handlers and router.fallback_handler is None):
             self._inbox.extend(values)
-            waiter = self._inbox_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake_receivers()
             if len(self._inbox) >= self._limits.max_queued:
                 self._pause_inbox()
             return
+        if self._held:
+            self._held.extend(values)  # keep the peer's order
+            return
+        self._dispatch(router, values)
+
+    def _wake_receivers(self) -> None:
+        waiters, self._inbox_waiters = self._inbox_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _dispatch(self, router: Router, values: list[Any]) -> None:
         handler_for = router.handler_for
-        for value in values:
+        limit = self._limits.max_inflight_handlers
+        for index, value in enumerate(values):
+            if len(self._tasks) >= limit:
+                # Too much work running: hold the rest (at most one read's
+                # worth, since reading pauses) until handlers finish.
+                self._held.extend(values[index:])
+                self._pause_reading(8)
+                return
             handler = handler_for(type(value))
             if handler is None:
                 self._bad_input(
@@ -205,9 +260,7 @@ class Connection:
         if result is None:
             return
         if inspect.isawaitable(result):
-            task = self._loop.create_task(self._finish(result, subject))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._finish(result, subject))
         elif self._replies is not None:
             self._replies.append(result)
         else:
@@ -255,9 +308,38 @@ class Connection:
                 log.exception("%r: hook %s raised", self, getattr(hook, "__name__", hook))
                 continue
             if inspect.isawaitable(result):
-                task = self._loop.create_task(_guard_hook(result, self, hook))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(_guard_hook(result, self, hook))
+
+    def _spawn(self, coro: Any) -> None:
+        """Run an async handler or hook; past ``max_inflight_handlers``, stop reading."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if len(self._tasks) >= self._limits.max_inflight_handlers:
+            self._pause_reading(8)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) > self._limits.max_inflight_handlers // 2 or self._closing():
+            return
+        if self._held and self._router is not None:
+            held = list(self._held)
+            self._held.clear()
+            replies: list[Any] = []
+            self._replies = replies
+            try:
+                self._dispatch(self._router, held)
+            finally:
+                self._replies = None
+                if replies and not self._closing():
+                    self._write_values(replies)
+        if not self._held:
+            self._resume_reading(8)
+            if not self._tasks:
+                self._all_done()
+
+    def _all_done(self) -> None:
+        """Every handler has finished and nothing is held (see ``eof_received``)."""
 
     def _mark_closed(self, error: BaseException | None) -> None:
         if self._closed.done():
@@ -265,19 +347,35 @@ class Connection:
         if error is not None and self._close_error is None:
             self._close_error = error
         self._closed.set_result(None)
-        waiter = self._inbox_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._held.clear()
+        self._wake_receivers()
         if self._router is not None:
             self._run_hooks(self._router.disconnect_hooks)
 
     async def _wait_handlers(self, timeout: float) -> None:
-        """Let in-flight async handlers finish (graceful shutdown), then cancel the rest."""
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
+        """Let in-flight async handlers finish (graceful shutdown), then cancel the rest.
+
+        Values held back by ``max_inflight_handlers`` were received before the
+        shutdown: they are dispatched as handlers finish, within the same
+        deadline.
+        """
+        loop = self._loop
+        deadline = loop.time() + timeout
+        while self._tasks:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        if self._tasks:
+            log.warning(
+                "%r: cancelling %d handler(s) still running after %s s",
+                self,
+                len(self._tasks),
+                timeout,
+            )
+            self._held.clear()
+            for task in list(self._tasks):
+                task.cancel()
 
 
 async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
@@ -305,12 +403,19 @@ class StreamConnection(Connection, asyncio.Protocol):
         handler_errors: str = "close",
         on_made: Callable[[StreamConnection], bool] | None = None,
         on_lost: Callable[[StreamConnection], None] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         super().__init__(pipeline, router=router, limits=limits, handler_errors=handler_errors)
+        # Servers pass limits.idle_timeout; a client's connection stays open
+        # however quiet the server is, until the client closes it.
+        self._idle_timeout = idle_timeout
+        self._close_when_done = False
         self._decoder: Decoder = pipeline.decoder()
         self._transport: asyncio.Transport | None = None
         self._write_paused = False
-        self._reading_paused_for = 0  # bit 1: writes backed up; bit 2: inbox full
+        # Why reading is paused, one bit per reason: 1 writes backed up, 2 inbox
+        # full, 4 shutting down, 8 too many handlers running.
+        self._reading_paused_for = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._on_made = on_made
         self._on_lost = on_lost
@@ -328,11 +433,14 @@ class StreamConnection(Connection, asyncio.Protocol):
             high=self._limits.write_high_water, low=self._limits.write_low_water
         )
         if self._on_made is not None and not self._on_made(self):
+            # Refused (max_connections, shutdown): the application never
+            # saw it, so no disconnect hook runs for it either.
+            self._router = None
             transport.abort()
             return
         log.debug("%r: connected", self)
-        if self._limits.idle_timeout is not None:
-            self._idle_handle = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
+        if self._idle_timeout is not None:
+            self._idle_handle = self._loop.call_later(self._idle_timeout, self._check_idle)
         if self._router is not None:
             self._run_hooks(self._router.connect_hooks)
 
@@ -374,7 +482,22 @@ class StreamConnection(Connection, asyncio.Protocol):
         except FramingError as exc:
             self.stats.errors += 1
             log.warning("%r: peer closed mid-frame: %s", self, exc)
+        transport = self._transport
+        if (
+            (self._tasks or self._held)
+            and transport is not None
+            and transport.get_extra_info("sslcontext") is None
+        ):
+            # The peer is done sending but may still read: let the handlers
+            # already running reply, then close (see _all_done). TLS cannot
+            # stay half-open: asyncio closes it whatever we return.
+            self._close_when_done = True
+            return True
         return None  # close our side too
+
+    def _all_done(self) -> None:
+        if self._close_when_done:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_handle is not None:
@@ -383,7 +506,16 @@ class StreamConnection(Connection, asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
-        if exc is not None:
+        buffered = self._decoder.buffered
+        if exc is not None and buffered:
+            self.stats.errors += 1
+            log.warning(
+                "%r: connection lost mid-frame, %d bytes of a frame discarded: %s",
+                self,
+                buffered,
+                exc,
+            )
+        elif exc is not None:
             log.info("%r: connection lost: %s", self, exc)
         else:
             log.debug("%r: closed", self)
@@ -416,6 +548,9 @@ class StreamConnection(Connection, asyncio.Protocol):
             # Replies produced earlier in this chunk go out before the close.
             self._replies = []
             self._write_values(replies)
+        # The idle timer now measures how long the flush takes: a peer that
+        # reads nothing for another idle period is aborted (see _check_idle).
+        self._last_activity = self._loop.time()
         transport.close()
 
     def abort(self) -> None:
@@ -426,19 +561,23 @@ class StreamConnection(Connection, asyncio.Protocol):
         transport = self._transport
         return transport is None or transport.is_closing()
 
-    def _write_values(self, values: list[Any]) -> None:
-        try:
-            data = self._encode_many(values)
-        except WirekitError as exc:
-            # Our own values failed to encode: a local bug, not the peer's.
-            self.stats.errors += 1
-            log.error("%r: cannot encode reply: %s", self, exc)
-            return
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
-        transport.write(data)
-        self.stats.frames_out += len(values)
+        count = len(values)
+        try:
+            data = self._encode_many(values)
+        except WirekitError:
+            if strict:
+                raise
+            # One bad reply must not cost the others of the batch.
+            frames = self._encode_each(values, self.pipeline.encode)
+            count = len(frames)
+            data = b"".join(frames)
+        if data:
+            transport.write(data)
+        self.stats.frames_out += count
         self.stats.bytes_out += len(data)
 
     async def _drain(self) -> None:
@@ -451,6 +590,9 @@ class StreamConnection(Connection, asyncio.Protocol):
 
     def _pause_inbox(self) -> None:
         self._pause_reading(2)
+
+    def _stop_reading(self) -> None:
+        self._pause_reading(4)
 
     def _resume_inbox(self) -> None:
         self._resume_reading(2)
@@ -470,12 +612,20 @@ class StreamConnection(Connection, asyncio.Protocol):
             transport.resume_reading()
 
     def _check_idle(self) -> None:
-        timeout = self._limits.idle_timeout
-        if timeout is None or self.closed:
+        timeout = self._idle_timeout
+        transport = self._transport
+        if timeout is None or transport is None or self.closed:
             return
         idle = self._loop.time() - self._last_activity
-        if idle >= timeout:
-            log.info("%r: idle for %.1f s, closing", self, idle)
-            self.close()
-        else:
+        if idle < timeout:
             self._idle_handle = self._loop.call_later(timeout - idle, self._check_idle)
+            return
+        if transport.is_closing():
+            # Closed gracefully a whole idle period ago, and the peer still
+            # has not read what we had to flush: it cannot hold us longer.
+            log.info("%r: peer not reading for %.1f s while closing, aborting", self, idle)
+            self.abort()
+            return
+        log.info("%r: idle for %.1f s, closing", self, idle)
+        self.close()
+        self._idle_handle = self._loop.call_later(timeout, self._check_idle)

@@ -13,11 +13,11 @@ from typing import Any, cast
 
 import attrs
 
-from framework.errors import WirekitError
+from framework.errors import FrameTooLarge, WirekitError
 from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.router import Router
-from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.connection import Connection, ConnectionClosed, _kind
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -49,18 +49,16 @@ class DatagramPeer(Connection):
         self._server = server
         self.last_activity = self._loop.time()
 
-    def _write_values(self, values: list[Any]) -> None:
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self._server.transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
         encode = self.pipeline.encode_datagram
-        for value in values:
-            try:
-                data = encode(value)
-            except WirekitError as exc:
-                self.stats.errors += 1
-                log.error("%r: cannot encode reply: %s", self, exc)
-                continue
+        if strict:
+            datagrams = [encode(value) for value in values]
+        else:
+            datagrams = self._encode_each(values, encode)
+        for data in datagrams:
             transport.sendto(data, self.peer)
             self.stats.frames_out += 1
             self.stats.bytes_out += len(data)
@@ -75,6 +73,20 @@ class DatagramPeer(Connection):
             self._call(router.fallback_handler, error, error)
         else:
             log.info("%r: dropped datagram: %s: %s", self, type(error).__name__, error)
+
+    def _handler_failed(self, subject: Any) -> None:
+        # The documented policy: a UDP peer is never closed by a handler
+        # error (closing would only forget its state; its next datagram
+        # would make a new virtual connection anyway).
+        self.stats.errors += 1
+        log.exception("%r: handler for %s raised", self, _kind(subject))
+
+    def _pause_inbox(self) -> None:
+        # Nobody may ever call receive() on a server's peer: keep the newest
+        # max_queued values, drop and count the rest.
+        while len(self._inbox) > self._limits.max_queued:
+            self._inbox.popleft()
+            self._server.stats.dropped_no_capacity += 1
 
     def _closing(self) -> bool:
         return self.closed
@@ -103,6 +115,7 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._decode = pipeline.decode_datagram
+        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
@@ -110,6 +123,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._schedule_sweep()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self._reading:
+            return  # shutting down: start no new work
         stats = self.stats
         stats.received += 1
         if len(data) > self.limits.max_datagram_size:
@@ -126,8 +141,19 @@ class DatagramServer(asyncio.DatagramProtocol):
             peer._run_hooks(self.router.connect_hooks)
         peer.stats.bytes_in += len(data)
         peer.last_activity = peer._loop.time()
+        if len(peer._tasks) >= self.limits.max_inflight_handlers:
+            # UDP cannot push back: a peer with too much work running loses
+            # the datagram, as it would to a full socket buffer.
+            stats.dropped_no_capacity += 1
+            return
         try:
             values = self._decode(data)
+        except FrameTooLarge as exc:
+            # Over the pipeline's own datagram limit (Datagram.max_frame_size).
+            stats.dropped_oversize += 1
+            peer.stats.errors += 1
+            log.info("%r: dropped datagram: %s", peer, exc)
+            return
         except WirekitError as exc:
             peer._bad_input(exc, fatal=False)
             return
@@ -170,6 +196,10 @@ class DatagramServer(asyncio.DatagramProtocol):
             self._forget(peer)
         self._schedule_sweep()
 
+    def stop_reading(self) -> None:
+        """Ignore further datagrams (graceful shutdown)."""
+        self._reading = False
+
     def close(self) -> None:
         """Close the socket."""
         if self.transport is not None:
@@ -208,12 +238,15 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._mark_closed(exc)
 
-    def _write_values(self, values: list[Any]) -> None:
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
-        for value in values:
-            data = self.pipeline.encode_datagram(value)
+        encode = self.pipeline.encode_datagram
+        datagrams = (
+            [encode(value) for value in values] if strict else self._encode_each(values, encode)
+        )
+        for data in datagrams:
             transport.sendto(data)
             self.stats.frames_out += 1
             self.stats.bytes_out += len(data)

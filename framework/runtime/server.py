@@ -66,7 +66,14 @@ class Server:
         self.connections.discard(conn)
 
     async def close(self) -> None:
-        """Stop accepting, finish in-flight work, close every connection."""
+        """Stop accepting, finish in-flight work, close every connection.
+
+        Reading stops first, so no new handler starts; handlers already
+        running get ``limits.shutdown_timeout`` seconds to finish (then they
+        are cancelled), and the replies they produced get as long again to be
+        flushed to peers that read them; a peer that does not read by then is
+        cut off.
+        """
         if self._closing:
             await self.wait_closed()
             return
@@ -75,16 +82,17 @@ class Server:
             self._listener.close()
         peers: list[Connection] = list(self.connections)
         if self._datagrams is not None:
+            self._datagrams.stop_reading()
             peers += list(self._datagrams.peers.values())
+        for conn in peers:
+            conn._stop_reading()
         timeout = self.limits.shutdown_timeout
         await asyncio.gather(*(conn._wait_handlers(timeout) for conn in peers))
         for conn in peers:
             conn.close()
         if self._datagrams is not None:
             self._datagrams.close()
-        await asyncio.gather(
-            *(conn.wait_closed() for conn in self.connections), return_exceptions=True
-        )
+        await self._flush(timeout)
         if self._listener is not None:
             await self._listener.wait_closed()
         if self.endpoint.scheme == "unix" and not self.endpoint.path.startswith("@"):
@@ -93,6 +101,19 @@ class Server:
                 os.unlink(self.endpoint.path)
         if not self._closed.done():
             self._closed.set_result(None)
+
+    async def _flush(self, timeout: float) -> None:
+        """Wait for closing connections to flush their writes; abort the laggards."""
+        waits = {asyncio.ensure_future(conn.wait_closed()): conn for conn in self.connections}
+        if not waits:
+            return
+        _done, late = await asyncio.wait(waits, timeout=timeout)
+        for future in late:
+            conn = waits[future]
+            log.warning("%r: unsent data not flushed within %s s, aborting", conn, timeout)
+            conn.abort()
+        if late:
+            await asyncio.wait(late)
 
     async def wait_closed(self) -> None:
         """Wait until the server has shut down."""
@@ -138,6 +159,7 @@ async def start_server(
             handler_errors=handler_errors,
             on_made=server._admit,
             on_lost=server._release,
+            idle_timeout=limits.idle_timeout,
         )
 
     ssl_context = tls.server_context() if tls is not None and endpoint.scheme == "tls" else None

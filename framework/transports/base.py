@@ -77,7 +77,7 @@ async def serve_stream(
             )
             return server, _bound(endpoint, server.sockets[0].getsockname())
         if endpoint.scheme == "unix":
-            _remove_stale_socket(endpoint.path)
+            _remove_stale_socket(endpoint)
             server = await loop.create_unix_server(factory, endpoint.path, backlog=backlog)
             return server, endpoint
         if endpoint.scheme == "memory":
@@ -87,9 +87,12 @@ async def serve_stream(
     raise ConfigError(f"{endpoint.scheme}:// does not carry a byte stream", option="url")
 
 
-def _remove_stale_socket(path: str) -> None:
+def _remove_stale_socket(endpoint: Endpoint) -> None:
     # A socket file left by a crashed server blocks bind(); remove it only if
-    # it is a socket nobody answers on.
+    # it is a socket nobody answers on. asyncio's create_unix_server removes
+    # any socket file it finds, so a live one must be refused here, or a
+    # second server would silently take the path from the first.
+    path = endpoint.path
     if path.startswith("@"):
         return
     try:
@@ -99,12 +102,21 @@ def _remove_stale_socket(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a live server with a full backlog must not block us
     try:
         probe.connect(path)
-    except OSError:
+    except ConnectionRefusedError:
         os.unlink(path)
+        return
+    except BlockingIOError:
+        pass  # alive, its backlog full
+    except OSError:
+        return  # cannot tell; let bind() report the problem
     finally:
         probe.close()
+    raise TransportError(
+        f"cannot listen on {endpoint.url}: another server is listening there", peer=endpoint.url
+    )
 
 
 async def open_stream(

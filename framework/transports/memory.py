@@ -144,7 +144,9 @@ class MemoryTransport(asyncio.Transport):
         protocol = self._protocol
         if self._lost or protocol is None:
             return
-        while self._inbound and self._reading:
+        # Like a socket transport, a closing end reads nothing more: a
+        # protocol that closes in data_received gets no further chunks.
+        while self._inbound and self._reading and not self._closing:
             data = self._inbound.popleft()
             self._inbound_size -= len(data)
             protocol.data_received(data)
@@ -155,7 +157,7 @@ class MemoryTransport(asyncio.Transport):
             writer._write_paused = False
             if writer._protocol is not None and not writer._lost:
                 writer._protocol.resume_writing()
-        if not self._inbound and self._eof_pending and not self._lost:
+        if not self._inbound and self._eof_pending and not self._closing:
             self._eof_pending = False
             keep_open = protocol.eof_received()
             if not keep_open:

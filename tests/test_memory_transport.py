@@ -1,0 +1,259 @@
+"""The in-memory transport behaves like a socket transport where a protocol can tell."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers_runtime import memory_url, run
+
+from framework.errors import TransportError
+from framework.transports import memory
+from framework.transports.memory import MemoryTransport, memory_pair
+
+
+class Recorder(asyncio.Protocol):
+    """Records every callback in order."""
+
+    def __init__(self, *, keep_open: bool = False) -> None:
+        self.events: list[object] = []
+        self.data = bytearray()
+        self.transport: MemoryTransport | None = None
+        self.keep_open = keep_open
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, MemoryTransport)
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.events.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.events.append("eof")
+        return self.keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", type(exc).__name__ if exc else None))
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume_writing")
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_pair_connects_both_sides_now() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        assert client.events == ["made"]
+        assert server.events == ["made"]
+        assert client.transport is left
+        assert server.transport is right
+        assert left.get_protocol() is client
+        assert left.get_extra_info("peername").startswith("memory://")
+        assert left.get_extra_info("other", 42) == 42
+        left.abort()
+        await settle()
+
+    run(main())
+
+
+def test_delivery_is_asynchronous_and_ordered() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        left.write(b"one")
+        left.write(bytearray(b"two"))
+        left.write(memoryview(b"three"))
+        left.write(b"")
+        assert server.data == b""  # not delivered inside write()
+        await settle()
+        assert server.events == ["made", b"one", b"two", b"three"]
+        right.write(b"back")
+        await settle()
+        assert client.data == b"back"
+        left.abort()
+        await settle()
+
+    run(main())
+
+
+def test_pause_reading_holds_data_until_resumed() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        right.pause_reading()
+        assert not right.is_reading()
+        left.write(b"held")
+        await settle()
+        assert server.data == b""
+        right.resume_reading()
+        assert right.is_reading()
+        await settle()
+        assert server.data == b"held"
+        left.abort()
+        await settle()
+
+    run(main())
+
+
+def test_a_writer_whose_peer_does_not_read_is_paused_then_resumed() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        left.set_write_buffer_limits(high=100, low=20)
+        assert left.get_write_buffer_limits() == (20, 100)
+        right.pause_reading()
+        left.write(b"x" * 60)
+        assert "pause_writing" not in client.events
+        left.write(b"x" * 60)
+        assert client.events[-1] == "pause_writing"
+        assert left.get_write_buffer_size() == 120
+        left.write(b"x" * 60)  # pause_writing is reported once
+        assert client.events.count("pause_writing") == 1
+        right.resume_reading()
+        await settle()
+        assert client.events[-1] == "resume_writing"
+        assert left.get_write_buffer_size() == 0
+        assert len(server.data) == 180
+        left.abort()
+        await settle()
+
+    run(main())
+
+
+def test_default_write_limits() -> None:
+    async def main() -> None:
+        left, _right = memory_pair(Recorder(), Recorder())
+        assert left.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        left.set_write_buffer_limits(low=1000)
+        assert left.get_write_buffer_limits() == (1000, 4000)
+        left.set_write_buffer_limits(high=1000)
+        assert left.get_write_buffer_limits() == (250, 1000)
+        assert not left.can_write_eof()
+        left.abort()
+        await settle()
+
+    run(main())
+
+
+def test_close_delivers_written_data_then_eof_then_lost() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        left.write(b"last words")
+        left.close()
+        assert left.is_closing()
+        left.write(b"ignored after close")
+        await settle()
+        assert server.events == ["made", b"last words", "eof", ("lost", None)]
+        assert client.events == ["made", ("lost", None)]
+        assert right.is_closing()
+
+    run(main())
+
+
+def test_eof_kept_open_by_the_protocol() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder(keep_open=True)
+        left, right = memory_pair(client, server)
+        left.close()
+        await settle()
+        assert server.events == ["made", "eof"]
+        assert not right.is_closing()
+        right.close()
+        await settle()
+        assert server.events[-1] == ("lost", None)
+
+    run(main())
+
+
+def test_eof_waits_for_paused_reader() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, right = memory_pair(client, server)
+        right.pause_reading()
+        left.write(b"data")
+        left.close()
+        await settle()
+        assert server.events == ["made"]
+        right.resume_reading()
+        await settle()
+        assert server.events == ["made", b"data", "eof", ("lost", None)]
+
+    run(main())
+
+
+def test_abort_drops_data_and_resets_the_peer() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, _right = memory_pair(client, server)
+        left.write(b"never delivered")
+        left.abort()
+        await settle()
+        assert server.events == ["made", ("lost", "ConnectionResetError")]
+        assert client.events == ["made", ("lost", None)]
+        left.abort()  # idempotent
+        left.close()
+        await settle()
+        assert client.events.count(("lost", None)) == 1
+
+    run(main())
+
+
+def test_listen_and_connect_by_name() -> None:
+    async def main() -> None:
+        name = memory_url().removeprefix("memory://")
+        accepted: list[Recorder] = []
+
+        def factory() -> Recorder:
+            accepted.append(Recorder())
+            return accepted[-1]
+
+        listener = memory.listen(name, factory)
+        with pytest.raises(TransportError, match="already in use"):
+            memory.listen(name, factory)
+        transport, client = memory.connect(name, Recorder)
+        assert isinstance(client, Recorder)
+        assert len(accepted) == 1
+        transport.write(b"hi")
+        await settle()
+        assert accepted[0].data == b"hi"
+        listener.close()
+        await listener.wait_closed()
+        with pytest.raises(TransportError, match="nothing listens"):
+            memory.connect(name, Recorder)
+        # The name is free again.
+        memory.listen(name, factory).close()
+        transport.abort()
+        await settle()
+
+    run(main())
+
+
+class ClosesOnFirstChunk(Recorder):
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        assert self.transport is not None
+        self.transport.close()
+
+
+def test_a_closing_end_reads_nothing_more() -> None:
+    async def main() -> None:
+        client, server = Recorder(), ClosesOnFirstChunk()
+        left, _right = memory_pair(client, server)
+        left.write(b"first")
+        left.write(b"second")
+        left.close()
+        await settle()
+        assert server.events == ["made", b"first", ("lost", None)]
+
+    run(main())
