@@ -101,6 +101,20 @@ class Connection:
         """Whether the connection has ended."""
         return self._closed.done()
 
+    @property
+    def can_send(self) -> bool:
+        """Whether a send now would be written without backing up.
+
+        ``False`` once the connection is closing, or while the data queued for
+        the peer is over ``Limits.write_high_water`` (it is not reading fast
+        enough). Broadcasters use it to drop or disconnect a slow peer instead
+        of buffering for it without bound.
+        """
+        return not self.closed and not self._closing() and not self._backed_up()
+
+    def _backed_up(self) -> bool:
+        return False
+
     async def send(self, value: Any) -> None:
         """Encode and send ``value``; waits while the peer is not keeping up."""
         self.send_nowait(value)
@@ -579,6 +593,9 @@ class StreamConnection(Connection, asyncio.Protocol):
             transport.write(data)
         self.stats.frames_out += count
         self.stats.bytes_out += len(data)
+
+    def _backed_up(self) -> bool:
+        return self._write_paused
 
     async def _drain(self) -> None:
         if self._write_paused and not self.closed:
