@@ -39,7 +39,13 @@ class App(Router):
     UDP peers are never closed by a handler error.
     """
 
-    def __init__(self, pipeline: Pipeline | None = None, *, handler_errors: str = "close") -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline | None = None,
+        *,
+        handler_errors: str = "close",
+        default_url: str | None = None,
+    ) -> None:
         super().__init__()
         if handler_errors not in ("close", "keep"):
             raise ConfigError(
@@ -48,10 +54,12 @@ class App(Router):
             )
         self.pipeline = pipeline if pipeline is not None else Pipeline()
         self.handler_errors = handler_errors
+        #: Where ``wirekit serve`` listens when neither --url nor the config names one.
+        self.default_url = default_url
 
     def with_pipeline(self, pipeline: Pipeline) -> App:
         """A copy of this app with the same handlers and another pipeline."""
-        other = App(pipeline, handler_errors=self.handler_errors)
+        other = App(pipeline, handler_errors=self.handler_errors, default_url=self.default_url)
         other._handlers = dict(self._handlers)
         other.connect_hooks = list(self.connect_hooks)
         other.disconnect_hooks = list(self.disconnect_hooks)

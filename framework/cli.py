@@ -39,6 +39,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("wirekit.cli")
 
+#: Where ``wirekit serve`` listens when nothing else says.
+DEFAULT_URL = "tcp://127.0.0.1:9000"
+
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -74,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a protocol module or a config file")
     serve.add_argument("target", help="protocol module (protocols.echo) or config file (.toml)")
-    serve.add_argument("--url", help="endpoint to listen on (default tcp://127.0.0.1:9000)")
+    serve.add_argument(
+        "--url", help="endpoint to listen on (default: the protocol's, else tcp://127.0.0.1:9000)"
+    )
     _add_pipeline_flags(serve)
     _add_tls_flags(serve)
 
@@ -172,7 +177,7 @@ def _from_json(text: str, pipeline: Pipeline) -> Any:
 async def _serve(args: argparse.Namespace) -> None:
     app, config = _load_target(args.target)
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
-    url = args.url or config.url or "tcp://127.0.0.1:9000"
+    url = args.url or config.url or app.default_url or DEFAULT_URL
     tls = _tls(args, config.tls)
 
     def ready(server: Server) -> None:

@@ -68,7 +68,7 @@ class ChatRoom:
 
 def create_app() -> App:
     """A chat server with its own rooms."""
-    app = App(pipeline(), handler_errors="keep")
+    app = App(pipeline(), handler_errors="keep", default_url="tcp://127.0.0.1:9300")
     rooms = ChatRoom()
     guests = itertools.count(1)
 

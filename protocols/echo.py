@@ -14,7 +14,7 @@ from typing import Any
 
 from framework import App, Pipeline
 
-app = App(Pipeline(framing="length-prefix", codecs="msgpack"))
+app = App(Pipeline(framing="length-prefix", codecs="msgpack"), default_url="tcp://127.0.0.1:9000")
 
 
 @app.on(object)

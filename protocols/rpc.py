@@ -53,6 +53,8 @@ __all__ = [
 log = logging.getLogger("wirekit.rpc")
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
+#: Where `wirekit serve protocols.rpc` listens by default.
+DEFAULT_URL = "tcp://127.0.0.1:9200"
 _MSGID_LIMIT = 2**32  # msgids are uint32 on the wire
 
 
@@ -146,7 +148,7 @@ class RpcServer(_Methods):
 
     def __init__(self) -> None:
         super().__init__()
-        self.app = App(pipeline(), handler_errors="keep")
+        self.app = App(pipeline(), handler_errors="keep", default_url=DEFAULT_URL)
         self.app.on(list)(self._handle)
         self.app.on(object)(self._unexpected)
 

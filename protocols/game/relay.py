@@ -27,7 +27,7 @@ def default_pipeline() -> Pipeline:
 
 def create_app(pipeline: Pipeline | None = None) -> App:
     """A relay with its own session (its own set of players)."""
-    app = App(pipeline if pipeline is not None else default_pipeline())
+    app = App(pipeline if pipeline is not None else default_pipeline(), default_url=DEFAULT_URL)
     players: dict[Connection, int] = {}
     numbers = itertools.count(1)
 
