@@ -11,6 +11,11 @@
   a diagram cannot drift from the code.
 - The API reference names every public name of ``framework`` and
   ``framework.testing``.
+- Relative links between pages point at files that exist, and their
+  ``#anchors`` at headings that exist (GitHub's heading slugs).
+- The command-line reference names every flag of every ``wirekit`` command,
+  and the config reference (and the limits how-to) every key a config file
+  accepts.
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ import types
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import attrs
 import hypothesis
 import pytest
 
 import framework
 import framework.testing
+from framework.cli import _parser as cli_parser
+from framework.config import _TOP_KEYS as CONFIG_KEYS
+from framework.limits import Limits
+from framework.runtime.tls import TlsOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -212,3 +222,115 @@ def test_api_reference_names_every_public_name(module: types.ModuleType, page: s
     text = (DOCS / page).read_text(encoding="utf-8")
     missing = [name for name in module.__all__ if not re.search(rf"`{name}[`(\[ ]", text)]
     assert not missing, f"docs/{page} does not describe {missing}"
+
+
+# A Markdown link or image target: [text](target), outside code.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$")
+
+
+def prose_lines(path: Path) -> list[str]:
+    """The page's lines outside fenced code blocks."""
+    lines: list[str] = []
+    fence: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        opening = FENCE.match(line)
+        if opening is not None:
+            if fence is None:
+                fence = opening["fence"]
+            elif opening["fence"][0] == fence[0] and len(opening["fence"]) >= len(fence):
+                fence = None
+            continue
+        if fence is None:
+            lines.append(line)
+    return lines
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
+    text = re.sub(r"[^\w\- ]", "", text.lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for line in prose_lines(path):
+        match = HEADING.match(line)
+        if match is None:
+            continue
+        base = candidate = slug(match.group(1))
+        number = 0
+        while candidate in found:  # repeated headings get -1, -2, ...
+            number += 1
+            candidate = f"{base}-{number}"
+        found.add(candidate)
+    return found
+
+
+@pytest.mark.parametrize("path", PAGES, ids=relative)
+def test_relative_links_resolve(path: Path) -> None:
+    for line in prose_lines(path):
+        for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue  # https:, mailto:
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            assert linked.exists(), f"{relative(path)}: link to a missing file: {target}"
+            if anchor and linked.suffix == ".md":
+                assert anchor in anchors(linked), (
+                    f"{relative(path)}: link to a missing heading: {target}"
+                )
+
+
+def cli_flags() -> dict[str, list[str]]:
+    """Every option string of every wirekit command, by command."""
+    parser = cli_parser()
+    [commands] = [
+        action
+        for action in parser._actions  # argparse keeps its sub-parsers there
+        if isinstance(action.choices, dict)
+    ]
+    flags = {
+        "": [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+    }
+    for name, sub in commands.choices.items():
+        flags[name] = [
+            o for a in sub._actions for o in a.option_strings if o not in ("-h", "--help")
+        ]
+    return flags
+
+
+def test_cli_reference_names_every_command_and_flag() -> None:
+    text = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+    missing = [
+        f"{command} {flag}".strip()
+        for command, flags in cli_flags().items()
+        for flag in flags
+        if not re.search(rf"`{re.escape(flag)}[` ]", text)
+    ]
+    missing += [command for command in cli_flags() if command and f"`wirekit {command}" not in text]
+    assert not missing, f"docs/reference/cli.md does not describe {missing}"
+
+
+@pytest.mark.parametrize("page", ["reference/config.md", "howto/limits.md"])
+def test_config_pages_name_every_limit(page: str) -> None:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    keys = [field.name for field in attrs.fields(Limits)] + ["max_frame_size"]
+    missing = [key for key in keys if f"`{key}`" not in text]
+    assert not missing, f"docs/{page} does not describe {missing}"
+
+
+def test_config_reference_names_every_key() -> None:
+    text = (DOCS / "reference" / "config.md").read_text(encoding="utf-8")
+    keys = sorted(CONFIG_KEYS) + [field.name for field in attrs.fields(TlsOptions)]
+    missing = [key for key in keys if f"`{key}`" not in text]
+    assert not missing, f"docs/reference/config.md does not describe {missing}"
+
+
+def test_readme_quick_start_is_two_commands() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    shell = [line for line in section.splitlines() if line.startswith("make")]
+    assert shell == ["make demo", "make test"], f"README.md Quick start runs {shell}"
