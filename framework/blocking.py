@@ -39,12 +39,13 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        # The timeout is enforced inside the loop: a value that arrives just as
+        # time runs out is either returned or left queued, never dropped
+        # between the two threads.
+        async def bounded() -> T:
+            return await asyncio.wait_for(coro, timeout)
+
+        return asyncio.run_coroutine_threadsafe(bounded(), self.loop).result()
 
     def stop(self) -> None:
         if self.loop.is_closed():

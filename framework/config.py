@@ -37,6 +37,7 @@ import attrs
 
 from framework.app import App
 from framework.codecs import Codec, make_codec
+from framework.endpoints import parse_url
 from framework.errors import ConfigError
 from framework.framing import Framing, make_framing
 from framework.limits import Limits
@@ -129,6 +130,18 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             if not isinstance(data[key], str):
                 raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
             fields[key] = data[key]
+    if "url" in fields:
+        try:
+            parse_url(fields["url"])
+        except ConfigError as exc:
+            raise _error(source, "url", str(exc)) from exc
+    if "protocol" in fields:
+        # Import it first: a protocol module registers its own codecs and
+        # framings by name, and the tables below may name them.
+        try:
+            load_protocol(fields["protocol"])
+        except ConfigError as exc:
+            raise _error(source, "protocol", str(exc)) from exc
     framing = _table(source, data, "framing")
     if framing is not None:
         fields["framing"] = _named(source, "framing", framing, make_framing)

@@ -63,3 +63,25 @@ def test_connecting_to_nothing_raises_and_leaves_no_thread() -> None:
     with pytest.raises(TransportError):
         BlockingClient(url, Pipeline())
     assert threading.active_count() == before
+
+
+def test_a_timed_out_receive_never_loses_a_value() -> None:
+    app = App(Pipeline(framing="newline", codecs="utf-8"))
+
+    @app.on(str)
+    def burst(line: str, conn: object) -> None:
+        for n in range(int(line)):
+            conn.send_nowait(str(n))  # type: ignore[attr-defined]
+
+    with (
+        ServerThread(app, "tcp://127.0.0.1:0") as server,
+        BlockingClient(server.url, app.pipeline) as client,
+    ):
+        client.send("500")
+        received: list[str] = []
+        while len(received) < 500:
+            try:
+                received.append(client.receive(timeout=1e-5))
+            except TimeoutError:
+                continue
+        assert received == [str(n) for n in range(500)]

@@ -120,3 +120,34 @@ def test_load_protocol_errors() -> None:
         load_protocol("protocols.nope")
     with pytest.raises(ConfigError, match=r"defines no `app`"):
         load_protocol("framework.errors")
+
+
+def test_a_bad_url_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'url = "tcp://localhost"')
+    with pytest.raises(ConfigError, match=r"deploy\.toml: url: .*port is missing"):
+        load_config(path)
+
+
+def test_a_protocol_module_registers_its_codecs_before_they_are_named(tmp_path: Path) -> None:
+    module = tmp_path / "tinyproto.py"
+    module.write_text(
+        "from framework import App, BytesCodec, register_codec\n"
+        "class Shout(BytesCodec):\n"
+        "    name = 'shout'\n"
+        "register_codec('shout', Shout)\n"
+        "app = App()\n"
+    )
+    path = write(tmp_path, 'protocol = "tinyproto"\n[codec]\nname = "shout"\n')
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        config = load_config(path)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert [codec.name for codec in config.codecs or ()] == ["shout"]
+
+
+def test_an_unknown_protocol_is_reported_with_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"deploy\.toml: protocol: no protocol module"):
+        load_config(write(tmp_path, 'protocol = "no.such.module"'))

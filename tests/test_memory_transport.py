@@ -257,3 +257,15 @@ def test_a_closing_end_reads_nothing_more() -> None:
         assert server.events == ["made", b"first", ("lost", None)]
 
     run(main())
+
+
+def test_each_end_names_itself_and_its_peer() -> None:
+    async def scenario() -> None:
+        client, server = asyncio.Protocol(), asyncio.Protocol()
+        left, right = memory_pair(client, server, name="names")
+        assert left.get_extra_info("peername") == right.get_extra_info("sockname")
+        assert right.get_extra_info("peername") == left.get_extra_info("sockname")
+        assert left.get_extra_info("sockname") != right.get_extra_info("sockname")
+        left.abort()
+
+    asyncio.run(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import threading
@@ -40,6 +41,7 @@ from helpers_runtime import (
     within,
 )
 
+from framework import Pipeline
 from framework.app import App
 from framework.errors import DecodeError, EncodeError, TransportError, UnknownMessageType
 from framework.limits import Limits
@@ -982,3 +984,47 @@ def test_a_signal_sent_as_soon_as_serve_announces_readiness_shuts_down_gracefull
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stray == [], "the signal arrived before serve() installed its handler"
+
+
+def test_replies_keep_the_order_handlers_produced_them() -> None:
+    """A reply returned by one handler and a value sent by the next go out in order."""
+    pipeline = Pipeline(framing="newline", codecs="utf-8")
+    app = App(pipeline)
+
+    @app.on(str)
+    def handle(line: str, conn: Connection) -> str | None:
+        if line == "a":
+            return "reply-to-a"
+        conn.send_nowait(f"sent-during-{line}")
+        return None
+
+    async def scenario() -> list[str]:
+        server = await app.start("tcp://127.0.0.1:0")
+        try:
+            async with raw_peer(server.url) as peer:
+                peer.transport.write(b"a\nb\n")  # one chunk, two frames
+                return list(await decode_all(pipeline, peer, 2))
+        finally:
+            await server.close()
+
+    assert run(scenario()) == ["reply-to-a", "sent-during-b"]
+
+
+def test_abstract_unix_socket_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = f"@wirekit-test-{os.getpid()}"
+    pipeline = typed_pipeline()
+
+    async def scenario() -> Any:
+        server = await echo_app(pipeline).start(f"unix://{name}")
+        try:
+            async with connect(f"unix://{name}", pipeline) as conn:
+                await conn.send(Ping(1))
+                return await within(conn.receive())
+        finally:
+            await server.close()
+
+    assert run(scenario()) == Ping(1)
+    assert list(tmp_path.iterdir()) == []

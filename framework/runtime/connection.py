@@ -129,6 +129,13 @@ class Connection:
         """
         if self.closed or self._closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        replies = self._replies
+        if replies:
+            # Replies returned earlier in this chunk go first: the peer sees
+            # everything in the order the handlers produced it.
+            pending = replies[:]
+            replies.clear()
+            self._write_values(pending)
         self._write_values([value], strict=True)
 
     async def receive(self) -> Any:

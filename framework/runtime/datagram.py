@@ -155,8 +155,12 @@ class DatagramServer(asyncio.DatagramProtocol):
             log.info("%r: dropped datagram: %s", peer, exc)
             return
         except WirekitError as exc:
+            # A packed datagram's good frames still count; the bad one is dropped.
+            values = exc.decoded
+            exc.decoded = []
             peer._bad_input(exc, fatal=False)
-            return
+            if not values:
+                return
         replies: list[Any] = []
         peer._replies = replies
         try:
@@ -229,8 +233,9 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
             self.dropped += 1
             self.stats.errors += 1
             log.info("%r: dropped datagram: %s", self, exc)
-            return
-        self._deliver(values)
+            values = exc.decoded
+        if values:
+            self._deliver(values)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("%r: UDP error: %s", self, exc)

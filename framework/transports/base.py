@@ -78,13 +78,19 @@ async def serve_stream(
             return server, _bound(endpoint, server.sockets[0].getsockname())
         if endpoint.scheme == "unix":
             _remove_stale_socket(endpoint)
-            server = await loop.create_unix_server(factory, endpoint.path, backlog=backlog)
+            server = await loop.create_unix_server(factory, _unix_path(endpoint), backlog=backlog)
             return server, endpoint
         if endpoint.scheme == "memory":
             return memory.listen(endpoint.path, factory), endpoint
     except OSError as exc:
         raise _os_error("listen on", endpoint, exc) from exc
     raise ConfigError(f"{endpoint.scheme}:// does not carry a byte stream", option="url")
+
+
+def _unix_path(endpoint: Endpoint) -> str:
+    # unix://@name is Linux's abstract namespace: no file, gone with the socket.
+    path = endpoint.path
+    return "\0" + path[1:] if path.startswith("@") else path
 
 
 def _remove_stale_socket(endpoint: Endpoint) -> None:
@@ -143,7 +149,7 @@ async def open_stream(
                 ssl_handshake_timeout=handshake_timeout if tls is not None else None,
             )
         elif endpoint.scheme == "unix":
-            transport, protocol = await loop.create_unix_connection(factory, endpoint.path)
+            transport, protocol = await loop.create_unix_connection(factory, _unix_path(endpoint))
         elif endpoint.scheme == "memory":
             transport, protocol = memory.connect(endpoint.path, factory)
         else:

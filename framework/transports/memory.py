@@ -46,8 +46,10 @@ class MemoryTransport(asyncio.Transport):
     # -- asyncio.BaseTransport --------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name in ("peername", "sockname"):
+        if name == "sockname":
             return f"memory://{self._name}"
+        if name == "peername" and self._peer is not None:
+            return f"memory://{self._peer._name}"
         return default
 
     def is_closing(self) -> bool:

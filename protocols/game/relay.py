@@ -45,6 +45,11 @@ def create_app(pipeline: Pipeline | None = None) -> App:
         for other in list(players):
             if other is conn:
                 continue
+            if not other.can_send:
+                # A player not reading its updates gets none until it catches
+                # up: the next position supersedes this one anyway.
+                other.state["dropped"] = other.state.get("dropped", 0) + 1
+                continue
             try:
                 other.send_nowait(update)
             except ConnectionClosed:
