@@ -19,6 +19,8 @@ subclasses (by value), ``None`` and ``X | None``, ``list[X]``,
 from __future__ import annotations
 
 import enum
+import types
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
@@ -140,13 +142,41 @@ def _is_dict(tp: Any) -> bool:
     return tp is dict or get_origin(tp) is dict
 
 
+_SCALARS: tuple[Any, ...] = (int, float, str, bytes, bool, type(None), None, Any)
+
+
+def _unsupported(tp: Any, seen: set[Any]) -> Any:
+    """The first type within ``tp`` that a message field cannot have, or ``None``.
+
+    cattrs can structure more types than the wire can carry (sets, tuples,
+    ``dict[int, X]``, unions of scalars): refuse them at registration, not at
+    the first message that uses them.
+    """
+    if any(tp is scalar for scalar in _SCALARS) or _is_enum(tp) or tp is list or tp is dict:
+        return None
+    if attrs.has(tp):
+        if tp not in seen:
+            seen.add(tp)
+            attrs.resolve_types(tp)
+            for field in attrs.fields(tp):
+                bad = _unsupported(field.type, seen)
+                if bad is not None:
+                    return bad
+        return None
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is list:
+        return _unsupported(args[0], seen)
+    if origin is dict:
+        return tp if args[0] is not str else _unsupported(args[1], seen)
+    if origin is typing.Union or origin is types.UnionType:
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1 and len(args) == 2:
+            return _unsupported(others[0], seen)
+    return tp
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(int, _exact(int, "int"))
-    converter.register_structure_hook(str, _exact(str, "str"))
-    converter.register_structure_hook(bytes, _exact(bytes, "bytes"))
-    converter.register_structure_hook(bool, _exact(bool, "bool"))
-    converter.register_structure_hook(float, _structure_float)
 
     def enum_factory(tp: type[enum.Enum]) -> Callable[[Any, Any], Any]:
         # Keyed by (type, value) so True does not pass for 1, nor 1.0 for 1.
@@ -160,6 +190,26 @@ def _make_converter() -> cattrs.Converter:
                 raise _Mismatch(expected, value) from None
 
         return structure
+
+    enum_hooks: dict[Any, Callable[[Any, Any], Any]] = {}
+
+    def scalar(kind: type, hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def structure(value: Any, tp: Any) -> Any:
+            if tp is kind:
+                return hook(value, tp)
+            # Hooks registered by class also receive its subclasses: an IntEnum
+            # or a str-mixin Enum field must still become one of its members.
+            if tp not in enum_hooks:
+                enum_hooks[tp] = enum_factory(tp)
+            return enum_hooks[tp](value, tp)
+
+        return structure
+
+    converter.register_structure_hook(int, scalar(int, _exact(int, "int")))
+    converter.register_structure_hook(str, scalar(str, _exact(str, "str")))
+    converter.register_structure_hook(bytes, scalar(bytes, _exact(bytes, "bytes")))
+    converter.register_structure_hook(bool, scalar(bool, _exact(bool, "bool")))
+    converter.register_structure_hook(float, scalar(float, _structure_float))
 
     def list_factory(tp: Any) -> Callable[[Any, Any], Any]:
         target: Any = tp if get_args(tp) else list[Any]
@@ -259,6 +309,13 @@ class MessageRegistry(Codec):
                 f"cannot build a decoder for {cls.__qualname__}: {exc}; see the field types "
                 "wirekit supports in framework.messages"
             ) from exc
+        for field in attrs.fields(cls):  # type: ignore[arg-type]
+            bad = _unsupported(field.type, {cls})
+            if bad is not None:
+                raise ConfigError(
+                    f"{cls.__qualname__}.{field.name}: a message field cannot hold {bad!r}; "
+                    "see the field types wirekit supports in framework.messages"
+                )
         self._by_name[name] = (cls, structure)
         self._by_class[cls] = (name, unstructure)
         return cls
@@ -354,7 +411,10 @@ class MessageRegistry(Codec):
             )
         # A validator on the user's class, or a converter of theirs, refused the value.
         return InvalidMessage(
-            f"{where}: {type(leaf).__name__}: {leaf}", type_name=type_name, value=data, field=path
+            f"{where}: {type(leaf).__name__}: {leaf}",
+            type_name=type_name,
+            value=data,
+            field=path or None,
         )
 
     def encode(self, value: Any) -> dict[str, Any]:

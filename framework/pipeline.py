@@ -55,6 +55,13 @@ def _check_codecs(_instance: Any, _attribute: Any, value: tuple[Any, ...]) -> No
             raise ConfigError(f"codecs must be Codecs or names, got {codec!r}", option="codecs")
 
 
+def _check_datagram(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, Datagram):
+        raise ConfigError(
+            f"datagram must be a Datagram framing or None, got {value!r}", option="datagram"
+        )
+
+
 def _guarded(
     codec: Codec, method: Callable[[Any], Any], error: type[CodecError]
 ) -> Callable[[Any], Any]:
@@ -114,11 +121,19 @@ class Pipeline:
         factory=lambda: (BytesCodec(),), converter=_to_codecs, validator=_check_codecs
     )
     messages: MessageRegistry | None = attrs.field(default=None, converter=_to_messages)
-    datagram: Datagram | None = None
+    datagram: Datagram | None = attrs.field(default=None, validator=_check_datagram)
     _decode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
     _encode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.datagram_framing.packed and not self.framing.streaming:
+            raise ConfigError(
+                "a packed datagram is cut by the stream framing, but framing "
+                f"{self.framing.name!r} cannot cut a stream; choose length-prefix, newline "
+                "or msgpack-stream",
+                option="datagram",
+                value=self.datagram_framing,
+            )
         stack: list[Codec] = list(self.codecs)
         if self.messages is not None:
             stack.append(self.messages)
@@ -190,7 +205,11 @@ class Pipeline:
             return [self._decode(data)]
         decoder = self.decoder()
         values = decoder.feed(data)
-        values += decoder.end()
+        try:
+            values += decoder.end()
+        except WirekitError as exc:
+            exc.decoded = values + exc.decoded
+            raise
         return values
 
     def encode_datagram(self, *values: Any) -> bytes:
@@ -295,7 +314,9 @@ class Decoder:
 
         Raises ``IncompleteFrame`` if the stream ended inside a frame.
         """
-        values = self._drain() if self._backlog else []
+        # A stream error not yet raised (a bad frame before it raised first) is raised here.
+        unreported = self._stream_error is not None and not self._reported
+        values = self._drain() if self._backlog or unreported else []
         try:
             self._frames.end()
         except FramingError as exc:

@@ -19,8 +19,16 @@ class BytesCodec(Codec):
     name: ClassVar[str] = "bytes"
 
     def decode(self, data: Any) -> bytes:
-        """Return the frame as ``bytes``."""
-        return data if type(data) is bytes else bytes(data)
+        """Return the frame as ``bytes``; anything but a bytes-like value is refused."""
+        if type(data) is bytes:
+            return data
+        # Never bytes(data) on any value: bytes(2**40) would allocate a terabyte.
+        if isinstance(data, bytearray | memoryview):
+            return bytes(data)
+        raise DecodeError(
+            f"the bytes codec decodes bytes-like values, not {type(data).__name__}",
+            codec=self.name,
+        )
 
     def encode(self, value: Any) -> bytes:
         """Accept ``bytes``, ``bytearray`` or ``memoryview``; refuse anything else."""

@@ -58,7 +58,9 @@ class Delimited(Framing):
 
     ``on_oversize`` chooses what follows an over-long frame: ``"close"`` (the
     decoder fails, the connection should end) or ``"skip"`` (the error is
-    raised once, the decoder discards through the next delimiter and goes on).
+    raised once, the decoder discards through the next delimiter and goes on:
+    the next ``feed`` call, ``feed(b"")`` will do, returns the frames that
+    followed the long one in the same chunk).
     """
 
     name: ClassVar[str] = "newline"
@@ -81,8 +83,18 @@ class Delimited(Framing):
         return _DelimitedDecoder(self)
 
     def _check(self, frame: bytes) -> None:
-        if self.delimiter in frame:
-            raise InvalidFrame(f"frame contains the delimiter {self.delimiter!r}")
+        delimiter = self.delimiter
+        if delimiter in frame:
+            raise InvalidFrame(f"frame contains the delimiter {delimiter!r}")
+        if len(delimiter) > 1:
+            # A delimiter that overlaps itself (b"\0\0", b"\r\n\r\n") can begin
+            # inside the frame's last bytes: the decoder would cut there.
+            tail = frame[1 - len(delimiter) :] + delimiter
+            if tail.find(delimiter) != len(tail) - len(delimiter):
+                raise InvalidFrame(
+                    f"frame ends with bytes that, followed by the delimiter {delimiter!r}, "
+                    "contain the delimiter early"
+                )
         if self._strips_cr and frame.endswith(b"\r"):
             raise InvalidFrame("frame ends with '\\r', which the decoder would strip")
         limit = self.max_frame_size
@@ -121,6 +133,7 @@ class _DelimitedDecoder(FrameDecoder):
         "_scanned",
         "_skip",
         "_strip_cr",
+        "_tail",
     )
 
     def __init__(self, framing: Delimited) -> None:
@@ -133,6 +146,9 @@ class _DelimitedDecoder(FrameDecoder):
         self._scanned = 0
         self._offset = 0  # stream offset of the first pending byte
         self._discarding = False
+        # While discarding: the last len(delimiter) - 1 bytes seen, which may
+        # begin a delimiter that the next chunk completes.
+        self._tail = b""
         self._failed: FramingError | None = None
 
     @property
@@ -144,14 +160,10 @@ class _DelimitedDecoder(FrameDecoder):
             raise FramingError(f"decoder already failed: {self._failed}", offset=self._offset)
         delim = self._delim
         if self._discarding:
-            index = bytes(data).find(delim) if type(data) is not bytes else data.find(delim)
-            if index < 0:
-                self._offset += len(data)
+            after = self._discard(data)
+            if after is None:
                 return []
-            self._discarding = False
-            skipped = index + len(delim)
-            self._offset += skipped
-            data = memoryview(data)[skipped:]
+            data = after
         pending = self._pending
         if pending:
             pending += data
@@ -188,10 +200,38 @@ class _DelimitedDecoder(FrameDecoder):
             self._after_partial(rest, frames)
         return frames
 
+    def _discard(self, data: Buffer) -> Buffer | None:
+        """Drop bytes through the next delimiter; return what follows it, if it came."""
+        delim = self._delim
+        keep = len(delim) - 1
+        chunk = data if type(data) is bytes else bytes(data)
+        tail = self._tail
+        # A delimiter may straddle the previous chunk and this one.
+        index = (tail + chunk[:keep]).find(delim) if tail else -1
+        if index >= 0:
+            skipped = index + len(delim) - len(tail)
+        else:
+            index = chunk.find(delim)
+            if index < 0:
+                self._offset += len(chunk)
+                self._tail = (tail + chunk[-keep:])[-keep:] if keep else b""
+                return None
+            skipped = index + len(delim)
+        self._discarding = False
+        self._tail = b""
+        self._offset += skipped
+        return memoryview(chunk)[skipped:]
+
     def _after_partial(self, size: int, frames: list[bytes]) -> None:
         # The delimiter may straddle two chunks: rescan its last len-1 bytes.
-        self._scanned = max(0, size - len(self._delim) + 1)
-        if size > self._limit:
+        delim = self._delim
+        self._scanned = max(0, size - len(delim) + 1)
+        over = size - self._limit
+        # Bytes past the limit may still be the start of the delimiter that ends
+        # a frame of exactly max_frame_size bytes: not over the limit yet.
+        if over > 0 and (over >= len(delim) or not delim.startswith(self._pending[-over:])):
+            keep = len(delim) - 1
+            self._tail = bytes(self._pending[-keep:]) if keep else b""
             self._pending.clear()
             self._scanned = 0
             error = FrameTooLarge(

@@ -37,6 +37,69 @@ _SIZED_HEADERS: dict[int, tuple[int, str]] = {
 }  # fmt: skip
 
 
+# msgpack's Unpacker.skip() takes an ext 32 header announcing 2**32 - 1 bytes
+# for a complete 5-byte value (the length plus its type byte overflows 32
+# bits), and the frames after it are then cut in the wrong places. Frames
+# completed in a chunk holding these bytes are checked with _value_end.
+_EXT32_OVERFLOW = b"\xc9\xff\xff\xff\xff"
+
+# Every first byte from 0xc4 up: (bytes before the payload or children,
+# struct format of the length, what the length counts: 0 payload bytes,
+# 1 children, 2 key/value pairs). No format: a value of fixed size.
+_LAYOUT: dict[int, tuple[int, str | None, int]] = {
+    0xC4: (2, ">B", 0), 0xC5: (3, ">H", 0), 0xC6: (5, ">I", 0),  # bin
+    0xC7: (3, ">B", 0), 0xC8: (4, ">H", 0), 0xC9: (6, ">I", 0),  # ext (+ type byte)
+    0xCA: (5, None, 0), 0xCB: (9, None, 0),  # float 32/64
+    0xCC: (2, None, 0), 0xCD: (3, None, 0), 0xCE: (5, None, 0), 0xCF: (9, None, 0),  # uint
+    0xD0: (2, None, 0), 0xD1: (3, None, 0), 0xD2: (5, None, 0), 0xD3: (9, None, 0),  # int
+    0xD4: (3, None, 0), 0xD5: (4, None, 0), 0xD6: (6, None, 0), 0xD7: (10, None, 0),
+    0xD8: (18, None, 0),  # fixext 1/2/4/8/16
+    0xD9: (2, ">B", 0), 0xDA: (3, ">H", 0), 0xDB: (5, ">I", 0),  # str
+    0xDC: (3, ">H", 1), 0xDD: (5, ">I", 1),  # array
+    0xDE: (3, ">H", 2), 0xDF: (5, ">I", 2),  # map
+}  # fmt: skip
+
+
+def _value_end(buf: bytes) -> int | None:
+    """Where the msgpack value at the start of ``buf`` ends; ``None`` if after ``buf``.
+
+    A plain-Python twin of ``Unpacker.skip`` without its ext 32 overflow;
+    raises ``ValueError`` for the byte 0xc1, which msgpack never uses.
+    """
+    pos, end, todo = 0, len(buf), 1
+    while todo:
+        if pos >= end:
+            return None
+        byte = buf[pos]
+        todo -= 1
+        if byte <= 0x7F or byte >= 0xE0 or byte in (0xC0, 0xC2, 0xC3):
+            pos += 1
+        elif byte <= 0x8F:  # fixmap
+            todo += 2 * (byte & 0x0F)
+            pos += 1
+        elif byte <= 0x9F:  # fixarray
+            todo += byte & 0x0F
+            pos += 1
+        elif byte <= 0xBF:  # fixstr
+            pos += 1 + (byte & 0x1F)
+        elif byte == 0xC1:
+            raise ValueError("0xc1 is not a msgpack type")
+        else:
+            header, fmt, counts = _LAYOUT[byte]
+            if fmt is None:
+                pos += header
+                continue
+            if pos + header > end:
+                return None
+            (length,) = struct.unpack_from(fmt, buf, pos + 1)
+            pos += header
+            if counts:
+                todo += counts * length
+            else:
+                pos += length
+    return pos if pos <= end else None
+
+
 def _announced_size(buf: bytes | bytearray) -> int | None:
     """Total size of the str/bin/ext value starting ``buf``, if its header says so."""
     if not buf:
@@ -45,7 +108,7 @@ def _announced_size(buf: bytes | bytearray) -> int | None:
     if entry is None:
         return None
     header, fmt = entry
-    if len(buf) < header:
+    if len(buf) < 1 + struct.calcsize(fmt):  # an ext's type byte may not be here yet
         return None
     (length,) = struct.unpack_from(fmt, buf, 1)
     return int(header + length)
@@ -139,16 +202,19 @@ class _MsgpackStreamDecoder(FrameDecoder):
         prev = base
         limit = self._limit
         append = frames.append
+        suspect = _EXT32_OVERFLOW in buf
         pos = unpacker.tell()
         while True:
             if pos - prev > limit:
                 self._fail_size(pos - prev, prev, frames)
-            append(buf[prev - base : pos - base])
-            prev = pos
+            frame = buf[prev - base : pos - base]
+            if suspect:
+                self._check_frame(frame, frames)
+            append(frame)
+            prev = self._base = pos  # errors name the offset of the value at fault
             if not self._skip(frames):
                 break
             pos = unpacker.tell()
-        self._base = prev
         if prev - base < len(buf):
             pending += memoryview(buf)[prev - base :]
             self._check_partial(frames)
@@ -163,6 +229,23 @@ class _MsgpackStreamDecoder(FrameDecoder):
         except (ValueError, msgpack.UnpackException) as exc:
             self._fail(InvalidFrame(f"malformed msgpack at offset {self._base}"), exc, frames)
         return True
+
+    def _check_frame(self, frame: bytes, frames: list[bytes]) -> None:
+        """Fail if ``frame`` is not one whole value: skip() read an ext 32 overflow."""
+        try:
+            end = _value_end(frame)
+        except ValueError as exc:
+            self._fail(InvalidFrame(f"malformed msgpack at offset {self._base}"), exc, frames)
+        if end == len(frame):
+            return
+        announced = _announced_size(frame)
+        if announced is not None and announced > self._limit:
+            self._fail_size(announced, self._base, frames)
+        self._fail(
+            InvalidFrame(f"msgpack ext value announcing 2**32 - 1 bytes at offset {self._base}"),
+            None,
+            frames,
+        )
 
     def _check_partial(self, frames: list[bytes]) -> None:
         pending = self._pending

@@ -170,18 +170,26 @@ def _field_strategy(tp: Any) -> st.SearchStrategy[Any]:
     raise ConfigError(f"no strategy for field type {tp!r}; pass your own with st.builds")
 
 
+# One strategy per class, so a class that refers to itself (a tree) finds its
+# own strategy instead of building a new one at every level.
+_INSTANCES: dict[type, st.SearchStrategy[Any]] = {}
+
+
 def message_instances(cls: type[T]) -> st.SearchStrategy[T]:
     """Instances of an attrs message class, derived from its field types."""
-    target: Any = cls
-    attrs.resolve_types(target)
-    fields = {
-        field.name: _deferred_field(field.type) for field in attrs.fields(target) if field.init
-    }
-    return st.builds(cls, **fields)
+    strategy = _INSTANCES.get(cls)
+    if strategy is None:
+        target: Any = cls
+        attrs.resolve_types(target)
+        fields = {
+            field.name: _deferred_field(field.type) for field in attrs.fields(target) if field.init
+        }
+        strategy = _INSTANCES[cls] = st.builds(cls, **fields)
+    return strategy
 
 
 def _deferred_field(tp: Any) -> st.SearchStrategy[Any]:
-    # Deferred, so a class that refers to itself (a tree) does not recurse forever.
+    # Deferred: the field's strategy may be the class's own (a tree).
     return st.deferred(lambda: _field_strategy(tp))
 
 
@@ -219,13 +227,28 @@ def _delimited_payloads(framing: Delimited) -> st.SearchStrategy[bytes]:
             frame = frame.replace(delimiter, b"")
         if framing.strip_cr and delimiter == b"\n":
             frame = frame.rstrip(b"\r")
+        # A self-overlapping delimiter (b"\0\0") must not begin inside the frame's end.
+        while frame and len(delimiter) > 1:
+            tail = frame[1 - len(delimiter) :]
+            if (tail + delimiter).find(delimiter) == len(tail):
+                break
+            frame = frame[:-1]
         return frame
 
     return st.binary(max_size=_SMALL).map(clean)
 
 
+def _length_prefix_payloads(framing: LengthPrefix) -> st.SearchStrategy[bytes]:
+    # The header holds len(frame) - length_adjustment: a positive adjustment
+    # rules out short frames, a narrow prefix rules out long ones.
+    adjustment = framing.length_adjustment
+    low = max(0, adjustment)
+    high = min(low + _SMALL * 2, framing.max_field_value + adjustment)
+    return st.binary(min_size=low, max_size=high)
+
+
 _FRAMES: dict[type, Callable[[Any], st.SearchStrategy[bytes]]] = {
-    LengthPrefix: lambda framing: st.binary(max_size=_SMALL * 2),
+    LengthPrefix: _length_prefix_payloads,
     Datagram: lambda framing: st.binary(max_size=_SMALL * 2),
     Delimited: _delimited_payloads,
     MsgpackStream: lambda framing: msgpack_values().map(
