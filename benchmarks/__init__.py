@@ -1,4 +1,4 @@
-"""Throughput benchmarks for wirekit's sans-I/O core.
+"""wirekit's benchmarks: the sans-I/O core (the default suite) and I/O over loopback.
 
 Run them with ``python -m benchmarks`` (or ``make bench``). Every scenario
 times wirekit side by side with a minimal hand-written baseline in the same
@@ -13,4 +13,14 @@ Modules:
 - :mod:`benchmarks.scenarios` — which wirekit call is paired with which baseline;
 - :mod:`benchmarks.report` — the printed table and the JSON results file;
 - :mod:`benchmarks.cli` — the command line.
+
+``python -m benchmarks io`` runs the I/O benchmark instead: wirekit servers
+and peer servers (``benchmarks/peers/``) over loopback, loaded by one
+independent load generator:
+
+- :mod:`benchmarks.io_scenarios` — the loads, the servers, the goals;
+- :mod:`benchmarks.io_servers` — starting and always stopping server processes;
+- :mod:`benchmarks.io_load` — the plain-socket load generator (worker processes);
+- :mod:`benchmarks.io_report` — the tables, the goals, the noise, the JSON;
+- :mod:`benchmarks.io_cli` — its command line.
 """

@@ -1,4 +1,8 @@
-"""The command line: ``python -m benchmarks [--quick] [--json PATH] [--only KEY]``."""
+"""The command line: ``python -m benchmarks [--quick] [--json PATH] [--only KEY]``.
+
+``python -m benchmarks io ...`` (or ``--suite io``) runs the I/O benchmark
+instead: see :mod:`benchmarks.io_cli`.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", metavar="TEXT", help="run only the scenarios whose key contains TEXT"
     )
+    parser.add_argument(
+        "--suite",
+        choices=("core", "io"),
+        default="core",
+        help="core: sans-I/O throughput (default); io: servers over loopback "
+        "(same as `python -m benchmarks io`, see its --help)",
+    )
     return parser
+
+
+def _suite(argv: list[str]) -> tuple[str, list[str]]:
+    """Split the suite choice (``io`` first, or ``--suite NAME``) from the other arguments."""
+    if argv[:1] in (["io"], ["core"]):
+        return argv[0], argv[1:]
+    for index, arg in enumerate(argv):
+        if arg == "--suite" and index + 1 < len(argv):
+            return argv[index + 1], argv[:index] + argv[index + 2 :]
+        if arg.startswith("--suite="):
+            return arg.split("=", 1)[1], argv[:index] + argv[index + 1 :]
+    return "core", argv
 
 
 def _run(case: Case, settings: Settings) -> Result:
@@ -48,6 +71,13 @@ def _run(case: Case, settings: Settings) -> Result:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table, write the JSON; return the exit status."""
+    suite, argv = _suite(sys.argv[1:] if argv is None else list(argv))
+    if suite == "io":
+        from benchmarks.io_cli import main as io_main
+
+        return io_main(argv)
+    if suite != "core":
+        _parser().error(f"unknown suite {suite!r} (choose core or io)")
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
