@@ -74,12 +74,17 @@ class FramingError(WirekitError):
     """The byte stream cannot be split into frames.
 
     ``offset`` is the stream offset (bytes fed since the decoder was created)
-    where the problem starts, when it is known.
+    where the problem starts, when it is known. ``recoverable`` is true when
+    the decoder has skipped the bad bytes and can go on (an over-long line
+    with ``Delimited(on_oversize="skip")``); otherwise the stream is over.
     """
 
-    def __init__(self, message: str, *, offset: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, offset: int | None = None, recoverable: bool = False
+    ) -> None:
         super().__init__(message)
         self.offset = offset
+        self.recoverable = recoverable
 
 
 class FrameTooLarge(FramingError):

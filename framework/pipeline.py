@@ -241,10 +241,12 @@ class Decoder:
       stream intact: the frames after it are kept, and the next ``feed``
       (``feed(b"")`` will do) returns them;
     - a :class:`~framework.errors.FramingError` means the stream itself is
-      broken: the decoder refuses further input.
+      broken: the decoder refuses further input, unless the error is
+      ``recoverable`` (a skipped over-long line): then, as after a
+      ``DecodeError``, the next ``feed`` goes on after the bad bytes.
     """
 
-    __slots__ = ("_backlog", "_decode", "_frames", "_reported", "_stream_error")
+    __slots__ = ("_backlog", "_decode", "_frames", "_reported", "_resume", "_stream_error")
 
     def __init__(self, frames: FrameDecoder, decode: Callable[[Any], Any]) -> None:
         self._frames = frames
@@ -252,6 +254,7 @@ class Decoder:
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
         self._reported = False
+        self._resume = False  # the framer holds input it has not cut yet
 
     @property
     def buffered(self) -> int:
@@ -260,7 +263,7 @@ class Decoder:
 
     def feed(self, data: Buffer) -> list[Any]:
         """Add a chunk of the stream; return the values it completes."""
-        if self._backlog or self._stream_error is not None:
+        if self._backlog or self._stream_error is not None or self._resume:
             return self._feed_slow(data)
         try:
             frames = self._frames.feed(data)
@@ -278,7 +281,8 @@ class Decoder:
             return self._drain()
 
     def _feed_slow(self, data: Buffer) -> list[Any]:
-        if data and self._stream_error is None:
+        if self._stream_error is None and (data or self._resume):
+            self._resume = False
             try:
                 self._backlog += self._frames.feed(data)
             except FramingError as exc:
@@ -300,6 +304,12 @@ class Decoder:
                 raise
         self._backlog = []
         error = self._stream_error
+        if error is not None and error.recoverable:
+            # The framer skipped the bad bytes: report once, then go on.
+            self._stream_error = None
+            self._resume = True
+            error.decoded = values
+            raise error
         if error is not None:
             if not self._reported:
                 self._reported = True

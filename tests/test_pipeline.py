@@ -440,3 +440,27 @@ def test_datagram_framing_as_the_framing_serves_datagrams_only() -> None:
         pipeline.decode_datagram(b"[1,2,3,4,5]")
     with pytest.raises(ConfigError):
         pipeline.decoder()
+
+
+def test_a_skipped_long_line_is_reported_once_and_the_stream_goes_on() -> None:
+    from framework import Delimited, FrameTooLarge
+
+    pipeline = Pipeline(framing=Delimited(max_frame_size=4, on_oversize="skip"), codecs="utf-8")
+    decoder = pipeline.decoder()
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.feed(b"ok\ntoo long\nfine\nne")
+    assert info.value.recoverable
+    assert info.value.decoded == ["ok"]
+    assert decoder.feed(b"") == ["fine"]
+    assert decoder.feed(b"xt\n") == ["next"]
+
+
+def test_an_unrecoverable_framing_error_ends_the_stream() -> None:
+    from framework import FramingError
+
+    decoder = Pipeline(framing="length-prefix").decoder()
+    with pytest.raises(FramingError) as info:
+        decoder.feed(b"\xff\xff\xff\xff")
+    assert not info.value.recoverable
+    with pytest.raises(FramingError, match="already failed"):
+        decoder.feed(b"")

@@ -242,6 +242,7 @@ class _DelimitedDecoder(FrameDecoder):
                 offset=self._offset,
             )
             error.decoded = frames
+            error.recoverable = self._skip
             if self._skip:
                 self._discarding = True
                 self._offset += size
@@ -259,6 +260,7 @@ class _DelimitedDecoder(FrameDecoder):
             offset=offset,
         )
         error.decoded = frames
+        error.recoverable = self._skip
         if self._skip:
             # Keep what follows the long line: it is the next frame's start.
             after = index + len(self._delim)

@@ -475,21 +475,22 @@ class StreamConnection(Connection, asyncio.Protocol):
             while True:
                 try:
                     values = self._decoder.feed(chunk)
-                except DecodeError as exc:
+                except (DecodeError, FramingError) as exc:
+                    # One bad frame (or a skipped over-long line) costs only
+                    # itself; any other framing error ends the stream.
+                    fatal = isinstance(exc, FramingError) and not exc.recoverable
                     self._deliver(exc.decoded)
+                    exc.decoded = []
+                    if fatal:
+                        self._bad_input(exc, fatal=True)
+                        return
                     if self._closing():
                         return
-                    exc.decoded = []
                     self._bad_input(exc, fatal=False)
                     if self._closing():
                         return
                     chunk = b""
                     continue
-                except FramingError as exc:
-                    self._deliver(exc.decoded)
-                    exc.decoded = []
-                    self._bad_input(exc, fatal=True)
-                    return
                 self._deliver(values)
                 return
         finally:
