@@ -144,7 +144,11 @@ def _load_target(target: str) -> tuple[App, Config]:
         config = load_config(target)
         if config.protocol is None:
             raise ConfigError(f'{target}: protocol: is required (e.g. protocol = "protocols.echo")')
-        return config.apply(load_protocol(config.protocol)), config
+        try:
+            app = load_protocol(config.protocol)
+        except ConfigError as exc:
+            raise ConfigError(f"{target}: protocol: {exc}", option="protocol") from exc
+        return config.apply(app), config
     return load_protocol(target), parse_config({}, source="<command line>")
 
 

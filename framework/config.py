@@ -27,6 +27,7 @@ wrong types are errors naming the key and the file.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import tomllib
 from collections.abc import Mapping
@@ -137,11 +138,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             raise _error(source, "url", str(exc)) from exc
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and
-        # framings by name, and the tables below may name them.
-        try:
+        # framings by name, and the tables below may name them. One that
+        # cannot be found yet (defined later, or elsewhere on sys.path) is
+        # reported when it is loaded.
+        with contextlib.suppress(ConfigError):
             load_protocol(fields["protocol"])
-        except ConfigError as exc:
-            raise _error(source, "protocol", str(exc)) from exc
     framing = _table(source, data, "framing")
     if framing is not None:
         fields["framing"] = _named(source, "framing", framing, make_framing)

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from framework.codecs import BytesCodec, Codec, make_codec
+from framework.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec, make_codec
 from framework.errors import (
     CodecError,
     ConfigError,
@@ -97,6 +97,10 @@ def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     return run
 
 
+#: Built-in codecs whose encode always returns bytes (or raises EncodeError).
+_BYTES_WRITERS = frozenset({BytesCodec, Utf8Codec, MsgpackCodec, JsonCodec})
+
+
 def _is_builtin(codec: Codec) -> bool:
     # Built-in codecs only ever raise wirekit errors; skip the guard's cost for them.
     return type(codec).__module__.startswith("framework.")
@@ -124,8 +128,21 @@ class Pipeline:
     datagram: Datagram | None = attrs.field(default=None, validator=_check_datagram)
     _decode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
     _encode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
+    # Hot-path facts worked out once: the datagram framing in force, whether
+    # the stack always writes bytes (no per-frame check), and whether decoding
+    # is the identity (raw bytes: frames are the values).
+    _datagram: Datagram = attrs.field(init=False, repr=False, eq=False)
+    _writes_bytes: bool = attrs.field(init=False, repr=False, eq=False)
+    _identity: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.datagram is not None:
+            datagram = self.datagram
+        elif isinstance(self.framing, Datagram):
+            datagram = self.framing
+        else:
+            datagram = Datagram()
+        object.__setattr__(self, "_datagram", datagram)
         if self.datagram_framing.packed and not self.framing.streaming:
             raise ConfigError(
                 "a packed datagram is cut by the stream framing, but framing "
@@ -146,16 +163,15 @@ class Pipeline:
         ]
         object.__setattr__(self, "_decode", _compose(decoders))
         object.__setattr__(self, "_encode", _compose(encoders))
+        wire = type(stack[0]) if stack else None
+        object.__setattr__(self, "_writes_bytes", wire in _BYTES_WRITERS)
+        object.__setattr__(self, "_identity", [type(c) for c in stack] == [BytesCodec])
 
     @property
     def datagram_framing(self) -> Datagram:
         """How datagrams are cut: ``datagram`` if set, else the framing if it is
         a ``Datagram``, else one datagram per frame."""
-        if self.datagram is not None:
-            return self.datagram
-        if isinstance(self.framing, Datagram):
-            return self.framing
-        return Datagram()
+        return self._datagram
 
     def decoder(self) -> Decoder:
         """Fresh per-connection decoding state for a byte stream."""
@@ -166,7 +182,7 @@ class Pipeline:
                 option="framing",
                 value=self.framing.name,
             )
-        return Decoder(self.framing.decoder(), self._decode)
+        return Decoder(self.framing.decoder(), None if self._identity else self._decode)
 
     def decode_frame(self, frame: Buffer) -> Any:
         """Decode one frame's payload through the codec stack (and messages)."""
@@ -189,7 +205,7 @@ class Pipeline:
 
     def encode_many(self, values: Iterable[Any]) -> bytes:
         """Encode several values into one buffer: one write for a batch of replies."""
-        encode = self.encode_frame
+        encode = self._encode if self._writes_bytes else self.encode_frame
         return self.framing.encode_many([encode(value) for value in values])
 
     def decode_datagram(self, data: Buffer) -> list[Any]:
@@ -248,8 +264,9 @@ class Decoder:
 
     __slots__ = ("_backlog", "_decode", "_frames", "_reported", "_resume", "_stream_error")
 
-    def __init__(self, frames: FrameDecoder, decode: Callable[[Any], Any]) -> None:
+    def __init__(self, frames: FrameDecoder, decode: Callable[[Any], Any] | None) -> None:
         self._frames = frames
+        # None: the stack is raw bytes, so the frames are the values.
         self._decode = decode
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
@@ -273,6 +290,8 @@ class Decoder:
             exc.decoded = []
             return self._drain()
         decode = self._decode
+        if decode is None:
+            return frames
         try:
             return [decode(frame) for frame in frames]
         except DecodeError:
@@ -295,13 +314,16 @@ class Decoder:
         values: list[Any] = []
         backlog = self._backlog
         decode = self._decode
-        for index, frame in enumerate(backlog):
-            try:
-                values.append(decode(frame))
-            except DecodeError as exc:
-                self._backlog = backlog[index + 1 :]
-                exc.decoded = values
-                raise
+        if decode is None:
+            values = backlog
+        else:
+            for index, frame in enumerate(backlog):
+                try:
+                    values.append(decode(frame))
+                except DecodeError as exc:
+                    self._backlog = backlog[index + 1 :]
+                    exc.decoded = values
+                    raise
         self._backlog = []
         error = self._stream_error
         if error is not None and error.recoverable:

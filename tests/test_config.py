@@ -149,5 +149,16 @@ def test_a_protocol_module_registers_its_codecs_before_they_are_named(tmp_path: 
 
 
 def test_an_unknown_protocol_is_reported_with_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"deploy\.toml: protocol: no protocol module"):
-        load_config(write(tmp_path, 'protocol = "no.such.module"'))
+    import subprocess
+    import sys
+
+    path = write(tmp_path, 'protocol = "no.such.module"')
+    result = subprocess.run(
+        [sys.executable, "-m", "framework", "serve", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{path}: protocol: no protocol module named 'no.such.module'" in result.stderr

@@ -92,15 +92,22 @@ class LengthPrefix(Framing):
         default=DEFAULT_MAX_FRAME_SIZE, validator=limit_validator
     )
     _struct: struct.Struct = attrs.field(init=False, repr=False, eq=False)
+    # Frame sizes encode_many may write without further checks: [low, high].
+    _encodable: tuple[int, int] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         order = ">" if self.byteorder == "big" else "<"
         object.__setattr__(self, "_struct", struct.Struct(order + _FORMATS[self.prefix_size]))
+        adjust = self.length_adjustment
+        high = self.max_field_value + adjust
+        if self.max_frame_size is not None:
+            high = min(high, self.max_frame_size)
+        object.__setattr__(self, "_encodable", (max(0, adjust), high))
 
     @property
     def max_field_value(self) -> int:
         """The largest value the header can hold."""
-        return int(2 ** (8 * self.prefix_size) - 1)
+        return (1 << (8 * self.prefix_size)) - 1
 
     def decoder(self) -> FrameDecoder:
         """Return fresh per-connection decoding state."""
@@ -126,11 +133,17 @@ class LengthPrefix(Framing):
 
     def encode_many(self, frames: Iterable[bytes]) -> bytes:
         """Return the wire bytes of several frames as one buffer."""
-        header = self._header
+        low, high = self._encodable
+        adjust = self.length_adjustment
+        pack = self._struct.pack
         parts: list[bytes] = []
         append = parts.append
         for frame in frames:
-            append(header(len(frame)))
+            size = len(frame)
+            if low <= size <= high:
+                append(pack(size - adjust))
+            else:
+                append(self._header(size))  # raises the precise error
             append(frame)
         return b"".join(parts)
 
