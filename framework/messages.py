@@ -30,6 +30,7 @@ from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
+from framework._flat import MISS, flat_decoder, flat_encoder
 from framework.codecs._base import Codec
 from framework.errors import (
     ConfigError,
@@ -291,6 +292,9 @@ class MessageRegistry(Codec):
         self._converter = _make_converter()
         self._by_name: dict[str, tuple[type, Callable[[Any, Any], Any]]] = {}
         self._by_class: dict[type, tuple[str, Callable[[Any], Any]]] = {}
+        # Generated fast paths for flat classes (see framework._flat).
+        self._fast_decode: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self._fast_encode: dict[type, Callable[[Any], dict[str, Any]]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -318,6 +322,11 @@ class MessageRegistry(Codec):
                 )
         self._by_name[name] = (cls, structure)
         self._by_class[cls] = (name, unstructure)
+        fast_decode = flat_decoder(cls, TYPE_KEY)
+        fast_encode = flat_encoder(cls, TYPE_KEY, name)
+        if fast_decode is not None and fast_encode is not None:
+            self._fast_decode[name] = fast_decode
+            self._fast_encode[cls] = fast_encode
         return cls
 
     def type_name(self, cls: type) -> str:
@@ -350,6 +359,15 @@ class MessageRegistry(Codec):
 
     def decode(self, data: Any) -> Any:
         """Turn an envelope map into an instance of its registered class."""
+        if type(data) is dict:
+            fast = self._fast_decode.get(data.get(TYPE_KEY))  # type: ignore[arg-type]
+            if fast is not None:
+                value = fast(data)
+                if value is not MISS:
+                    return value
+        return self._decode(data)
+
+    def _decode(self, data: Any) -> Any:
         if type(data) is not dict:
             raise InvalidMessage(
                 f"a message must be a map with a {TYPE_KEY!r} key, got {_describe(data)}",
@@ -419,6 +437,9 @@ class MessageRegistry(Codec):
 
     def encode(self, value: Any) -> dict[str, Any]:
         """Turn a registered message instance into its envelope map."""
+        fast = self._fast_encode.get(type(value))
+        if fast is not None:
+            return fast(value)
         entry = self._by_class.get(type(value))
         if entry is None:
             raise EncodeError(

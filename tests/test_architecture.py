@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["framing", "codecs", "errors.py", "messages.py", "pipeline.py", "_registry.py"]
+CORE = ["framing", "codecs", "errors.py", "messages.py", "pipeline.py", "_registry.py", "_flat.py"]
 RUNTIME_MODULES = {"app", "runtime", "transports", "cli", "config", "blocking"}
 
 

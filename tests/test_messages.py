@@ -456,3 +456,43 @@ def test_unsupported_field_type_in_a_nested_class_is_a_config_error() -> None:
     outer = attrs.make_class("Outer", {"inner": attrs.field(type=list[inner])})  # type: ignore[valid-type]
     with pytest.raises(ConfigError, match=r"Outer\.inner"):
         MessageRegistry().register(outer, "outer")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x": 1.0, "y": 2.0, "z": 3.0, "count": 4},
+        {"x": 1, "y": 2, "z": 3, "count": 4},
+        {"x": 1.0, "y": 2.0, "z": 3.0, "count": 4.0},
+        {"x": True, "y": 2.0, "z": 3.0, "count": 4},
+        {"x": 1.0, "y": 2.0, "z": 3.0, "count": True},
+        {"x": 1.0, "y": 2.0, "z": 3.0},
+        {"x": 1.0, "y": 2.0, "z": 3.0, "count": 4, "w": 0},
+        {"x": 1.0, "y": 2.0, "z": "3", "count": 4},
+    ],
+)
+def test_flat_fast_path_agrees_with_the_general_path(fields: dict[str, object]) -> None:
+    """Flat classes take a generated fast path; it must accept and refuse exactly as cattrs."""
+    import attrs as _attrs
+
+    from framework import InvalidMessage, MessageRegistry, message
+
+    @message("flatpos")
+    @_attrs.frozen
+    class FlatPos:
+        x: float
+        y: float
+        z: float
+        count: int
+
+    registry = MessageRegistry([FlatPos])
+    envelope = {"type": "flatpos", **fields}
+    try:
+        fast: object = registry.decode(dict(envelope))
+    except InvalidMessage as exc:
+        fast = ("error", exc.field)
+    try:
+        general: object = registry._decode(dict(envelope))
+    except InvalidMessage as exc:
+        general = ("error", exc.field)
+    assert fast == general

@@ -26,6 +26,7 @@ CORE = sorted(
         FRAMEWORK / "messages.py",
         FRAMEWORK / "pipeline.py",
         FRAMEWORK / "_registry.py",  # the name tables the core builds its parts from
+        FRAMEWORK / "_flat.py",  # generated fast paths for flat messages
     ]
 )
 IO_MODULES = frozenset({"asyncio", "socket", "ssl", "selectors", "threading"})

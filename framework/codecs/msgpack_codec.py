@@ -8,6 +8,8 @@ map keys must be ``str`` or ``bytes``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -23,6 +25,19 @@ __all__ = ["MsgpackCodec"]
 # low bound keeps recursive consumers of decoded values far from Python's
 # recursion limit.
 DEFAULT_MAX_DEPTH = 32
+
+
+# Every array or map starts with one of these bytes (fixmap, fixarray,
+# array16/32, map16/32), so their count bounds how deep a value can nest.
+_CONTAINER_HEADERS = bytes([*range(0x80, 0xA0), *range(0xDC, 0xE0)])
+
+
+def _may_nest(data: Any, depth: int) -> bool:
+    """Cheap upper bound: could ``data`` hold containers nested over ``depth`` deep?"""
+    if len(data) <= depth:
+        return False
+    raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+    return len(raw) - len(raw.translate(None, _CONTAINER_HEADERS)) > depth
 
 
 @attrs.frozen(kw_only=True)
@@ -44,20 +59,24 @@ class MsgpackCodec(Codec):
     max_array_len: int | None = attrs.field(default=None, validator=limit_validator)
     max_map_len: int | None = attrs.field(default=None, validator=limit_validator)
     max_ext_len: int | None = attrs.field(default=None, validator=limit_validator)
-    _options: dict[str, Any] = attrs.field(init=False, repr=False, eq=False)
+    _unpack: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        options: dict[str, Any] = {"raw": False, "strict_map_key": True, "use_list": True}
+        options: dict[str, Any] = {}
         for key in ("max_str_len", "max_bin_len", "max_array_len", "max_map_len", "max_ext_len"):
             value = getattr(self, key)
             if value is not None:
                 options[key] = value
-        object.__setattr__(self, "_options", options)
+        # raw=False, strict_map_key=True and use_list=True are msgpack's own
+        # defaults (>= 1.0, pinned in pyproject): calling unpackb bare skips
+        # keyword handling on every frame.
+        unpack = functools.partial(msgpack.unpackb, **options) if options else msgpack.unpackb
+        object.__setattr__(self, "_unpack", unpack)
 
     def decode(self, data: Any) -> Any:
         """Decode exactly one msgpack value; trailing bytes are an error."""
         try:
-            value = msgpack.unpackb(data, **self._options)
+            value = self._unpack(data)
         except msgpack.ExtraData as exc:
             offset = len(data) - len(exc.extra)
             raise DecodeError(
@@ -75,8 +94,7 @@ class MsgpackCodec(Codec):
             reason = str(exc) or type(exc).__name__
             raise DecodeError(f"invalid msgpack: {reason}", codec=self.name) from None
         depth = self.max_depth
-        # A value nested d deep needs at least d bytes: short frames skip the walk.
-        if depth is not None and len(data) > depth and exceeds_depth(value, depth):
+        if depth is not None and _may_nest(data, depth) and exceeds_depth(value, depth):
             raise DecodeError(
                 f"msgpack value nested deeper than max_depth={depth}", codec=self.name
             )
