@@ -15,6 +15,7 @@ import collections
 import inspect
 import itertools
 import logging
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -230,7 +231,7 @@ class Connection:
         """Hand decoded values to the router, or queue them for ``receive``."""
         self.stats.frames_in += len(values)
         router = self._router
-        if router is None or (not router.handlers and router.fallback_handler is None):
+        if router is None or not router.dispatches:
             self._inbox.extend(values)
             self._wake_receivers()
             if len(self._inbox) >= self._limits.max_queued:
@@ -280,7 +281,8 @@ class Connection:
             return
         if result is None:
             return
-        if inspect.isawaitable(result):
+        kind = type(result)
+        if kind not in _PLAIN_REPLIES and _needs_await(result):
             self._spawn(self._finish(result, subject))
         elif self._replies is not None:
             self._replies.append(result)
@@ -397,6 +399,20 @@ class Connection:
             self._held.clear()
             for task in list(self._tasks):
                 task.cancel()
+
+
+# Reply types seen not to be awaitable: inspect.isawaitable costs more than
+# the rest of a reply's dispatch, so ask once per type, not once per reply.
+_PLAIN_REPLIES: set[type] = set()
+
+
+def _needs_await(result: Any) -> bool:
+    if inspect.isawaitable(result):
+        return True
+    # Generators can become awaitable (types.coroutine): never cache them.
+    if not isinstance(result, types.GeneratorType):
+        _PLAIN_REPLIES.add(type(result))
+    return False
 
 
 async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
