@@ -178,3 +178,23 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "serve" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("protocol", "scheme"),
+    [
+        ("protocols.echo", "tcp"),
+        ("protocols.chat", "tcp"),
+        ("protocols.rpc", "unix"),
+        ("protocols.game", "udp"),
+        ("protocols.game", "tcp"),
+    ],
+)
+def test_every_protocol_serves_from_the_command_line(
+    protocol: str, scheme: str, tmp_path: Path
+) -> None:
+    url = f"unix://{tmp_path}/p.sock" if scheme == "unix" else f"{scheme}://127.0.0.1:0"
+    with running("serve", protocol, "--url", url) as (proc, bound):
+        assert bound.startswith(f"{scheme}://")
+        assert proc.poll() is None
+    assert proc.returncode == 0

@@ -184,3 +184,10 @@ def test_demo_runs_and_prints_a_summary() -> None:
     assert "after 0.6 s" in text
     assert "TCP" in text
     assert "UDP" in text
+
+
+def test_the_relay_defaults_to_udp() -> None:
+    from protocols.game import app
+
+    assert app.default_url is not None
+    assert app.default_url.startswith("udp://")
