@@ -5,7 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-__all__ = ["Codec", "exceeds_depth"]
+from framework.errors import DecodeError
+
+__all__ = ["Codec", "exceeds_depth", "strict_utf8"]
 
 
 class Codec(ABC):
@@ -54,3 +56,17 @@ def exceeds_depth(value: Any, limit: int) -> bool:
             if type(child) is dict or type(child) is list:
                 push((child, depth + 1))
     return False
+
+
+def strict_utf8(data: Any, codec: str) -> str:
+    """Decode ``data`` as strict UTF-8; bad input is a ``DecodeError`` naming its offset."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"invalid UTF-8 at offset {exc.start}: {exc.reason}", codec=codec, offset=exc.start
+        ) from exc
+    except TypeError as exc:
+        raise DecodeError(
+            f"the {codec} codec decodes bytes, not {type(data).__name__}", codec=codec
+        ) from exc

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from framework.codecs._base import Codec
+from framework.codecs._base import Codec, strict_utf8
 from framework.errors import DecodeError, EncodeError
 
 __all__ = ["BytesCodec", "Utf8Codec"]
@@ -50,18 +50,7 @@ class Utf8Codec(Codec):
 
     def decode(self, data: Any) -> str:
         """Decode strictly; a bad byte sequence raises with its offset."""
-        try:
-            return str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(
-                f"invalid UTF-8 at offset {exc.start}: {exc.reason}",
-                codec=self.name,
-                offset=exc.start,
-            ) from exc
-        except TypeError as exc:
-            raise DecodeError(
-                f"the utf-8 codec decodes bytes, not {type(data).__name__}", codec=self.name
-            ) from exc
+        return strict_utf8(data, self.name)
 
     def encode(self, value: Any) -> bytes:
         """Encode a ``str``; lone surrogates and non-strings are refused."""

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NoReturn
 import attrs
 
 from framework._registry import limit_validator
-from framework.codecs._base import Codec, exceeds_depth
+from framework.codecs._base import Codec, exceeds_depth, strict_utf8
 from framework.errors import DecodeError, EncodeError
 
 __all__ = ["JsonCodec"]
@@ -45,18 +45,7 @@ class JsonCodec(Codec):
 
     def decode(self, data: Any) -> Any:
         """Decode one JSON document; the error names the offset."""
-        try:
-            text = str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(
-                f"invalid UTF-8 at offset {exc.start}: {exc.reason}",
-                codec=self.name,
-                offset=exc.start,
-            ) from None
-        except TypeError:
-            raise DecodeError(
-                f"the json codec decodes bytes, not {type(data).__name__}", codec=self.name
-            ) from None
+        text = strict_utf8(data, self.name)
         try:
             value = self._decoder.decode(text)
         except json.JSONDecodeError as exc:

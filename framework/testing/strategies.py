@@ -96,6 +96,20 @@ def garbage(valid: st.SearchStrategy[bytes] | None = None) -> st.SearchStrategy[
     return st.one_of(random_bytes, mutate())
 
 
+def _nested(base: st.SearchStrategy[Any], max_depth: int | None) -> st.SearchStrategy[Any]:
+    """Scalars from ``base`` in lists and str-keyed maps, at most ``max_depth`` deep."""
+    values = st.recursive(
+        base,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=6), st.dictionaries(utf8_text(max_size=8), inner, max_size=6)
+        ),
+        max_leaves=16,
+    )
+    if max_depth is not None:
+        values = values.filter(lambda v: not exceeds_depth(v, max_depth))
+    return values
+
+
 def msgpack_values(*, max_depth: int | None = None) -> st.SearchStrategy[Any]:
     """Values msgpack round-trips exactly: nil, bool, int64/uint64, float64, str,
     bin, arrays (lists) and maps with str keys."""
@@ -107,16 +121,7 @@ def msgpack_values(*, max_depth: int | None = None) -> st.SearchStrategy[Any]:
         utf8_text(),
         st.binary(max_size=_SMALL),
     )
-    values = st.recursive(
-        base,
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=6), st.dictionaries(utf8_text(max_size=8), inner, max_size=6)
-        ),
-        max_leaves=16,
-    )
-    if max_depth is not None:
-        values = values.filter(lambda v: not exceeds_depth(v, max_depth))
-    return values
+    return _nested(base, max_depth)
 
 
 def json_values(*, max_depth: int | None = None) -> st.SearchStrategy[Any]:
@@ -129,16 +134,7 @@ def json_values(*, max_depth: int | None = None) -> st.SearchStrategy[Any]:
         st.floats(allow_nan=False, allow_infinity=False),
         utf8_text(),
     )
-    values = st.recursive(
-        base,
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=6), st.dictionaries(utf8_text(max_size=8), inner, max_size=6)
-        ),
-        max_leaves=16,
-    )
-    if max_depth is not None:
-        values = values.filter(lambda v: not exceeds_depth(v, max_depth))
-    return values
+    return _nested(base, max_depth)
 
 
 def _field_strategy(tp: Any) -> st.SearchStrategy[Any]:
