@@ -25,16 +25,19 @@ from framework.codecs import (
 )
 from framework.endpoints import Endpoint, parse_url
 from framework.errors import (
+    AuthenticationError,
     CodecError,
     ConfigError,
     DecodeError,
     EncodeError,
+    FrameTimeout,
     FrameTooLarge,
     FramingError,
     IncompleteFrame,
     InvalidFrame,
     InvalidMessage,
     MessageError,
+    ReplayedDatagram,
     TransportError,
     UnknownMessageType,
     WirekitError,
@@ -53,6 +56,7 @@ from framework.framing import (
 from framework.limits import Limits
 from framework.messages import TYPE_KEY, MessageRegistry, message, message_type_name
 from framework.pipeline import Decoder, Pipeline
+from framework.ratelimit import TokenBucket
 from framework.router import Router
 
 if TYPE_CHECKING:
@@ -99,6 +103,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TYPE_KEY",
     "App",
+    "AuthenticationError",
     "BlockingClient",
     "BytesCodec",
     "Codec",
@@ -116,6 +121,7 @@ __all__ = [
     "EncodeError",
     "Endpoint",
     "FrameDecoder",
+    "FrameTimeout",
     "FrameTooLarge",
     "Framing",
     "FramingError",
@@ -130,10 +136,12 @@ __all__ = [
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
+    "ReplayedDatagram",
     "Router",
     "Server",
     "ServerThread",
     "TlsOptions",
+    "TokenBucket",
     "TransportError",
     "UnknownMessageType",
     "Utf8Codec",

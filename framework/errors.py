@@ -7,7 +7,9 @@
     ├── FramingError                       the byte stream cannot be cut into frames
     │   ├── FrameTooLarge                  a frame over ``max_frame_size``
     │   ├── IncompleteFrame                the stream ended inside a frame
-    │   └── InvalidFrame                   a header or delimiter that makes no sense
+    │   ├── InvalidFrame                   a header or delimiter that makes no sense
+    │   └── AuthenticationError            a datagram that fails its authentication tag
+    │       └── ReplayedDatagram           an authentic datagram seen before, or too old
     ├── CodecError                         a frame cannot become a value, or back
     │   ├── DecodeError                    bad bytes from the peer
     │   └── EncodeError                    a value we were asked to send cannot be encoded
@@ -15,6 +17,7 @@
     │   ├── UnknownMessageType             its ``"type"`` names no registered class
     │   └── InvalidMessage                 a field is missing, extra or of the wrong type
     └── TransportError                     the bytes could not be moved
+        └── FrameTimeout                   a peer took too long to finish a frame
 
 Errors raised while decoding carry ``decoded``: the values (or frames) that were
 complete before the error in the same ``feed`` call. Nothing a peer sent before
@@ -30,16 +33,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "CodecError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
+    "FrameTimeout",
     "FrameTooLarge",
     "FramingError",
     "IncompleteFrame",
     "InvalidFrame",
     "InvalidMessage",
     "MessageError",
+    "ReplayedDatagram",
     "TransportError",
     "UnknownMessageType",
     "WirekitError",
@@ -116,6 +122,31 @@ class InvalidFrame(FramingError):
     """A frame is malformed: an impossible length, a delimiter inside a payload."""
 
 
+class AuthenticationError(FramingError):
+    """A datagram is not authentic: a bad tag, an unknown key id, or too short.
+
+    Raised before any of its payload is decoded. ``key_id`` names the key the
+    datagram claimed, when it got that far.
+    """
+
+    def __init__(
+        self, message: str, *, key_id: int | None = None, offset: int | None = None
+    ) -> None:
+        super().__init__(message, offset=offset)
+        self.key_id = key_id
+
+
+class ReplayedDatagram(AuthenticationError):
+    """An authentic datagram whose sequence number was seen before or is too old.
+
+    ``sequence`` is its number; the anti-replay window could not accept it.
+    """
+
+    def __init__(self, message: str, *, key_id: int, sequence: int) -> None:
+        super().__init__(message, key_id=key_id)
+        self.sequence = sequence
+
+
 class CodecError(WirekitError):
     """A codec failed; ``codec`` names it."""
 
@@ -179,3 +210,14 @@ class TransportError(WirekitError):
     def __init__(self, message: str, *, peer: Any = None) -> None:
         super().__init__(message)
         self.peer = peer
+
+
+class FrameTimeout(TransportError):
+    """A peer started a frame and did not finish it within ``Limits.frame_timeout``.
+
+    ``buffered`` is how many bytes of the unfinished frame it had sent.
+    """
+
+    def __init__(self, message: str, *, buffered: int, peer: Any = None) -> None:
+        super().__init__(message, peer=peer)
+        self.buffered = buffered

@@ -17,11 +17,12 @@ from framework.errors import ConfigError
 __all__ = ["Limits"]
 
 
-def _seconds(attribute: Any, value: Any, *, allow_none: bool) -> None:
+def _positive(attribute: Any, value: Any, *, allow_none: bool, unit: str = " of seconds") -> None:
     if value is None and allow_none:
         return
+    # `not value > 0` also refuses NaN; inf is allowed (no bound in practice).
     if type(value) not in (int, float) or not value > 0:
-        expected = "a positive number of seconds" + (" or None" if allow_none else "")
+        expected = f"a positive number{unit}" + (" or None" if allow_none else "")
         raise ConfigError(
             f"{attribute.name} must be {expected}, got {value!r}",
             option=attribute.name,
@@ -30,12 +31,16 @@ def _seconds(attribute: Any, value: Any, *, allow_none: bool) -> None:
 
 
 def _positive_float(_instance: Any, attribute: Any, value: Any) -> None:
-    _seconds(attribute, value, allow_none=True)
+    _positive(attribute, value, allow_none=True)
+
+
+def _positive_ratio(_instance: Any, attribute: Any, value: Any) -> None:
+    _positive(attribute, value, allow_none=True, unit="")
 
 
 def _required_float(_instance: Any, attribute: Any, value: Any) -> None:
     # These timeouts bound a wait that must end: None is not offered.
-    _seconds(attribute, value, allow_none=False)
+    _positive(attribute, value, allow_none=False)
 
 
 def _required_limit(_instance: Any, attribute: Any, value: Any) -> None:
@@ -83,6 +88,29 @@ class Limits:
     max_datagram_size: int = attrs.field(default=65_507, validator=_required_limit)
     #: UDP peers tracked at once; datagrams from further new peers are dropped.
     max_peers: int = attrs.field(default=10_000, validator=_required_limit)
+    #: Seconds a stream peer may take to finish a frame it has started. A peer
+    #: that trickles a byte every few seconds never trips ``idle_timeout``; this
+    #: closes it, and frees what it made us buffer. 30 seconds moves a
+    #: default-sized (8 MiB) frame at 280 KB/s.
+    frame_timeout: float | None = attrs.field(default=30.0, validator=_positive_float)
+    #: Open stream connections from one peer address. 1,000 leaves room for
+    #: many clients behind one NAT while keeping any single address from
+    #: taking all of ``max_connections``.
+    max_connections_per_peer: int | None = attrs.field(default=1000, validator=limit_validator)
+    #: Frames per second one stream connection, or datagrams per second one
+    #: UDP peer, may send (a token bucket). Over it, a stream connection's
+    #: reading pauses until the bucket refills (nothing is lost); a UDP
+    #: peer's extra datagrams are dropped and counted. Off by default: only
+    #: the application knows what rate is abuse.
+    max_frames_per_second: float | None = attrs.field(default=None, validator=_positive_ratio)
+    #: Frames (or datagrams) a peer may send at once above the rate: the
+    #: bucket's size. ``None`` means one second's worth.
+    frame_burst: int | None = attrs.field(default=None, validator=limit_validator)
+    #: UDP servers: bytes sent to a peer whose address is not yet verified, as
+    #: a multiple of the bytes received from it. 3 is the bound QUIC
+    #: (RFC 9000, section 8) sets so that a spoofed source address cannot turn
+    #: the server into a reflection amplifier. ``None`` turns the bound off.
+    amplification_factor: float | None = attrs.field(default=3.0, validator=_positive_ratio)
     #: Seconds a graceful shutdown waits for in-flight handlers (then cancels
     #: them), and as long again for their replies to reach peers that read
     #: (then cuts the rest off). Ten seconds is what a request/response
