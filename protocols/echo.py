@@ -20,4 +20,8 @@ app = App(Pipeline(framing="length-prefix", codecs="msgpack"), default_url="tcp:
 @app.on(object)
 def echo(value: Any, conn: Any) -> Any:
     """Reply with the value itself."""
+    if value is None:
+        # A handler's None return means "no reply", so nil is sent explicitly;
+        # send_nowait keeps it in order with the replies around it.
+        conn.send_nowait(None)
     return value
