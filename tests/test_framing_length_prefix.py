@@ -186,6 +186,38 @@ def test_megabyte_of_thousands_of_frames_decodes_in_one_feed() -> None:
     assert decoder.buffered == 0
 
 
+def test_large_frame_in_many_chunks_is_held_as_it_arrives() -> None:
+    # A 1 MiB frame arriving in 64 KiB reads (what a socket hands over), the
+    # next frame starting inside the chunk that completes it.
+    framing = LengthPrefix()
+    big = bytes(range(256)) * 4096
+    wire = framing.encode_many([big, b"next", b"x" * 10])
+    decoder = framing.decoder()
+    got: list[bytes] = []
+    for start in range(0, len(wire), 65536):
+        got += decoder.feed(wire[start : start + 65536])
+        if not got:
+            assert decoder.buffered == min(start + 65536, len(wire))
+    assert got == [big, b"next", b"x" * 10]
+    assert decoder.buffered == 0
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=5), st.data())
+def test_frames_survive_any_cut_of_the_stream(frames: list[bytes], data: st.DataObject) -> None:
+    framing = LengthPrefix(prefix_size=2)
+    wire = framing.encode_many(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    decoder = framing.decoder()
+    got: list[bytes] = []
+    fed = 0
+    for piece in pieces:
+        got += decoder.feed(piece)
+        fed += len(piece)
+        assert decoder.buffered == fed - len(framing.encode_many(got))
+    assert got == frames
+
+
 def test_frame_of_exactly_max_frame_size_is_accepted() -> None:
     framing = LengthPrefix(max_frame_size=8)
     assert feed_all(framing, [header(8) + b"12345678"]) == [b"12345678"]

@@ -149,18 +149,24 @@ class LengthPrefix(Framing):
 
 
 class _LengthPrefixDecoder(FrameDecoder):
-    # State machine with two states folded into `_need`: while fewer than
-    # `prefix_size` bytes are pending we wait for a header; once the header is
-    # known, `_need` is header + payload, so a large frame arriving in many
-    # small chunks is appended, never rescanned.
+    # Two states. Between frames (or inside a header) at most ``prefix_size -
+    # 1`` bytes wait in ``_head``. Once a header is known and its payload has
+    # not all arrived, the payload's pieces are kept as they came in
+    # ``_parts`` and joined once, when the last one arrives: a large frame
+    # arriving in many chunks is copied once, not regrown with every chunk
+    # (appending to a bytearray reallocates, and copies, on most appends:
+    # quadratic in the number of chunks). The chunk that completes a frame is
+    # then cut in place, without copying what follows the frame.
     __slots__ = (
         "_adjust",
         "_failed",
+        "_have",
+        "_head",
         "_hsize",
         "_limit",
         "_need",
         "_offset",
-        "_pending",
+        "_parts",
         "_unpack",
     )
 
@@ -170,54 +176,81 @@ class _LengthPrefixDecoder(FrameDecoder):
         self._adjust = framing.length_adjustment
         limit = framing.max_frame_size
         self._limit = limit if limit is not None else 1 << 64
-        self._pending = bytearray()
-        self._need = self._hsize
-        self._offset = 0  # stream offset of the first pending byte
+        self._head = b""  # an incomplete header
+        self._parts: list[bytes | memoryview] = []  # the payload so far of a known header
+        self._have = 0  # payload bytes in _parts
+        self._need = 0  # payload bytes the known header announced
+        self._offset = 0  # stream offset of the first byte held
         self._failed: FramingError | None = None
 
     @property
     def buffered(self) -> int:
-        return len(self._pending)
+        if self._parts:
+            return self._hsize + self._have
+        return len(self._head)
 
     def feed(self, data: Buffer) -> list[bytes]:
         if self._failed is not None:
             raise FramingError(f"decoder already failed: {self._failed}", offset=self._offset)
-        pending = self._pending
-        if pending:
-            pending += data
-            if len(pending) < self._need:
-                return []
-            buf = bytes(pending)
-            pending.clear()
+        if type(data) is not bytes:
+            data = bytes(data)  # the caller may reuse its buffer; we keep pieces
+        frames: list[bytes] = []
+        parts = self._parts
+        if parts:
+            if not data:
+                return frames
+            parts.append(data)
+            have = self._have + len(data)
+            need = self._need
+            if have < need:
+                self._have = have
+                return frames
+            cut = len(data) - (have - need)
+            if cut < len(data):
+                parts[-1] = memoryview(data)[:cut]
+            frames.append(b"".join(parts))
+            parts.clear()
+            self._have = 0
+            self._offset += self._hsize + need
+            buf = data
+            pos = cut
+        elif self._head:
+            buf = self._head + data
+            self._head = b""
+            pos = 0
         else:
-            buf = data if type(data) is bytes else bytes(data)
+            buf = data
+            pos = 0
         hsize = self._hsize
         adjust = self._adjust
         limit = self._limit
         unpack = self._unpack
-        frames: list[bytes] = []
-        pos = 0
+        append = frames.append
         end = len(buf)
-        need = hsize
+        start = pos
         while end - pos >= hsize:
             length = unpack(buf, pos)[0] + adjust
             if length > limit or length < 0:
+                self._offset += pos - start
                 self._fail(buf, pos, length, frames)
-            start = pos + hsize
-            stop = start + length
+            stop = pos + hsize + length
             if stop > end:
-                need = hsize + length
-                break
-            frames.append(buf[start:stop])
+                # Keep only the payload's first piece (a copy: holding a view
+                # would pin the whole chunk); the rest is appended as it comes.
+                parts.append(buf[pos + hsize :])
+                self._have = end - pos - hsize
+                self._need = length
+                self._offset += pos - start
+                return frames
+            append(buf[pos + hsize : stop])
             pos = stop
         if pos < end:
-            pending += memoryview(buf)[pos:]
-        self._need = need
-        self._offset += pos
+            self._head = buf[pos:]
+        self._offset += pos - start
         return frames
 
     def _fail(self, buf: bytes, pos: int, length: int, frames: list[bytes]) -> NoReturn:
-        offset = self._offset + pos
+        offset = self._offset
         header = buf[pos : pos + self._hsize]
         error: FramingError
         if length < 0:
@@ -236,13 +269,14 @@ class _LengthPrefixDecoder(FrameDecoder):
             )
         error.decoded = frames
         self._failed = error
-        self._pending.clear()
+        self._head = b""
+        self._parts.clear()
         raise error
 
     def end(self) -> None:
-        if self._pending:
-            buffered = len(self._pending)
-            expected = self._need if buffered >= self._hsize else None
+        buffered = self.buffered
+        if buffered:
+            expected = self._hsize + self._need if self._parts else None
             raise IncompleteFrame(
                 f"stream ended inside a frame: {buffered} bytes buffered"
                 + (f" of {expected}" if expected is not None else " (header incomplete)"),
