@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import shutil
 import ssl
 import warnings
 from pathlib import Path
@@ -26,10 +28,10 @@ from helpers_runtime import (
 
 from framework.app import App
 from framework.endpoints import parse_url
-from framework.errors import ConfigError, TransportError
+from framework.errors import ConfigError, FrameTooLarge, TransportError
 from framework.limits import Limits
 from framework.runtime import connect
-from framework.runtime.connection import Connection
+from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.tls import TlsOptions
 from framework.transports.base import open_stream
 
@@ -257,5 +259,200 @@ def test_connect_gives_up_on_a_server_that_never_completes_the_handshake(
                     limits=Limits(handshake_timeout=0.2),
                 )
             assert loop.time() - start < 2
+
+    run(main())
+
+
+def test_certificate_for_another_name_fails_with_a_clear_error(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    wrong = ca.issue_cert("elsewhere.example")  # valid, trusted, but not for 127.0.0.1
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    wrong.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "wrong.pem"))
+    app = tls_app()
+    server_tls = TlsOptions(certfile=str(tmp_path / "wrong.pem"))
+
+    async def main() -> None:
+        async with await app.start("tls://127.0.0.1:0", tls=server_tls) as server:
+            with pytest.raises(TransportError, match="TLS handshake") as info:
+                await ping(server.url, app, TlsOptions(cafile=str(tmp_path / "ca.pem")))
+            assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+            assert "127.0.0.1" in str(info.value)  # names what did not match
+            await eventually(lambda: server.handshake_failures == 1)
+
+    run(main())
+
+
+def test_tls_client_on_a_plaintext_port_says_the_server_does_not_speak_tls(
+    tls_files: TlsFiles,
+) -> None:
+    app = tls_app()
+
+    async def main() -> None:
+        async with await app.start("tcp://127.0.0.1:0") as server:
+            tls_url = server.url.replace("tcp://", "tls://")
+            with pytest.raises(TransportError, match="does not seem to speak TLS") as info:
+                await within(connect(tls_url, app.pipeline, tls=tls_files.client_options()))
+            assert server.url in str(info.value)  # names the plain URL to use instead
+
+    run(main())
+
+
+def test_tls_client_on_a_port_answering_plaintext_says_the_server_does_not_speak_tls(
+    tls_files: TlsFiles,
+) -> None:
+    """A server that answers the ClientHello with text (an HTTP error page, a banner)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        listener = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(TransportError, match="does not seem to speak TLS") as info:
+                await within(
+                    connect(
+                        f"tls://127.0.0.1:{port}", typed_pipeline(), tls=tls_files.client_options()
+                    )
+                )
+            assert isinstance(info.value.__cause__, ssl.SSLError)
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
+    run(main())
+
+
+def test_plaintext_client_on_a_tls_port_ends_quickly_and_is_logged_in_one_line(
+    tls_files: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = tls_app()
+    caplog.set_level(logging.INFO)
+    handled: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: handled.append(ctx))
+        async with await app.start("tls://127.0.0.1:0", tls=tls_files.server_options()) as server:
+            conn = await connect(server.url.replace("tls://", "tcp://"), app.pipeline)
+            conn.send_nowait(Ping(1))
+            await within(conn.wait_closed())
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.receive()
+            # The server answered with a TLS alert record, which the client's
+            # length-prefix framing cannot read as a frame.
+            assert isinstance(info.value.__cause__, FrameTooLarge)
+            assert server.handshake_failures == 1
+            assert server.connections == set()
+            assert await ping(server.url, app, tls_files.client_options()) == Ping(7)
+
+    run(main())
+    lines = [
+        r.getMessage() for r in caplog.records if "plaintext client on a TLS port" in r.getMessage()
+    ]
+    assert len(lines) == 1
+    assert "127.0.0.1" in lines[0]
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith(("wirekit", "asyncio")))
+    assert handled == []
+
+
+@pytest.mark.xfail(
+    reason="needs the TLS-alert hint (0x15 0x03) in framework/framing/length_prefix.py",
+    strict=False,
+)
+def test_plaintext_client_on_a_tls_port_is_told_the_server_speaks_tls(
+    tls_files: TlsFiles,
+) -> None:
+    app = tls_app()
+
+    async def main() -> None:
+        async with await app.start("tls://127.0.0.1:0", tls=tls_files.server_options()) as server:
+            conn = await connect(server.url.replace("tls://", "tcp://"), app.pipeline)
+            conn.send_nowait(Ping(1))
+            await within(conn.wait_closed())
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.receive()
+            assert "TLS" in str(info.value.__cause__)
+
+    run(main())
+
+
+def two_servers_certificates(tmp_path: Path) -> tuple[TlsOptions, TlsOptions, str, str]:
+    """Certificates for 127.0.0.1 from two CAs: (first, second, first CA, second CA)."""
+    import trustme
+
+    paths = []
+    for name in ("first", "second"):
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        ca.cert_pem.write_to_path(str(tmp_path / f"{name}-ca.pem"))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / f"{name}.pem"))
+        paths.append((str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}-ca.pem")))
+    (first, first_ca), (second, second_ca) = paths
+    return TlsOptions(certfile=first), TlsOptions(certfile=second), first_ca, second_ca
+
+
+def test_reload_tls_gives_new_connections_the_new_certificate(tmp_path: Path) -> None:
+    first, second, first_ca, second_ca = two_servers_certificates(tmp_path)
+    live = str(tmp_path / "live.pem")
+    shutil.copy(first.certfile or "", live)
+    app = tls_app()
+
+    async def main() -> None:
+        async with await app.start("tls://127.0.0.1:0", tls=TlsOptions(certfile=live)) as server:
+            old = await connect(server.url, app.pipeline, tls=TlsOptions(cafile=first_ca))
+            with pytest.raises(TransportError, match="TLS handshake"):
+                await ping(server.url, app, TlsOptions(cafile=second_ca))
+            # The certificate file is replaced (a renewal), then the server told.
+            shutil.copy(second.certfile or "", live)
+            server.reload_tls()
+            assert await ping(server.url, app, TlsOptions(cafile=second_ca)) == Ping(7)
+            with pytest.raises(TransportError, match="TLS handshake"):
+                await ping(server.url, app, TlsOptions(cafile=first_ca))
+            # The connection made before the reload is unaffected.
+            await old.send(Ping(8))
+            assert await within(old.receive()) == Ping(8)
+            old.close()
+            await old.wait_closed()
+            # Explicit options work too, and a broken file keeps the server as it was.
+            server.reload_tls(first)
+            assert await ping(server.url, app, TlsOptions(cafile=first_ca)) == Ping(7)
+            with pytest.raises(ConfigError, match="missing"):
+                server.reload_tls(TlsOptions(certfile=str(tmp_path / "missing.pem")))
+            assert await ping(server.url, app, TlsOptions(cafile=first_ca)) == Ping(7)
+
+    run(main())
+
+
+def test_reload_tls_on_a_plain_server_is_a_config_error() -> None:
+    app = tls_app()
+
+    async def main() -> None:
+        async with await app.start("tcp://127.0.0.1:0") as server:
+            with pytest.raises(ConfigError, match="not a tls:// server"):
+                server.reload_tls()
+
+    run(main())
+
+
+def test_a_peer_that_sends_nothing_on_a_tls_port_is_cut_off(tls_files: TlsFiles) -> None:
+    app = tls_app()
+
+    async def main() -> None:
+        limits = Limits(handshake_timeout=0.2)
+        async with await app.start(
+            "tls://127.0.0.1:0", tls=tls_files.server_options(), limits=limits
+        ) as server:
+            plain = server.url.replace("tls://", "tcp://")
+            with tcp_socket(plain) as sock, contextlib.suppress(ConnectionResetError):
+                received = await within(asyncio.get_running_loop().sock_recv(sock, 1024))
+                assert received == b""
+            assert server.handshake_failures == 1
 
     run(main())

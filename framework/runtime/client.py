@@ -12,7 +12,7 @@ from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.runtime.connection import Connection, StreamConnection
 from framework.runtime.datagram import DatagramClient
-from framework.runtime.tls import TlsOptions
+from framework.runtime.tls import TlsOptions, not_tls_error
 from framework.transports import open_datagram, open_stream
 
 __all__ = ["connect"]
@@ -43,6 +43,11 @@ async def _open(
         _transport, protocol = await asyncio.wait_for(opening, timeout)
     except TimeoutError:
         raise TransportError(f"connecting to {endpoint.url} timed out", peer=endpoint.url) from None
+    except TransportError as exc:
+        clearer = not_tls_error(endpoint.url, exc.__cause__) if endpoint.scheme == "tls" else None
+        if clearer is None:
+            raise
+        raise clearer from exc.__cause__
     assert isinstance(protocol, Connection)
     return protocol
 

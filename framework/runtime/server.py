@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import ssl
 from typing import Any
 
+import attrs
+
 from framework.endpoints import Endpoint, parse_url
+from framework.errors import ConfigError
 from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.router import Router
 from framework.runtime.connection import Connection, StreamConnection
 from framework.runtime.datagram import DatagramServer, DatagramStats
-from framework.runtime.tls import TlsOptions
+from framework.runtime.tls import TlsAcceptor, TlsOptions
 from framework.transports import StreamListener, serve_datagrams, serve_stream
 
 __all__ = ["Server", "start_server"]
@@ -35,6 +40,13 @@ class Server:
         self.limits = limits
         self.connections: set[Connection] = set()
         self.refused = 0
+        # Open connections per peer address (see _peer_key), for
+        # max_connections_per_peer; an address leaves the dict at zero.
+        self._per_peer: dict[str, int] = {}
+        #: TLS handshakes that failed or never started (plaintext clients, bad certificates).
+        self.handshake_failures = 0
+        self._tls: TlsOptions | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._listener: StreamListener | None = None
         self._datagrams: DatagramServer | None = None
         self._closed = asyncio.get_running_loop().create_future()
@@ -55,15 +67,66 @@ class Server:
 
     def _admit(self, conn: StreamConnection) -> bool:
         limit = self.limits.max_connections
-        if self._closing or (limit is not None and len(self.connections) >= limit):
+        if self._closing:
+            self.refused += 1
+            log.info("refusing %s: shutting down", conn.peer)
+            return False
+        if limit is not None and len(self.connections) >= limit:
             self.refused += 1
             log.warning("refusing %s: %d connections open", conn.peer, len(self.connections))
             return False
+        key = _peer_key(self.endpoint.scheme, conn.peer)
+        open_from_peer = self._per_peer.get(key, 0)
+        per_peer = self.limits.max_connections_per_peer
+        if per_peer is not None and open_from_peer >= per_peer:
+            self.refused += 1
+            log.warning(
+                "refusing %s: %d connections open from %s (max_connections_per_peer)",
+                conn.peer,
+                open_from_peer,
+                key,
+            )
+            return False
+        self._per_peer[key] = open_from_peer + 1
         self.connections.add(conn)
         return True
 
     def _release(self, conn: StreamConnection) -> None:
+        if conn not in self.connections:
+            return  # refused: never counted
         self.connections.discard(conn)
+        key = _peer_key(self.endpoint.scheme, conn.peer)
+        left = self._per_peer.get(key, 1) - 1
+        if left > 0:
+            self._per_peer[key] = left
+        else:
+            self._per_peer.pop(key, None)
+
+    def connections_from(self, peer: Any) -> int:
+        """Open stream connections from ``peer``'s address (an IP, or a peer tuple)."""
+        if isinstance(peer, str) and self.endpoint.scheme in ("tcp", "tls"):
+            return self._per_peer.get(_normalise_ip(peer), 0)
+        return self._per_peer.get(_peer_key(self.endpoint.scheme, peer), 0)
+
+    def reload_tls(self, tls: TlsOptions | None = None) -> None:
+        """Load the TLS certificate, key and CA files again (or from ``tls``).
+
+        New connections get the new certificate; connections already open
+        keep the one they were set up with. The files are checked first: on
+        any error (a :class:`~framework.errors.ConfigError` naming the file)
+        the server goes on with what it had. ``wirekit serve`` calls this on
+        SIGHUP.
+        """
+        if self._ssl_context is None:
+            raise ConfigError(f"{self.url} is not a tls:// server: nothing to reload", option="tls")
+        options = tls if tls is not None else self._tls
+        assert options is not None
+        self._ssl_context = options.server_context()
+        self._tls = options
+        log.info("%s: TLS certificate reloaded from %s", self.url, options.certfile)
+
+    def _handshake_failed(self) -> None:
+        self.handshake_failures += 1
 
     async def close(self) -> None:
         """Stop accepting, finish in-flight work, close every connection.
@@ -126,6 +189,30 @@ class Server:
         await self.close()
 
 
+def _normalise_ip(host: str) -> str:
+    # An IPv4 client of a dual-stack socket shows up as ::ffff:a.b.c.d: the
+    # same address as a.b.c.d, so it shares that address's budget.
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _peer_key(scheme: str, peer: Any) -> str:
+    """The address ``max_connections_per_peer`` counts by.
+
+    TCP and TLS: the IP address, port ignored. A Unix socket's clients are
+    unnamed and a memory pipe's are all in this process: each counts as one
+    address, the whole scheme.
+    """
+    if scheme in ("tcp", "tls") and isinstance(peer, tuple) and peer:
+        return _normalise_ip(str(peer[0]))
+    return f"{scheme}:"
+
+
 async def start_server(
     pipeline: Pipeline,
     router: Router,
@@ -162,14 +249,28 @@ async def start_server(
             idle_timeout=limits.idle_timeout,
         )
 
-    ssl_context = tls.server_context() if tls is not None and endpoint.scheme == "tls" else None
+    if endpoint.scheme != "tls":
+        listener, bound = await serve_stream(endpoint, factory, reuse_port=reuse_port)
+        server._listener = listener
+        server.endpoint = bound
+        return server
+    if tls is None:
+        raise ConfigError("tls:// needs a certificate: set certfile and keyfile", option="tls")
+    server._tls = tls
+    server._ssl_context = tls.server_context()
+
+    def context() -> ssl.SSLContext:
+        assert server._ssl_context is not None
+        return server._ssl_context
+
+    def acceptor() -> TlsAcceptor:
+        return TlsAcceptor(factory, context, limits.handshake_timeout, server._handshake_failed)
+
+    # Plain TCP underneath: the acceptor sniffs the first byte, then runs the
+    # handshake with the server's current context (see framework.runtime.tls).
     listener, bound = await serve_stream(
-        endpoint,
-        factory,
-        ssl_context=ssl_context,
-        handshake_timeout=limits.handshake_timeout,
-        reuse_port=reuse_port,
+        attrs.evolve(endpoint, scheme="tcp"), acceptor, reuse_port=reuse_port
     )
     server._listener = listener
-    server.endpoint = bound
+    server.endpoint = attrs.evolve(bound, scheme="tls")
     return server
