@@ -191,7 +191,11 @@ def test_fallback_sees_undecodable_datagrams_and_replies() -> None:
         return Pong(-1, type(error).__name__)
 
     async def main() -> None:
-        async with await app.start("udp://127.0.0.1:0") as server:
+        # A 30-byte answer to a 1-byte datagram is what reflection attacks
+        # feed on: the default amplification bound would drop it (see
+        # tests/test_udp_security.py). This test is about the fallback.
+        limits = Limits(amplification_factor=None)
+        async with await app.start("udp://127.0.0.1:0", limits=limits) as server:
             with udp_socket(server) as sock:
                 sock.send(b"\xc1")
                 assert app.pipeline.decode_datagram(await recv(sock)) == [Pong(-1, "DecodeError")]

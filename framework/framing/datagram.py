@@ -1,19 +1,31 @@
-"""Datagram framing: one datagram is one frame, with nothing added on the wire."""
+"""Datagram framing: one datagram is one frame, with nothing added on the wire.
+
+Unless ``auth`` is set: then the UDP runtime seals every datagram it sends
+and opens every datagram it receives with that
+:class:`~framework.security.HmacAuth` (a header and a tag around the
+payload), before any decoding.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
 from framework._registry import limit_validator
-from framework.errors import FrameTooLarge
+from framework.errors import ConfigError, FrameTooLarge
 from framework.framing._base import Buffer, FrameDecoder, Framing
+from framework.security import OVERHEAD, HmacAuth
 
 __all__ = ["Datagram"]
 
 # The largest UDP payload IPv4 can carry: 65,535 - 8 (UDP) - 20 (IP header).
 MAX_UDP_PAYLOAD = 65_507
+
+
+def _check_auth(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, HmacAuth):
+        raise ConfigError(f"auth must be an HmacAuth or None, got {value!r}", option="auth")
 
 
 @attrs.frozen(kw_only=True)
@@ -23,7 +35,13 @@ class Datagram(Framing):
     ``packed=True`` lets one datagram carry several frames, cut by the
     pipeline's stream framing; a frame cut short by the end of a datagram is
     then an error. ``max_frame_size`` bounds the datagram (65,507 bytes, all
-    that IPv4 UDP can carry).
+    that IPv4 UDP can carry), authentication included.
+
+    ``auth=HmacAuth(keys)`` authenticates every datagram (see
+    :mod:`framework.security`): the UDP runtime opens each one it receives
+    and drops forged, replayed and truncated ones before decoding them, and
+    seals each one it sends. ``Pipeline.decode_datagram`` and
+    ``encode_datagram`` handle the payload inside; the runtime does the rest.
 
     A ``Datagram`` framing cannot cut a byte stream: a pipeline whose framing
     is ``Datagram`` serves datagram transports only.
@@ -34,6 +52,12 @@ class Datagram(Framing):
 
     max_frame_size: int | None = attrs.field(default=MAX_UDP_PAYLOAD, validator=limit_validator)
     packed: bool = False
+    auth: HmacAuth | None = attrs.field(default=None, validator=_check_auth)
+
+    @property
+    def overhead(self) -> int:
+        """Bytes the framing adds to each datagram: the authentication header and tag, or 0."""
+        return OVERHEAD if self.auth is not None else 0
 
     def check_size(self, size: int) -> None:
         """Raise ``FrameTooLarge`` if a datagram of ``size`` bytes is over the limit."""

@@ -3,36 +3,109 @@
 Handlers see the same :class:`~framework.runtime.connection.Connection` API
 as on a stream. A datagram that is too large or fails to decode is dropped
 and counted; the socket goes on serving every other peer.
+
+What a server does with each datagram, in order, each step dropping and
+counting what fails it (see :class:`DatagramStats`):
+
+1. size: over ``Limits.max_datagram_size`` or the datagram framing's
+   ``max_frame_size`` (``dropped_oversize``);
+2. authentication, when the datagram framing has ``auth``: forged,
+   truncated, unknown-key (``dropped_unauthenticated``) and replayed
+   (``dropped_replayed``) datagrams never reach a peer, a hook or a decoder;
+3. the peer's rate, when ``Limits.max_frames_per_second`` is set
+   (``dropped_rate_limited``);
+4. decoding (``dropped_undecodable``; the fallback handler sees the error).
+
+On the way out, a peer whose address is not verified (no authenticated
+datagram yet, no :meth:`DatagramPeer.verify_address`) is sent at most
+``Limits.amplification_factor`` times the bytes received from it; replies
+past that are dropped and counted (``dropped_amplification``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
 
-from framework.errors import FrameTooLarge, WirekitError
+from framework.errors import AuthenticationError, FrameTooLarge, ReplayedDatagram, WirekitError
+from framework.framing import Datagram
 from framework.limits import Limits
 from framework.pipeline import Pipeline
+from framework.ratelimit import TokenBucket
 from framework.router import Router
 from framework.runtime.connection import Connection, ConnectionClosed, _kind
+from framework.security import AuthSession
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
 log = logging.getLogger("wirekit.udp")
 
 
+#: Seconds between two log lines about drops of the same kind: a flood of
+#: bad datagrams must not become a flood of log lines.
+LOG_INTERVAL = 1.0
+
+
 @attrs.define
 class DatagramStats:
-    """Counters of a UDP socket, over all peers."""
+    """Counters of a UDP socket, over all peers.
+
+    ``received`` counts every datagram that arrived; each ``dropped_*``
+    counts those dropped for one reason, ``dropped_amplification`` counts
+    datagrams the server did not send, and ``sent`` those it sent.
+    """
 
     received: int = 0
     dropped_oversize: int = 0
     dropped_undecodable: int = 0
     dropped_no_capacity: int = 0
+    #: Forged, truncated, unknown-key or misdirected (``AuthenticationError``).
+    dropped_unauthenticated: int = 0
+    #: Authentic but seen before, or older than the anti-replay window.
+    dropped_replayed: int = 0
+    #: Over the peer's ``Limits.max_frames_per_second``.
+    dropped_rate_limited: int = 0
+    #: Replies not sent: over ``Limits.amplification_factor`` to an unverified peer.
+    dropped_amplification: int = 0
     sent: int = 0
+
+
+class _DropLog:
+    """Log drops at INFO, at most one line per kind every ``LOG_INTERVAL`` seconds."""
+
+    __slots__ = ("_held", "_next")
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, now: float, kind: str, message: str, *args: Any) -> None:
+        if now < self._next.get(kind, float("-inf")):
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._next[kind] = now + LOG_INTERVAL
+        held = self._held.pop(kind, 0)
+        if held:
+            message += " (%d more dropped as %s since the last such line)"
+            args = (*args, held, kind)
+        log.info(message, *args)
+
+
+def _sealer(
+    session: AuthSession, framing: Datagram, encode: Callable[[Any], bytes]
+) -> Callable[[Any], bytes]:
+    """``encode`` then seal: one authenticated datagram per value, size checked after sealing."""
+
+    def seal(value: Any) -> bytes:
+        data = session.seal(encode(value))
+        framing.check_size(len(data))
+        return data
+
+    return seal
 
 
 class DatagramPeer(Connection):
@@ -48,21 +121,69 @@ class DatagramPeer(Connection):
         self.peer = addr
         self._server = server
         self.last_activity = self._loop.time()
+        self._verified = False
+        # The authentication session of this address's client (auth only):
+        # replies are sealed for it.
+        self._session: AuthSession | None = None
+        self._bucket: TokenBucket | None = None
+        rate = server.limits.max_frames_per_second
+        if rate is not None:
+            self._bucket = TokenBucket(rate, server.limits.frame_burst, now=self.last_activity)
+
+    @property
+    def address_verified(self) -> bool:
+        """Whether this peer is known to receive what is sent to its address.
+
+        True after its first authenticated datagram, or once
+        :meth:`verify_address` has been called. Until then the server sends
+        it at most ``Limits.amplification_factor`` times what it received.
+        """
+        return self._verified
+
+    def verify_address(self) -> None:
+        """Declare the peer's address verified: lift the amplification bound.
+
+        Call it once the peer has proved it receives what is sent to its
+        address: it echoed a cookie or nonce the server sent there (see
+        ``docs/howto/udp-security.md``). A spoofed source address cannot
+        do that.
+        """
+        self._verified = True
 
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
-        transport = self._server.transport
+        server = self._server
+        transport = server.transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
         encode = self.pipeline.encode_datagram
+        if self._session is not None:
+            encode = _sealer(self._session, self.pipeline.datagram_framing, encode)
         if strict:
             datagrams = [encode(value) for value in values]
         else:
             datagrams = self._encode_each(values, encode)
+        factor = None if self._verified else server.limits.amplification_factor
+        stats = self.stats
         for data in datagrams:
+            if factor is not None and stats.bytes_out + len(data) > factor * stats.bytes_in:
+                # Not an error of the handler's: a spoofed source address
+                # must not turn this server into an amplifier.
+                server.stats.dropped_amplification += 1
+                server._log_drop(
+                    "amplification",
+                    "%r: reply of %d bytes not sent: address not verified, %d bytes received, "
+                    "%d sent (amplification_factor=%g)",
+                    self,
+                    len(data),
+                    stats.bytes_in,
+                    stats.bytes_out,
+                    factor,
+                )
+                continue
             transport.sendto(data, self.peer)
-            self.stats.frames_out += 1
-            self.stats.bytes_out += len(data)
-            self._server.stats.sent += 1
+            stats.frames_out += 1
+            stats.bytes_out += len(data)
+            server.stats.sent += 1
 
     def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
         # A bad datagram costs only itself: count it, let the fallback see it.
@@ -116,6 +237,15 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._sweeper: asyncio.TimerHandle | None = None
         self._decode = pipeline.decode_datagram
         self._reading = True
+        framing = pipeline.datagram_framing
+        self._max_size = limits.max_datagram_size
+        if framing.max_frame_size is not None:
+            self._max_size = min(self._max_size, framing.max_frame_size)
+        self._responder = framing.auth.responder() if framing.auth is not None else None
+        self._drop_log = _DropLog()
+
+    def _log_drop(self, kind: str, message: str, *args: Any) -> None:
+        self._drop_log(asyncio.get_running_loop().time(), kind, message, *args)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
@@ -127,10 +257,30 @@ class DatagramServer(asyncio.DatagramProtocol):
             return  # shutting down: start no new work
         stats = self.stats
         stats.received += 1
-        if len(data) > self.limits.max_datagram_size:
+        if len(data) > self._max_size:
             stats.dropped_oversize += 1
-            log.info("dropped %d-byte datagram from %s: over max_datagram_size", len(data), addr)
+            self._log_drop(
+                "oversize",
+                "dropped %d-byte datagram from %s: over max_datagram_size or max_frame_size (%d)",
+                len(data),
+                addr,
+                self._max_size,
+            )
             return
+        session: AuthSession | None = None
+        payload = data
+        if self._responder is not None:
+            # Before any state for this address: a forgery costs one HMAC.
+            try:
+                session, payload = self._responder.open(data)
+            except ReplayedDatagram as exc:
+                stats.dropped_replayed += 1
+                self._log_drop("replayed", "dropped datagram from %s: %s", addr, exc)
+                return
+            except AuthenticationError as exc:
+                stats.dropped_unauthenticated += 1
+                self._log_drop("unauthenticated", "dropped datagram from %s: %s", addr, exc)
+                return
         peer = self.peers.get(addr)
         if peer is None:
             if len(self.peers) >= self.limits.max_peers:
@@ -138,16 +288,35 @@ class DatagramServer(asyncio.DatagramProtocol):
                 return
             peer = DatagramPeer(self, addr)
             self.peers[addr] = peer
+            if session is not None:
+                peer._session = session
+                peer._verified = True
             peer._run_hooks(self.router.connect_hooks)
+        elif session is not None:
+            # An authentic datagram from this address: it is verified, and
+            # replies go to the session it came from (a restarted client
+            # has a new one).
+            peer._session = session
+            peer._verified = True
         peer.stats.bytes_in += len(data)
-        peer.last_activity = peer._loop.time()
+        now = peer.last_activity = peer._loop.time()
+        bucket = peer._bucket
+        if bucket is not None and not bucket.take(now):
+            stats.dropped_rate_limited += 1
+            self._log_drop(
+                "rate-limited",
+                "%r: dropped datagram: over max_frames_per_second=%g",
+                peer,
+                bucket.rate,
+            )
+            return
         if len(peer._tasks) >= self.limits.max_inflight_handlers:
             # UDP cannot push back: a peer with too much work running loses
             # the datagram, as it would to a full socket buffer.
             stats.dropped_no_capacity += 1
             return
         try:
-            values = self._decode(data)
+            values = self._decode(payload)
         except FrameTooLarge as exc:
             # Over the pipeline's own datagram limit (Datagram.max_frame_size).
             stats.dropped_oversize += 1
@@ -216,21 +385,61 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
     def __init__(self, pipeline: Pipeline, *, limits: Limits) -> None:
         super().__init__(pipeline, router=None, limits=limits)
         self.transport: asyncio.DatagramTransport | None = None
+        #: Datagrams from the server dropped, for any reason (see ``datagram_stats``).
         self.dropped = 0
+        #: Counters of this socket, by reason (``dropped_rate_limited`` and
+        #: ``dropped_amplification`` are the server's and stay 0 here).
+        self.datagram_stats = DatagramStats()
+        framing = pipeline.datagram_framing
+        self._max_size = limits.max_datagram_size
+        if framing.max_frame_size is not None:
+            self._max_size = min(self._max_size, framing.max_frame_size)
+        #: The authentication session (a fresh random session id per client), or None.
+        self.session: AuthSession | None = (
+            framing.auth.session() if framing.auth is not None else None
+        )
+        self._encode: Callable[[Any], bytes] = pipeline.encode_datagram
+        if self.session is not None:
+            self._encode = _sealer(self.session, framing, pipeline.encode_datagram)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
         self.peer = transport.get_extra_info("peername")
 
+    @property
+    def address_verified(self) -> bool:
+        """Always true: a client chose its server's address."""
+        return True
+
+    def verify_address(self) -> None:
+        """Nothing to do on a client (see :meth:`DatagramPeer.verify_address`)."""
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.stats.bytes_in += len(data)
-        if len(data) > self._limits.max_datagram_size:
+        stats = self.datagram_stats
+        stats.received += 1
+        if len(data) > self._max_size:
             self.dropped += 1
+            stats.dropped_oversize += 1
             return
+        payload = data
+        if self.session is not None:
+            try:
+                payload = self.session.open(data)
+            except AuthenticationError as exc:
+                self.dropped += 1
+                self.stats.errors += 1
+                if isinstance(exc, ReplayedDatagram):
+                    stats.dropped_replayed += 1
+                else:
+                    stats.dropped_unauthenticated += 1
+                log.debug("%r: dropped datagram: %s", self, exc)
+                return
         try:
-            values = self.pipeline.decode_datagram(data)
+            values = self.pipeline.decode_datagram(payload)
         except WirekitError as exc:
             self.dropped += 1
+            stats.dropped_undecodable += 1
             self.stats.errors += 1
             log.info("%r: dropped datagram: %s", self, exc)
             values = exc.decoded
@@ -247,7 +456,7 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
-        encode = self.pipeline.encode_datagram
+        encode = self._encode
         datagrams = (
             [encode(value) for value in values] if strict else self._encode_each(values, encode)
         )
@@ -255,6 +464,7 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
             transport.sendto(data)
             self.stats.frames_out += 1
             self.stats.bytes_out += len(data)
+            self.datagram_stats.sent += 1
 
     def _closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -264,6 +474,7 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         while len(self._inbox) > self._limits.max_queued:
             self._inbox.popleft()
             self.dropped += 1
+            self.datagram_stats.dropped_no_capacity += 1
 
     def close(self) -> None:
         """Close the socket."""
