@@ -1,0 +1,166 @@
+"""Load on loopback: many peers at once, every reply checked, every datagram accounted for.
+
+The server is a wirekit App in this process (so the test reads its counters);
+the clients are ``python -m benchmarks.soak`` in a child process: plain
+``epoll`` sockets, no wirekit, so the server's event loop has one of the two
+cores to itself (that measured about 1.3x faster than asyncio clients sharing
+this process's loop). Sizes are CI-sized where stated; the full sizes run with
+``python -m benchmarks.soak --load`` (docs/explanation/reliability.md has both
+sets of numbers). Run with ``-rP`` to see the figures each test prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+from helpers_runtime import run
+
+from benchmarks.soak import build_app, fitting_connections, server_limits, udp_accounting
+from framework.limits import Limits
+from framework.runtime.server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 1000
+REQUESTS = 100
+# 200 peers as the issue asks; 100 datagrams each instead of 1,000 keeps this
+# test to about a second on CI's two cores (the full 200 x 1,000 is
+# `python -m benchmarks.soak --load`).
+UDP_PEERS = 200
+UDP_DATAGRAMS = 100
+#: Bound on one whole test: far above what it takes, far below pytest's 60 s.
+BOUND = 50.0
+
+
+async def clients(*args: str) -> dict[str, Any]:
+    """Run ``python -m benchmarks.soak ARGS`` (a client role); its JSON result."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.soak",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode(errors="replace")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def until_no_connections(server: Server) -> None:
+    while server.connections:
+        await asyncio.sleep(0.01)
+
+
+def test_thousand_concurrent_connections_each_get_all_hundred_replies_in_order() -> None:
+    # The clients' process and this one each hold one fd per connection.
+    connections, scaled = fitting_connections(CONNECTIONS, fds_per_connection=2)
+    if scaled:
+        print(scaled)
+    app = build_app()
+
+    async def main() -> None:
+        async with await app.start(
+            "tcp://127.0.0.1:0", limits=server_limits(connections)
+        ) as server:
+            port = str(server.endpoint.port)
+            result = await clients(
+                "--tcp-client", "--port", port, "--connections", str(connections),
+                "--requests", str(REQUESTS),
+            )  # fmt: skip
+            print(
+                f"{connections} connections x {REQUESTS} requests: {sum(result['ok']):,} "
+                f"matched in {result['seconds']:.2f} s "
+                f"({sum(result['ok']) / result['seconds']:,.0f} req/s), "
+                f"{sum(result['mismatched'])} mismatched, {sum(result['lost'])} lost"
+            )
+            assert result["errors"] == []
+            assert len(result["ok"]) == connections
+            short = {
+                conn: (ok, bad, lost)
+                for conn, (ok, bad, lost) in enumerate(
+                    zip(result["ok"], result["mismatched"], result["lost"], strict=True)
+                )
+                if ok != REQUESTS
+            }
+            assert short == {}, f"connections missing replies (ok, mismatched, lost): {short}"
+            assert server.refused == 0
+            # Every connection the clients closed is released by the server.
+            await asyncio.wait_for(until_no_connections(server), 10)
+
+    run(main(), timeout=BOUND)
+
+
+def test_udp_peers_every_datagram_is_echoed_or_counted_lost_at_both_ends() -> None:
+    app = build_app()
+    seen: set[Any] = set()
+    app.on_connect(lambda conn: seen.add(conn.peer))
+
+    async def main() -> None:
+        async with await app.start("udp://127.0.0.1:0", limits=server_limits(UDP_PEERS)) as server:
+            stats = server.datagram_stats
+            assert stats is not None
+            port = str(server.endpoint.port)
+            result = await clients(
+                "--udp-client", "--port", port, "--peers", str(UDP_PEERS),
+                "--datagrams", str(UDP_DATAGRAMS),
+            )  # fmt: skip
+            counters = attrs.asdict(stats)
+            received, accounted = udp_accounting(counters)
+            print(
+                f"{UDP_PEERS} peers x {UDP_DATAGRAMS} datagrams: sent {result['sent']:,}, "
+                f"echoed {result['echoed']:,}, lost {result['lost']:,} "
+                f"(before the server's socket {result['sent'] - received:,}, "
+                f"dropped by the server {accounted - counters['sent']:,}, "
+                f"on the way back {counters['sent'] - result['echoed']:,}), "
+                f"late {result['late']}, in {result['seconds']:.2f} s; server {counters}"
+            )
+            assert result["sent"] == UDP_PEERS * UDP_DATAGRAMS
+            assert result["mismatched"] == 0
+            assert result["duplicates"] == 0
+            # The client's own count: each datagram echoed or lost, per peer too.
+            assert result["echoed"] + result["lost"] == result["sent"]
+            assert sum(result["lost_per_peer"]) == result["lost"]
+            # The server's count: each datagram it received answered or dropped-and-counted.
+            assert received == accounted
+            assert received <= result["sent"]
+            assert result["echoed"] <= counters["sent"]
+            assert len(seen) == UDP_PEERS
+
+    run(main(), timeout=BOUND)
+
+
+def test_udp_peers_beyond_max_peers_lose_everything_and_both_ends_say_how_much() -> None:
+    # Loss that is certain, not left to the kernel: the server serves the
+    # first 10 addresses and drops the next 10 peers' datagrams.
+    app = build_app()
+    peers, datagrams, admitted = 20, 50, 10
+
+    async def main() -> None:
+        limits = Limits(max_peers=admitted)
+        async with await app.start("udp://127.0.0.1:0", limits=limits) as server:
+            stats = server.datagram_stats
+            assert stats is not None
+            port = str(server.endpoint.port)
+            result = await clients(
+                "--udp-client", "--port", port, "--peers", str(peers),
+                "--datagrams", str(datagrams), "--window", "10", "--patience", "0.05",
+            )  # fmt: skip
+            counters = attrs.asdict(stats)
+            print(f"{peers} peers, {admitted} admitted: client {result}; server {counters}")
+            assert result["sent"] == peers * datagrams
+            served = [lost for lost in result["lost_per_peer"] if lost < datagrams]
+            assert len(served) == admitted
+            assert result["lost"] >= (peers - admitted) * datagrams
+            received, accounted = udp_accounting(counters)
+            assert received == accounted
+            assert counters["dropped_no_capacity"] >= 1
+            assert counters["sent"] >= result["echoed"] == result["sent"] - result["lost"]
+
+    run(main(), timeout=BOUND)
