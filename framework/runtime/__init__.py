@@ -10,14 +10,19 @@ from framework.runtime.connection import (
     StreamConnection,
 )
 from framework.runtime.datagram import DatagramStats
+from framework.runtime.reconnect import Backoff, ReconnectingClient, ReconnectStats, SendQueueFull
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
 
 __all__ = [
+    "Backoff",
     "Connection",
     "ConnectionClosed",
     "ConnectionStats",
     "DatagramStats",
+    "ReconnectStats",
+    "ReconnectingClient",
+    "SendQueueFull",
     "Server",
     "StreamConnection",
     "TlsOptions",
