@@ -469,7 +469,8 @@ def _serve(idle_timeout: float, connections: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print("ready", tcp.endpoint.port, udp.endpoint.port, flush=True)
+        loop_name = type(loop).__module__.split(".")[0]
+        print("ready", tcp.endpoint.port, udp.endpoint.port, loop_name, flush=True)
         await stop.wait()
         await tcp.close()
         await udp.close()
@@ -502,6 +503,7 @@ class ServerProcess:
             raise RuntimeError(f"the load server did not start (said {line!r})")
         self.tcp = ("127.0.0.1", int(line[1]))
         self.udp = ("127.0.0.1", int(line[2]))
+        self.loop = line[3]
         self.pid = self.popen.pid
 
     def stop(self) -> dict[str, int]:
@@ -630,7 +632,7 @@ def _soak_udp(address: tuple[str, int], until: float, counters: Any) -> None:
     first = 0
     while time.monotonic() < until:
         result = run_udp_peers(
-            address, ROUND_PEERS, ROUND_DATAGRAMS, first_id=first, patience=0.05, drain=0.2
+            address, ROUND_PEERS, ROUND_DATAGRAMS, first_id=first, window=1, drain=0.2
         )
         first += ROUND_PEERS
         counters[UDP_SENT] += result.sent
@@ -650,7 +652,8 @@ def soak(minutes: float, interval: float | None, idle_timeout: float) -> int:
     counters = ctx.Array("q", 8, lock=False)
     samples: list[Sample] = []
     print(
-        f"soak: {minutes:g} min against pid {server.pid}; rounds of {ROUND_CONNECTIONS} TCP "
+        f"soak: {minutes:g} min against pid {server.pid} ({server.loop} loop); "
+        f"rounds of {ROUND_CONNECTIONS} TCP "
         f"connections x {ROUND_REQUESTS} requests and {ROUND_PEERS} UDP peers x "
         f"{ROUND_DATAGRAMS} datagrams; server idle_timeout {idle_timeout:g} s; "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
@@ -678,7 +681,11 @@ def soak(minutes: float, interval: float | None, idle_timeout: float) -> int:
             worker.join(max(1.0, until + 120 - time.monotonic()))
             if worker.is_alive():
                 raise RuntimeError("soak clients did not stop two minutes after the deadline")
-        samples.append(_sample(process, counters, started))  # after the last round
+        # After the last round: give the server a moment to see the last closes.
+        settle = time.monotonic() + 5
+        while process.num_fds() > samples[0].fds and time.monotonic() < settle:
+            time.sleep(0.1)
+        samples.append(_sample(process, counters, started))
         stats = server.stop()
     finally:
         for worker in workers:
@@ -730,7 +737,10 @@ def _verdict(samples: list[Sample], counters: list[int], stats: dict[str, int]) 
     received, accounted = udp_accounting(stats)
     udp_sent = counters[UDP_SENT]
     print(f"memory: {memory}")
-    print(f"fds: min {min(fds)}, max {max(fds)}, last {fds[-1]}")
+    print(
+        f"fds: {fds[0]} before the load, max {max(fds)} during it, {fds[-1]} after it"
+        + ("" if fds[-1] <= fds[0] else " (NOT back to where they started)")
+    )
     print(
         f"TCP: {counters[TCP_OK]:,} replies matched in {counters[ROUNDS]} rounds, "
         f"{counters[TCP_MISMATCHED]} mismatched, {counters[TCP_LOST]} lost, "
@@ -741,8 +751,10 @@ def _verdict(samples: list[Sample], counters: list[int], stats: dict[str, int]) 
         f"({100 * counters[UDP_LOST] / max(udp_sent, 1):.3f} %); server received {received:,} "
         f"= replied {stats['sent']:,} + dropped {accounted - stats['sent']:,} ({_dropped(stats)})"
     )
-    ok = flat and tcp_whole and received == accounted and counters[ERRORS] == 0
-    print("verdict:", "PASS: memory flat, no TCP reply lost" if ok else "FAIL")
+    ok = (
+        flat and tcp_whole and fds[-1] <= fds[0] and received == accounted and counters[ERRORS] == 0
+    )
+    print("verdict:", "PASS: memory flat, fds released, no TCP reply lost" if ok else "FAIL")
     return 0 if ok else 1
 
 

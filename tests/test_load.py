@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from helpers_runtime import run
 
 from benchmarks.soak import build_app, fitting_connections, server_limits, udp_accounting
@@ -58,11 +60,13 @@ async def until_no_connections(server: Server) -> None:
         await asyncio.sleep(0.01)
 
 
+# A smaller run is not a silent one: the warning shows in pytest's summary.
+@pytest.mark.filterwarnings("default::UserWarning")
 def test_thousand_concurrent_connections_each_get_all_hundred_replies_in_order() -> None:
     # The clients' process and this one each hold one fd per connection.
     connections, scaled = fitting_connections(CONNECTIONS, fds_per_connection=2)
     if scaled:
-        print(scaled)
+        warnings.warn(scaled, UserWarning, stacklevel=1)
     app = build_app()
 
     async def main() -> None:
