@@ -456,7 +456,7 @@ def _udp_readable(state: _UdpPeer, datagrams: int, window: int) -> tuple[int, in
 # -- the server process ----------------------------------------------------------------------
 
 
-def _serve(idle_timeout: float, connections: int) -> None:
+def _serve(idle_timeout: float, connections: int, *, uvloop: bool = False) -> None:
     """Child: serve the load app on TCP and UDP; print ports, then stats on SIGTERM."""
     raise_fd_limit()
 
@@ -478,13 +478,20 @@ def _serve(idle_timeout: float, connections: int) -> None:
         assert stats is not None
         print("stats", json.dumps(attrs.asdict(stats)), flush=True)
 
-    asyncio.run(main())
+    if uvloop:
+        import uvloop as uv  # an optional extra: wirekit[uvloop]
+
+        uv.run(main())
+    else:
+        asyncio.run(main())
 
 
 class ServerProcess:
     """The load server in its own process (so its RSS and fds are its own)."""
 
-    def __init__(self, *, idle_timeout: float = 300.0, connections: int = 1000) -> None:
+    def __init__(
+        self, *, idle_timeout: float = 300.0, connections: int = 1000, uvloop: bool = False
+    ) -> None:
         command = [
             sys.executable,
             "-m",
@@ -494,6 +501,7 @@ class ServerProcess:
             str(idle_timeout),
             "--connections",
             str(connections),
+            *(["--uvloop"] if uvloop else []),
         ]
         self.popen = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         assert self.popen.stdout is not None
@@ -540,12 +548,14 @@ def load(
     *,
     window: int = 2,
     patience: float = 0.2,
+    uvloop: bool = False,
 ) -> int:
     """Run the load tests at full size against a server process; 0 if nothing was lost."""
     connections, note = fitting_connections(connections, fds_per_connection=1)
     if note:
         print(note)
-    server = ServerProcess(connections=connections)
+    server = ServerProcess(connections=connections, uvloop=uvloop)
+    print(_setting(server))
     try:
         tcp = run_tcp_clients(server.tcp, connections, requests)
         udp = run_udp_peers(server.udp, peers, datagrams, window=window, patience=patience)
@@ -566,6 +576,14 @@ def load(
     clean = not tcp.errors and tcp.total_ok == total and received == accounted
     print("verdict:", "nothing lost on TCP, every UDP datagram accounted for" if clean else "FAIL")
     return 0 if clean else 1
+
+
+def _setting(server: ServerProcess) -> str:
+    """When and where: the figures mean little without it on a shared machine."""
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f}; server pid {server.pid}, {server.loop} loop"
+    )
 
 
 def _print_udp(udp: UdpResult, stats: dict[str, int]) -> None:
@@ -641,22 +659,27 @@ def _soak_udp(address: tuple[str, int], until: float, counters: Any) -> None:
         counters[ERRORS] += result.mismatched + result.duplicates
 
 
-def soak(minutes: float, interval: float | None, idle_timeout: float) -> int:
+def soak(
+    minutes: float,
+    interval: float | None,
+    idle_timeout: float,
+    *,
+    uvloop: bool = False,
+    markdown: bool = False,
+) -> int:
     """Load one server with TCP and UDP for ``minutes``; sample its memory; 0 if flat and whole."""
 
     duration = minutes * 60
     interval = interval if interval is not None else max(1.0, min(5.0, duration / 12))
-    server = ServerProcess(idle_timeout=idle_timeout, connections=ROUND_CONNECTIONS)
+    server = ServerProcess(idle_timeout=idle_timeout, connections=ROUND_CONNECTIONS, uvloop=uvloop)
     process = psutil.Process(server.pid)
     ctx = multiprocessing.get_context("fork")
     counters = ctx.Array("q", 8, lock=False)
     samples: list[Sample] = []
     print(
-        f"soak: {minutes:g} min against pid {server.pid} ({server.loop} loop); "
-        f"rounds of {ROUND_CONNECTIONS} TCP "
+        f"soak: {minutes:g} min; {_setting(server)}; rounds of {ROUND_CONNECTIONS} TCP "
         f"connections x {ROUND_REQUESTS} requests and {ROUND_PEERS} UDP peers x "
-        f"{ROUND_DATAGRAMS} datagrams; server idle_timeout {idle_timeout:g} s; "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
+        f"{ROUND_DATAGRAMS} datagrams; server idle_timeout {idle_timeout:g} s",
         flush=True,
     )
     print(f"{'time s':>8} {'TCP replies':>12} {'UDP echoes':>12} {'RSS MiB':>8} {'fds':>5}")
@@ -693,6 +716,8 @@ def soak(minutes: float, interval: float | None, idle_timeout: float) -> int:
                 worker.terminate()
             worker.join(5)
         server.kill()
+    if markdown:
+        print(markdown_table(samples))
     return _verdict(samples, list(counters), stats)
 
 
@@ -710,6 +735,24 @@ def _sample(process: psutil.Process, counters: Any, started: float) -> Sample:
         flush=True,
     )
     return sample
+
+
+def markdown_table(samples: list[Sample], rows: int = 24) -> str:
+    """The soak curve as a Markdown table of at most ``rows`` evenly spaced samples."""
+    step = max(1, -(-len(samples) // rows))
+    picked = samples[::step]
+    if picked[-1] is not samples[-1]:
+        picked.append(samples[-1])
+    lines = [
+        "| time (s) | TCP replies | UDP echoes | server RSS (MiB) | server fds |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s.seconds:.0f} | {s.tcp_requests:,} | {s.udp_datagrams:,} "
+        f"| {s.rss_mib:.1f} | {s.fds} |"
+        for s in picked
+    ]
+    return "\n".join(lines)
 
 
 def memory_verdict(samples: list[Sample], *, tolerance: float = 0.05) -> tuple[bool, str]:
@@ -800,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--patience", type=float, default=0.2, help="seconds a UDP peer waits before presuming loss"
     )
+    parser.add_argument("--uvloop", action="store_true", help="serve on uvloop, not asyncio's loop")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the soak curve as a Markdown table"
+    )
     internal = parser.add_mutually_exclusive_group()
     for flag in ("--serve", "--tcp-client", "--udp-client"):
         internal.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
@@ -810,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         "udp_client": _udp_child,
     }
     if args.serve:
-        _serve(args.idle_timeout, args.connections)
+        _serve(args.idle_timeout, args.connections, uvloop=args.uvloop)
         return 0
     for name, child in children.items():
         if getattr(args, name):
@@ -824,8 +871,11 @@ def main(argv: list[str] | None = None) -> int:
             args.datagrams,
             window=args.window,
             patience=args.patience,
+            uvloop=args.uvloop,
         )
-    return soak(args.minutes, args.interval, args.idle_timeout)
+    return soak(
+        args.minutes, args.interval, args.idle_timeout, uvloop=args.uvloop, markdown=args.markdown
+    )
 
 
 if __name__ == "__main__":
