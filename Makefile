@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench fuzz fuzz-short clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,24 @@ check: lint typecheck
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Coverage-guided fuzzing (atheris, the fuzz extra); see docs/howto/fuzzing.md.
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+FUZZ_TARGET ?= all
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,fuzz]'
+	touch $(FUZZ_STAMP)
+
+# The long run: make fuzz FUZZ_TARGET=delimited FUZZ_SECONDS=600 FUZZ_JOBS=2
+fuzz: $(FUZZ_STAMP)
+	$(PY) -m tests.fuzz $(FUZZ_TARGET) --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS)
+
+# The CI run: a few seconds per target, two at a time (under a minute on 2 cores).
+fuzz-short: $(FUZZ_STAMP)
+	$(PY) -m tests.fuzz all --seconds 3 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,19 @@
+"""Every fuzz target by name. Importing this module imports ``framework``."""
+
+from __future__ import annotations
+
+from . import codecs, framers, messages, pipeline, server
+from ._support import Target
+
+__all__ = ["TARGETS"]
+
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (
+        *framers.TARGETS,
+        *codecs.TARGETS,
+        *messages.TARGETS,
+        *pipeline.TARGETS,
+        *server.TARGETS,
+    )
+}
