@@ -1,5 +1,6 @@
 """Endpoint URLs: ``tcp://host:port``, ``udp://host:port``, ``unix:///path``,
-``tls://host:port`` and ``memory://name``.
+``tls://host:port``, and the in-process ``memory://name`` (a stream) and
+``memory+udp://name`` (datagrams) that tests use.
 
 IPv6 literals go in brackets (``tcp://[::1]:9000``); port 0 asks the system
 for a free port, and servers report the bound address back as a URL.
@@ -17,9 +18,18 @@ from framework.errors import ConfigError
 
 __all__ = ["SCHEMES", "Endpoint", "parse_url"]
 
-Scheme = Literal["tcp", "udp", "unix", "tls", "memory"]
+Scheme = Literal["tcp", "udp", "unix", "tls", "memory", "memory+udp"]
 #: The schemes wirekit understands, with whether each carries a byte stream.
-SCHEMES: dict[str, bool] = {"tcp": True, "tls": True, "unix": True, "memory": True, "udp": False}
+SCHEMES: dict[str, bool] = {
+    "tcp": True,
+    "tls": True,
+    "unix": True,
+    "memory": True,
+    "udp": False,
+    "memory+udp": False,
+}
+# Schemes whose address is a name in this process, not a host and port.
+_NAMED = ("memory", "memory+udp")
 # Characters of URL syntax (userinfo, brackets) that a bare host never holds.
 _NOT_IN_HOST = frozenset("@[]\\")
 
@@ -35,7 +45,7 @@ class Endpoint:
 
     @property
     def is_stream(self) -> bool:
-        """Whether the transport carries a byte stream (all but ``udp``)."""
+        """Whether the transport carries a byte stream (all but ``udp`` and ``memory+udp``)."""
         return SCHEMES[self.scheme]
 
     @property
@@ -43,8 +53,8 @@ class Endpoint:
         """The endpoint written back as a URL."""
         if self.scheme == "unix":
             return f"unix://{self.path}"
-        if self.scheme == "memory":
-            return f"memory://{self.path}"
+        if self.scheme in _NAMED:
+            return f"{self.scheme}://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
@@ -70,10 +80,10 @@ def parse_url(url: str) -> Endpoint:
         if not rest.startswith("/") and not rest.startswith("@"):
             raise _fail(url, "path", "must be absolute (unix:///run/app.sock)")
         return Endpoint("unix", path=unquote(rest))
-    if scheme == "memory":
+    if scheme in _NAMED:
         if not rest:
-            raise _fail(url, "name", "is empty (memory://NAME)")
-        return Endpoint("memory", path=rest)
+            raise _fail(url, "name", f"is empty ({scheme}://NAME)")
+        return Endpoint(scheme, path=rest)  # type: ignore[arg-type]
     if "/" in rest or "?" in rest or "#" in rest:
         raise _fail(url, "address", "must be host:port with no path or query")
     host, port_text = _split_host_port(url, rest)

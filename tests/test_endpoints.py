@@ -55,6 +55,7 @@ def test_port_zero_asks_for_any_port() -> None:
         "tls://example.org:443",
         "unix:///tmp/x.sock",
         "memory://bus",
+        "memory+udp://bus",
     ],
 )
 def test_url_round_trips(url: str) -> None:
@@ -64,10 +65,28 @@ def test_url_round_trips(url: str) -> None:
 
 
 def test_stream_schemes() -> None:
-    assert SCHEMES == {"tcp": True, "tls": True, "unix": True, "memory": True, "udp": False}
+    assert SCHEMES == {
+        "tcp": True,
+        "tls": True,
+        "unix": True,
+        "memory": True,
+        "udp": False,
+        "memory+udp": False,
+    }
     assert parse_url("tcp://h:1").is_stream
     assert parse_url("unix:///x").is_stream
+    assert parse_url("memory://x").is_stream
     assert not parse_url("udp://h:1").is_stream
+    assert not parse_url("memory+udp://x").is_stream
+
+
+def test_in_memory_datagram_urls_name_a_socket() -> None:
+    endpoint = parse_url("memory+udp://game-1")
+    assert endpoint == Endpoint("memory+udp", path="game-1")
+    assert endpoint.url == "memory+udp://game-1"
+    assert parse_url("MEMORY+UDP://x").scheme == "memory+udp"
+    with pytest.raises(ConfigError, match=r"name is empty \(memory\+udp://NAME\)"):
+        parse_url("memory+udp://")
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,7 @@ def test_default_write_limits() -> None:
         assert left.get_write_buffer_limits() == (1000, 4000)
         left.set_write_buffer_limits(high=1000)
         assert left.get_write_buffer_limits() == (250, 1000)
-        assert not left.can_write_eof()
+        assert left.can_write_eof()
         left.abort()
         await settle()
 
@@ -269,3 +269,149 @@ def test_each_end_names_itself_and_its_peer() -> None:
         left.abort()
 
     asyncio.run(scenario())
+
+
+def test_write_eof_half_closes_and_the_other_direction_goes_on() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder(keep_open=True)
+        left, right = memory_pair(client, server)
+        left.write(b"request")
+        left.write_eof()
+        with pytest.raises(RuntimeError, match="write_eof"):
+            left.write(b"too late")
+        await settle()
+        assert server.events == ["made", b"request", "eof"]
+        right.write(b"reply")
+        await settle()
+        assert client.data == b"reply"
+        assert not left.is_closing()
+        right.close()
+        await settle()
+        assert server.events[-1] == ("lost", None)
+        assert client.events[-2:] == ["eof", ("lost", None)]
+
+    run(main())
+
+
+def test_write_eof_after_close_is_ignored() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        left, _right = memory_pair(client, server)
+        left.close()
+        left.write_eof()
+        await settle()
+        assert server.events == ["made", "eof", ("lost", None)]
+
+    run(main())
+
+
+def test_feed_reset_delivers_what_was_fed_then_loses_the_connection() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        _left, right = memory_pair(client, server)
+        right.feed(b"partial")
+        error = ConnectionResetError("reset by the test")
+        right.feed_reset(error)
+        assert right.is_closing()
+        right.feed(b"after the reset")
+        await settle()
+        assert server.events == ["made", b"partial", ("lost", "ConnectionResetError")]
+
+    run(main())
+
+
+def test_a_reset_discards_what_a_paused_reader_has_not_read() -> None:
+    async def main() -> None:
+        client, server = Recorder(), Recorder()
+        _left, right = memory_pair(client, server)
+        right.pause_reading()
+        right.feed(b"unread")
+        right.feed_reset(ConnectionResetError("reset"))
+        await settle()
+        assert server.events == ["made", ("lost", "ConnectionResetError")]
+
+    run(main())
+
+
+# -- memory+udp ---------------------------------------------------------------------------------
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, object]] = []
+        self.errors: list[Exception] = []
+        self.lost = False
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.append((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+def test_datagrams_go_whole_one_iteration_later_and_replies_find_the_sender() -> None:
+    async def main() -> None:
+        server_transport, server = memory.bind_datagrams("dgram-basic", Datagrams)
+        client_transport, client = memory.open_datagrams("dgram-basic", Datagrams)
+        assert isinstance(server, Datagrams)
+        assert isinstance(client, Datagrams)
+        assert server_transport.get_extra_info("sockname") == ("memory+udp://dgram-basic", 0)
+        assert server_transport.get_extra_info("peername") is None
+        client_address = client_transport.get_extra_info("sockname")
+        assert client_transport.get_extra_info("peername") == ("memory+udp://dgram-basic", 0)
+        client_transport.sendto(b"one")
+        client_transport.sendto(bytearray(b"two"), ("memory+udp://dgram-basic", 0))
+        client_transport.sendto(b"")  # UDP carries empty datagrams
+        assert server.received == []
+        await settle()
+        assert server.received == [
+            (b"one", client_address),
+            (b"two", client_address),
+            (b"", client_address),
+        ]
+        server_transport.sendto(b"back", client_address)
+        await settle()
+        assert client.received == [(b"back", ("memory+udp://dgram-basic", 0))]
+        assert server_transport.get_write_buffer_size() == 0
+        client_transport.close()
+        server_transport.close()
+        await settle()
+        assert client.lost
+        assert server.lost
+
+    run(main())
+
+
+def test_datagram_errors_are_reported_like_a_socket_s() -> None:
+    async def main() -> None:
+        client_transport, client = memory.open_datagrams("dgram-nobody", Datagrams)
+        assert isinstance(client, Datagrams)
+        client_transport.sendto(b"x" * (memory.MAX_DATAGRAM_SIZE + 1))
+        client_transport.sendto(b"to nobody")
+        await settle()
+        assert [type(e) for e in client.errors] == [OSError, ConnectionRefusedError]
+        assert "too long" in str(client.errors[0])
+        with pytest.raises(ValueError, match="must be None or"):
+            client_transport.sendto(b"x", ("memory+udp://elsewhere", 0))
+        with pytest.raises(ValueError, match="tuple"):
+            client_transport.sendto(b"x", "memory+udp://dgram-nobody")
+        server_transport, _server = memory.bind_datagrams("dgram-nobody", Datagrams)
+        with pytest.raises(TransportError, match="already in use"):
+            memory.bind_datagrams("dgram-nobody", Datagrams)
+        with pytest.raises(ValueError, match="needs an address"):
+            server_transport.sendto(b"x")
+        # A reply to a client that has gone is lost silently, as over UDP.
+        client_transport.close()
+        server_transport.sendto(b"gone", client_transport.get_extra_info("sockname"))
+        client_transport.sendto(b"after close")
+        await settle()
+        assert len(client.errors) == 2
+        server_transport.abort()
+        assert server_transport.is_closing()
+        # The name is free again.
+        memory.bind_datagrams("dgram-nobody", Datagrams)[0].close()
+
+    run(main())

@@ -168,6 +168,9 @@ async def serve_datagrams(
     endpoint: Endpoint, factory: DatagramFactory, *, reuse_port: bool = False
 ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol, Endpoint]:
     """Bind a UDP endpoint; return the transport, the protocol and the bound endpoint."""
+    if endpoint.scheme == "memory+udp":
+        bound, protocol = memory.bind_datagrams(endpoint.path, factory)
+        return bound, protocol, endpoint
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.create_datagram_endpoint(
@@ -182,6 +185,8 @@ async def open_datagram(
     endpoint: Endpoint, factory: DatagramFactory
 ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
     """Open a UDP socket connected to a remote endpoint."""
+    if endpoint.scheme == "memory+udp":
+        return memory.open_datagrams(endpoint.path, factory)
     loop = asyncio.get_running_loop()
     try:
         return await loop.create_datagram_endpoint(
