@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import itertools
 import struct
@@ -13,14 +12,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from framework import DecodeError, EncodeError, Pipeline, make_codec
+from framework import DecodeError, EncodeError, Limits, Pipeline, TransportError, make_codec
 from framework.runtime import connect
 from framework.testing import (
     check_codec_roundtrip,
     check_decode_total,
     register_values,
 )
-from protocols.game import GameBinaryCodec, Position, Relayed, SequenceTracker, create_app
+from protocols.game import (
+    NO_COOKIE,
+    Challenge,
+    GameBinaryCodec,
+    Join,
+    JoinCookies,
+    Position,
+    Relayed,
+    SequenceTracker,
+    Welcome,
+    create_app,
+    default_pipeline,
+    join,
+)
 from protocols.game.bot import run_bots
 from protocols.game.demo import run_demo
 
@@ -36,7 +48,15 @@ relayed_maps = st.fixed_dictionaries(
         "position": position_maps.map(lambda m: {k: v for k, v in m.items() if k != "type"}),
     }
 )
-register_values(GameBinaryCodec, lambda codec: st.one_of(position_maps, relayed_maps))
+cookies = st.binary(min_size=24, max_size=24)
+handshake_maps = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["join", "challenge"]), "cookie": cookies}),
+    st.fixed_dictionaries({"type": st.just("welcome"), "player": uint32s}),
+)
+MESSAGES = [Position, Relayed, Join, Challenge, Welcome]
+register_values(
+    GameBinaryCodec, lambda codec: st.one_of(position_maps, relayed_maps, handshake_maps)
+)
 
 
 def test_binary_codec_obeys_the_laws() -> None:
@@ -77,10 +97,27 @@ def test_binary_codec_refuses_what_the_layout_cannot_carry(value: object) -> Non
         GameBinaryCodec().encode(value)
 
 
-@pytest.mark.parametrize("size", [0, 15, 17, 19, 21, 64])
+@pytest.mark.parametrize("size", [0, 4, 8, 15, 17, 19, 21, 28, 64])
 def test_binary_codec_rejects_other_lengths(size: int) -> None:
     with pytest.raises(DecodeError, match=r"16 .* or 20"):
         GameBinaryCodec().decode(bytes(size))
+
+
+def test_handshake_packets_have_a_tag_and_a_fixed_size() -> None:
+    codec = GameBinaryCodec()
+    cookie = bytes(range(24))
+    assert codec.encode({"type": "join", "cookie": cookie}) == b"JOIN" + cookie
+    assert codec.encode({"type": "challenge", "cookie": cookie}) == b"CHAL" + cookie
+    assert codec.encode({"type": "welcome", "player": 3}) == b"WELC\x00\x00\x00\x03"
+    assert codec.decode(b"JOIN" + cookie) == {"type": "join", "cookie": cookie}
+    with pytest.raises(DecodeError):
+        codec.decode(b"HELO" + cookie)
+    with pytest.raises(EncodeError, match="24 bytes"):
+        codec.encode({"type": "join", "cookie": b"short"})
+    # The first join is padded to about the size of the challenge that answers it.
+    for pipeline in (default_pipeline(), Pipeline(codecs=[codec], messages=MESSAGES)):
+        first_join = len(pipeline.encode_datagram(Join()))
+        assert len(pipeline.encode_datagram(Challenge(cookie))) <= first_join * 1.2
 
 
 # -- the sequence tracker -------------------------------------------------------------
@@ -132,23 +169,16 @@ def test_tracker_accepts_a_strictly_increasing_subsequence(counts: list[int], of
 @pytest.mark.parametrize("url", ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"])
 @pytest.mark.parametrize("codec", ["msgpack", "game-binary"])
 def test_relay_forwards_to_every_other_player(url: str, codec: str) -> None:
-    pipeline = Pipeline(codecs=[make_codec(codec)], messages=[Position, Relayed])
+    pipeline = Pipeline(codecs=[make_codec(codec)], messages=MESSAGES)
 
     async def scenario() -> None:
         server = await create_app(pipeline).start(url)
         a, b, c = [await connect(server.url, pipeline) for _ in range(3)]
-        for conn in (a, b, c):  # over UDP a player joins with its first datagram
-            await conn.send(Position(0.0, 0.0, 0.0, 0))
-        await asyncio.sleep(0.1)
-        for conn in (a, b, c):  # drop the join positions relayed to earlier players
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    await asyncio.wait_for(conn.receive(), 0.05)
+        assert [await join(conn) for conn in (a, b, c)] == [1, 2, 3]
         await a.send(Position(1.5, 2.5, 3.5, 1))
         for other in (b, c):
             update = await asyncio.wait_for(other.receive(), 2)
-            assert isinstance(update, Relayed)
-            assert update.position == Position(1.5, 2.5, 3.5, 1)
+            assert update == Relayed(1, Position(1.5, 2.5, 3.5, 1))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(a.receive(), 0.2)
         for conn in (a, b, c):
@@ -191,3 +221,121 @@ def test_the_relay_defaults_to_udp() -> None:
 
     assert app.default_url is not None
     assert app.default_url.startswith("udp://")
+
+
+# -- joining: the cookie handshake that verifies a UDP player's address --------------
+
+
+def test_many_udp_players_get_every_update_under_the_amplification_bound() -> None:
+    # Each player receives (players - 1) updates per position it sends: far
+    # more than 3x its own bytes. The join cookie verified its address, so
+    # the default amplification_factor=3 holds back nothing.
+    players = 8
+
+    async def scenario() -> None:
+        app = create_app()
+        async with await app.start("udp://127.0.0.1:0") as server:
+            conns = [await connect(server.url, app.pipeline) for _ in range(players)]
+            for conn in conns:
+                await join(conn)
+            for count in range(1, 4):
+                for index, conn in enumerate(conns):
+                    await conn.send(Position(0.0, 0.0, float(index), count))
+                    await asyncio.sleep(0.002)  # stay within the socket buffers
+            for conn in conns:
+                updates = [await asyncio.wait_for(conn.receive(), 2) for _ in range(3 * 7)]
+                assert all(isinstance(update, Relayed) for update in updates)
+            stats = server.datagram_stats
+            assert stats is not None
+            assert stats.dropped_amplification == 0
+            assert stats.sent > 3 * stats.received
+            for conn in conns:
+                conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_has_not_joined_gets_a_challenge_and_no_updates() -> None:
+    async def scenario() -> None:
+        app = create_app()
+        async with await app.start("udp://127.0.0.1:0") as server:
+            player = await connect(server.url, app.pipeline)
+            stranger = await connect(server.url, app.pipeline)
+            await join(player)
+            await stranger.send(Position(9.0, 9.0, 9.0, 1))
+            reply = await asyncio.wait_for(stranger.receive(), 2)
+            assert isinstance(reply, Challenge)
+            await player.send(Position(1.0, 1.0, 1.0, 1))
+            with pytest.raises(TimeoutError):  # neither relayed to nor from it
+                await asyncio.wait_for(stranger.receive(), 0.2)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(player.receive(), 0.05)
+            player.close()
+            stranger.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cookie_is_bound_to_the_address_it_was_sent_to() -> None:
+    async def scenario() -> None:
+        app = create_app()
+        async with await app.start("udp://127.0.0.1:0") as server:
+            victim = await connect(server.url, app.pipeline)
+            attacker = await connect(server.url, app.pipeline)
+            await victim.send(Join())
+            challenge = await asyncio.wait_for(victim.receive(), 2)
+            assert isinstance(challenge, Challenge)
+            await attacker.send(Join(challenge.cookie))  # from another address
+            assert isinstance(await asyncio.wait_for(attacker.receive(), 2), Challenge)
+            await victim.send(Join(challenge.cookie))
+            assert await asyncio.wait_for(victim.receive(), 2) == Welcome(1)
+            await victim.send(Join(challenge.cookie))  # the welcome was lost: same number
+            assert await asyncio.wait_for(victim.receive(), 2) == Welcome(1)
+            victim.close()
+            attacker.close()
+
+    asyncio.run(scenario())
+
+
+def test_join_cookies_expire_and_cannot_be_forged() -> None:
+    now = [1_000_000.0]
+    jar = JoinCookies(b"s" * 32, lifetime=30, clock=lambda: now[0])
+    peer = ("127.0.0.1", 5000)
+    cookie = jar.issue(peer)
+    assert len(cookie) == 24
+    assert jar.check(peer, cookie)
+    assert not jar.check(("127.0.0.1", 5001), cookie)
+    assert not jar.check(peer, NO_COOKIE)
+    assert not jar.check(peer, cookie[:-1] + bytes([cookie[-1] ^ 1]))
+    assert not JoinCookies(b"t" * 32, clock=lambda: now[0]).check(peer, cookie)
+    now[0] += 31
+    assert not jar.check(peer, cookie)
+    assert "s" * 16 not in repr(jar)
+
+
+def test_a_forgotten_player_is_challenged_and_rejoins() -> None:
+    async def scenario() -> None:
+        app = create_app()
+        limits = Limits(idle_timeout=0.1)
+        async with await app.start("udp://127.0.0.1:0", limits=limits) as server:
+            conn = await connect(server.url, app.pipeline)
+            assert await join(conn) == 1
+            await asyncio.sleep(0.3)  # silent: the relay forgets the player
+            await conn.send(Position(0.0, 0.0, 0.0, 1))
+            assert isinstance(await asyncio.wait_for(conn.receive(), 2), Challenge)
+            assert await join(conn) == 2
+            conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_join_gives_up_when_nobody_answers() -> None:
+    async def scenario() -> None:
+        app = create_app()
+        async with await app.start("udp://127.0.0.1:0") as server:
+            url = server.url
+        async with connect(url, app.pipeline) as conn:  # the relay is gone
+            with pytest.raises(TransportError, match="no welcome"):
+                await join(conn, timeout=0.3, retry_after=0.05)
+
+    asyncio.run(scenario())

@@ -12,6 +12,13 @@
 bytes: 20 bytes. The length tells the two apart, so the codec needs no tag
 byte and a game-engine client builds a packet with one ``struct.pack``.
 
+The join handshake, sent once per player, starts with a 4-byte ASCII tag
+instead, and never has those lengths::
+
+    join       "JOIN" + 24-byte cookie       28 bytes
+    challenge  "CHAL" + 24-byte cookie       28 bytes
+    welcome    "WELC" + player (uint32)       8 bytes
+
 The codec takes the place of ``msgpack`` in the stack: it turns bytes into
 the same envelope maps (``{"type": "position", "x": ...}``) that the message
 registry then turns into classes, so switching codecs is one line of config.
@@ -24,21 +31,28 @@ import struct
 from typing import Any, ClassVar
 
 from framework import TYPE_KEY, Codec, DecodeError, EncodeError
+from protocols.game.messages import COOKIE_SIZE
 
 __all__ = ["GameBinaryCodec"]
 
 _POSITION = struct.Struct(">fffI")
 _RELAYED = struct.Struct(">IfffI")
+_WELCOME = struct.Struct(">4sI")
 _FLOAT32_MAX = 3.4028234663852886e38
+_COOKIE_TAGS = {b"JOIN": "join", b"CHAL": "challenge"}
+_TAG_OF = {name: tag for tag, name in _COOKIE_TAGS.items()}
 
 
 class GameBinaryCodec(Codec):
-    """Envelope maps ⇄ 16-byte ``position`` / 20-byte ``relayed`` packets (float32 coordinates)."""
+    """Envelope maps ⇄ 16-byte ``position`` / 20-byte ``relayed`` packets (float32 coordinates).
+
+    Also the join handshake: 28-byte ``join`` and ``challenge``, 8-byte ``welcome``.
+    """
 
     name: ClassVar[str] = "game-binary"
 
     def decode(self, data: Any) -> dict[str, Any]:
-        """Decode a 16-byte position or a 20-byte relayed position into its envelope map."""
+        """Decode a 16-byte position, a 20-byte relayed position or a handshake packet."""
         size = len(data)
         if size == _POSITION.size:
             x, y, z, count = _POSITION.unpack(data)
@@ -47,8 +61,15 @@ class GameBinaryCodec(Codec):
             player, x, y, z, count = _RELAYED.unpack(data)
             position = {"x": x, "y": y, "z": z, "count": count}
             return {TYPE_KEY: "relayed", "player": player, "position": position}
+        tag = bytes(data[:4])
+        if size == 4 + COOKIE_SIZE and tag in _COOKIE_TAGS:
+            return {TYPE_KEY: _COOKIE_TAGS[tag], "cookie": bytes(data[4:])}
+        if size == _WELCOME.size and tag == b"WELC":
+            return {TYPE_KEY: "welcome", "player": _WELCOME.unpack(data)[1]}
         raise DecodeError(
-            f"a game packet is 16 (position) or 20 (relayed) bytes, got {size}", codec=self.name
+            f"a game packet is 16 (position) or 20 (relayed) bytes, or a {4 + COOKIE_SIZE}-byte "
+            f"JOIN/CHAL or {_WELCOME.size}-byte WELC packet; got {size} bytes",
+            codec=self.name,
         )
 
     def encode(self, value: Any) -> bytes:
@@ -60,10 +81,15 @@ class GameBinaryCodec(Codec):
             if kind == "relayed":
                 player = self._uint32("player", value["player"])
                 return _RELAYED.pack(player, *self._fields(value["position"]))
+            if kind in _TAG_OF:
+                return _TAG_OF[kind] + self._cookie(value["cookie"])
+            if kind == "welcome":
+                return _WELCOME.pack(b"WELC", self._uint32("player", value["player"]))
         except (KeyError, TypeError) as exc:
             raise EncodeError(f"malformed {kind} map: {exc!r}", codec=self.name) from exc
         raise EncodeError(
-            f"the game-binary codec encodes position and relayed maps, not {value!r:.60}",
+            "the game-binary codec encodes position, relayed, join, challenge and welcome "
+            f"maps, not {value!r:.60}",
             codec=self.name,
         )
 
@@ -82,6 +108,14 @@ class GameBinaryCodec(Codec):
         ):
             raise EncodeError(f"{name}={number!r} does not fit a float32", codec=self.name)
         return float(number)
+
+    def _cookie(self, cookie: Any) -> bytes:
+        if type(cookie) is not bytes or len(cookie) != COOKIE_SIZE:
+            raise EncodeError(
+                f"a cookie is {COOKIE_SIZE} bytes in the binary layout, got {cookie!r:.60}",
+                codec=self.name,
+            )
+        return cookie
 
     def _uint32(self, name: str, number: Any) -> int:
         if type(number) is not int or not 0 <= number < 2**32:

@@ -1,7 +1,8 @@
 """Bot players: move N simulated players along a circle and measure what arrives.
 
-Each bot sends its ``position`` ``rate`` times a second and receives every
-other player's updates through the relay, feeding them to a
+Each bot joins (see :func:`protocols.game.client.join`), then sends its
+``position`` ``rate`` times a second and receives every other player's
+updates through the relay, feeding them to a
 :class:`~protocols.game.tracker.SequenceTracker`. Bots run in one process,
 so the time from one bot's send to another's receipt is the relay latency.
 """
@@ -18,7 +19,8 @@ from collections.abc import Callable
 import attrs
 
 from framework import Connection, ConnectionClosed, Pipeline, connect
-from protocols.game.messages import Position, Relayed
+from protocols.game.client import join
+from protocols.game.messages import Challenge, Join, Position, Relayed
 from protocols.game.relay import default_pipeline
 from protocols.game.tracker import SequenceTracker
 
@@ -78,6 +80,8 @@ async def run_bots(
     report = BotReport(url=url, players=players)
     sent_at: dict[tuple[int, int], float] = {}
     conns: list[Connection] = [await connect(url, pipeline) for _ in range(players)]
+    for conn in conns:
+        await join(conn)
     start = time.perf_counter()
     deadline = start + duration
 
@@ -97,6 +101,10 @@ async def run_bots(
         with contextlib.suppress(ConnectionClosed):
             while True:
                 update = await conn.receive()
+                if isinstance(update, Challenge):
+                    # The relay forgot this player (idle): join again.
+                    await conn.send(Join(update.cookie))
+                    continue
                 if not isinstance(update, Relayed):
                     continue
                 sender = int(update.position.z)

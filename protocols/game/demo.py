@@ -90,6 +90,15 @@ async def run_demo(
             await server.close()
     reports = {report.url: report for report in results}
     console.print(_table(reports, title=f"after {duration:g} s"))
+    for server in servers:
+        stats = server.datagram_stats
+        if stats is not None:
+            console.print(
+                f"UDP relay: {stats.received:,} datagrams in, {stats.sent:,} out. Each bot "
+                "proved its address with a join cookie, so the relay may send it more than "
+                "3x what it sends; updates held back by the amplification bound: "
+                f"{stats.dropped_amplification}."
+            )
     console.print(
         "TCP delivers every update, in order: nothing lost, nothing reordered. UDP may lose, "
         "duplicate or reorder datagrams on a real network; the receiver's sequence tracker "
