@@ -23,7 +23,7 @@ from fuzz.targets import TARGETS
 
 from framework.codecs import JsonCodec
 from framework.errors import DecodeError
-from framework.framing import MsgpackStream
+from framework.framing import Delimited, MsgpackStream
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,6 +142,7 @@ REGRESSIONS = {
     "json-nonfinite": "test_json_refuses_numbers_that_overflow_to_infinity",
     "json-lone-surrogate": "test_json_values_it_decodes_can_be_encoded",
     "msgpack-stream-encode": "test_msgpack_stream_encodes_every_frame_it_decodes",
+    "delimited-straddling-delimiter": "test_delimited_long_delimiter_split_across_the_limit",
 }
 
 
@@ -194,3 +195,24 @@ def test_msgpack_stream_encodes_every_frame_it_decodes(wire: bytes) -> None:
     framing = MsgpackStream()
     [frame] = framing.decoder().feed(wire)
     assert framing.encode(frame) == wire
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug delimited-straddling-delimiter: framework/framing/delimited.py "
+    "_after_partial only looks for a delimiter starting exactly at max_frame_size",
+)
+@pytest.mark.parametrize(
+    ("delimiter", "chunks"),
+    [
+        (b"\r\n\r\n", [b"xxx\r\n", b"\r\n"]),  # a 3-byte frame, limit 4
+        (b"\r\n\r\n", [b"xxx\r\n\r", b"\n"]),
+        (b"aba", [b"xxxab", b"a"]),
+    ],
+)
+def test_delimited_long_delimiter_split_across_the_limit(
+    delimiter: bytes, chunks: list[bytes]
+) -> None:
+    decoder = Delimited(delimiter=delimiter, max_frame_size=4).decoder()
+    frames = [frame for chunk in chunks for frame in decoder.feed(chunk)]
+    assert frames == [b"xxx"]

@@ -3,21 +3,36 @@
 libFuzzer owns the process it runs in (it exits on the first crash), so the
 runner starts one of these per target. ``framework`` is imported here for
 the first time, inside ``atheris.instrument_imports``, so its bytecode
-reports coverage; the targets themselves are not instrumented.
+reports coverage; the targets themselves (and ``framework.testing``, whose
+``BUFFER_SLACK`` they use) are not instrumented.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from pathlib import Path
 
 import atheris
+
+
+def _testing_kit() -> list[str]:
+    """The modules of ``framework.testing``: the kit the checks use, not code under test.
+
+    Found on disk: importing them to ask would import ``framework`` uninstrumented.
+    """
+    spec = importlib.util.find_spec("framework")
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    kit = Path(next(iter(spec.submodule_search_locations))) / "testing"
+    return ["framework.testing", *(f"framework.testing.{path.stem}" for path in kit.glob("*.py"))]
 
 
 def main(argv: list[str]) -> None:
     """Instrument ``framework``, then hand the target to libFuzzer."""
     if len(argv) < 2:
         raise SystemExit("usage: python -m tests.fuzz.child TARGET [libFuzzer flags]")
-    with atheris.instrument_imports(include=["framework"]):
+    with atheris.instrument_imports(include=["framework"], exclude=_testing_kit()):
         import framework  # noqa: F401 - the instrumented import is the point
         from tests.fuzz.targets import TARGETS
 

@@ -20,7 +20,17 @@ from framework.errors import FrameTooLarge, FramingError, IncompleteFrame
 from framework.framing import Datagram, Delimited, Framing, LengthPrefix, MsgpackStream
 from framework.pipeline import Pipeline
 
-from ._support import Input, Target, Trace, drive, encodable, framing_roundtrip, seed, split
+from ._support import (
+    KNOWN_BUGS,
+    Input,
+    Target,
+    Trace,
+    drive,
+    encodable,
+    framing_roundtrip,
+    seed,
+    split,
+)
 
 __all__ = ["TARGETS", "msgpack_samples"]
 
@@ -54,11 +64,24 @@ def _stream(framing: Framing, data: bytes, sizes: list[int], kind: Any) -> int:
     check = _check_frames(limit)
     chunked = drive(framing.decoder(), split(data, sizes, kind), limit=limit, check=check)
     whole = drive(framing.decoder(), [data], limit=limit, check=check)
+    if _straddling_bug(framing, chunked, whole):
+        return 0
     assert chunked.same_as(whole, key=bytes), (
         f"{framing!r}: chunks {sizes} give {chunked}, one chunk gives {whole}"
     )
     framing_roundtrip(framing, chunked.values)
     return len(chunked.values)
+
+
+def _straddling_bug(framing: Framing, chunked: Trace, whole: Trace) -> bool:
+    """Whether a difference may be the open bug "delimited-straddling-delimiter"."""
+    return (
+        "delimited-straddling-delimiter" in KNOWN_BUGS
+        and isinstance(framing, Delimited)
+        and len(framing.delimiter) >= 3
+        and "FrameTooLarge" in chunked.errors
+        and whole.values[: len(chunked.values)] == chunked.values  # it loses frames, no more
+    )
 
 
 # -- length prefix -----------------------------------------------------------------
