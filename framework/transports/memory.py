@@ -417,10 +417,16 @@ class Route:
 #: where ``direction`` is ``"to_server"`` or ``"to_client"``.
 RouteFactory = Callable[["MemoryDatagramTransport", Address, str], Route]
 _route_factories: dict[str, RouteFactory] = {}
+# Bumped whenever routes are installed or removed: sockets then make new
+# ones, so faults apply to what is sent while they are installed. A route
+# replaced this way still delivers what it holds.
+_route_generation = 0
 
 
 def install_routes(name: str, factory: RouteFactory | None) -> None:
     """Carry datagrams to and from ``memory+udp://name`` over routes from ``factory``."""
+    global _route_generation
+    _route_generation += 1
     if factory is None:
         _route_factories.pop(name, None)
         return
@@ -447,6 +453,7 @@ class MemoryDatagramTransport(asyncio.DatagramTransport):
         self.remote = remote
         self._protocol = protocol
         self._routes: dict[Address, Route] = {}
+        self._routes_generation = _route_generation
         self._closing = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -492,6 +499,9 @@ class MemoryDatagramTransport(asyncio.DatagramTransport):
             # What a socket's sendto() reports, and asyncio hands to error_received.
             self._error(OSError(errno.EMSGSIZE, "Message too long"))
             return
+        if self._routes_generation != _route_generation:
+            self._routes.clear()
+            self._routes_generation = _route_generation
         route = self._routes.get(target)
         if route is None:
             route = self._routes[target] = self._make_route(target)
