@@ -12,7 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from framework import DecodeError, EncodeError, Limits, Pipeline, TransportError, make_codec
+from framework import (
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    Limits,
+    Pipeline,
+    TransportError,
+    make_codec,
+)
 from framework.runtime import connect
 from framework.testing import (
     check_codec_roundtrip,
@@ -339,3 +347,8 @@ def test_join_gives_up_when_nobody_answers() -> None:
                 await join(conn, timeout=0.3, retry_after=0.05)
 
     asyncio.run(scenario())
+
+
+def test_a_relay_pipeline_without_the_handshake_messages_is_refused() -> None:
+    with pytest.raises(ConfigError, match="missing: Join, Challenge, Welcome"):
+        create_app(Pipeline(codecs="msgpack", messages=[Position, Relayed]))

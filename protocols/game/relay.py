@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from framework import App, Connection, ConnectionClosed, Pipeline
+from framework import App, ConfigError, Connection, ConnectionClosed, Pipeline
 from protocols.game.messages import COOKIE_SIZE, Challenge, Join, Position, Relayed, Welcome
 
 __all__ = ["COOKIE_LIFETIME", "DEFAULT_URL", "JoinCookies", "create_app", "default_pipeline"]
@@ -101,8 +101,23 @@ def _verify_address(conn: Connection) -> None:
 
 
 def create_app(pipeline: Pipeline | None = None, *, cookies: JoinCookies | None = None) -> App:
-    """A relay with its own session (its own set of players)."""
-    app = App(pipeline if pipeline is not None else default_pipeline(), default_url=DEFAULT_URL)
+    """A relay with its own session (its own set of players).
+
+    ``pipeline`` must carry the five game messages (``default_pipeline()``
+    does); ``cookies`` signs the join cookies (a fresh random secret by default).
+    """
+    pipeline = pipeline if pipeline is not None else default_pipeline()
+    missing = [
+        cls.__name__
+        for cls in (Position, Relayed, Join, Challenge, Welcome)
+        if pipeline.messages is None or cls not in pipeline.messages
+    ]
+    if missing:
+        raise ConfigError(
+            f"the relay's pipeline must carry every game message; missing: {', '.join(missing)}",
+            option="messages",
+        )
+    app = App(pipeline, default_url=DEFAULT_URL)
     jar = cookies if cookies is not None else JoinCookies()
     players: dict[Connection, int] = {}
     numbers = itertools.count(1)
