@@ -1,6 +1,6 @@
 """Load and soak: many peers, every reply checked, the server's memory watched.
 
-Three ways to run it, all on loopback only, every loop bounded in count and time::
+Two ways to run it, all on loopback only, every loop bounded in count and time::
 
     python -m benchmarks.soak --minutes 10     # the soak (--minutes 0.5 for a smoke run)
     python -m benchmarks.soak --load           # the full-size load tests, once
@@ -235,6 +235,7 @@ def run_tcp_clients(
             poller.register(sock.fileno(), select.EPOLLIN)
         connected = time.monotonic()
         for conn in conns.values():
+            # One small request on an idle socket: send() takes all of it.
             conn.sock.send(_frame(encode_request(conn.peer, 0)))
         running = len(conns) if requests else 0
         while running and time.monotonic() < deadline:
@@ -807,7 +808,9 @@ def _verdict(samples: list[Sample], counters: list[int], stats: dict[str, int]) 
 def _tcp_child(args: argparse.Namespace) -> None:
     """Child for tests: run the TCP clients, print the result as JSON."""
     raise_fd_limit()
-    result = run_tcp_clients(("127.0.0.1", args.port), args.connections, args.requests)
+    result = run_tcp_clients(
+        ("127.0.0.1", args.port), args.connections, args.requests, timeout=args.timeout
+    )
     print(json.dumps(asdict(result)), flush=True)
 
 
@@ -819,6 +822,7 @@ def _udp_child(args: argparse.Namespace) -> None:
         args.datagrams,
         window=args.window,
         patience=args.patience,
+        timeout=args.timeout,
     )
     print(json.dumps(asdict(result)), flush=True)
 
@@ -851,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("--serve", "--tcp-client", "--udp-client"):
         internal.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     children: dict[str, Callable[[argparse.Namespace], None]] = {
         "tcp_client": _tcp_child,

@@ -45,11 +45,19 @@ async def clients(*args: str) -> dict[str, Any]:
         "-m",
         "benchmarks.soak",
         *args,
+        # The clients give up first, so a stuck run still reports its counts.
+        "--timeout",
+        str(BOUND - 10),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await child.communicate()
+    try:
+        out, err = await child.communicate()
+    except BaseException:
+        child.kill()  # cancelled: leave no client running behind the test
+        await child.wait()
+        raise
     assert child.returncode == 0, err.decode(errors="replace")
     result: dict[str, Any] = json.loads(out)
     return result
