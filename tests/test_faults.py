@@ -548,6 +548,69 @@ def test_the_same_seed_replays_the_same_datagram_faults() -> None:
     run_virtual(main())
 
 
+probabilities = st.sampled_from([0.0, 0.1, 0.5, 1.0])
+
+
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    drop=probabilities,
+    duplicate=probabilities,
+    reorder=probabilities,
+    truncate=probabilities,
+    jitter=st.sampled_from([0.0, 0.05]),
+    gap=st.sampled_from([0.0, 0.01]),
+)
+def test_datagram_faults_account_for_every_datagram(
+    seed: int,
+    drop: float,
+    duplicate: float,
+    reorder: float,
+    truncate: float,
+    jitter: float,
+    gap: float,
+) -> None:
+    spec = DatagramFaults(
+        seed=seed,
+        drop=drop,
+        duplicate=duplicate,
+        reorder=reorder,
+        truncate=truncate,
+        jitter=jitter,
+        direction="to_server",
+    )
+    sent = [n.to_bytes(2, "big") * 4 for n in range(60)]
+
+    async def main() -> tuple[list[bytes], FaultStats]:
+        url = "memory+udp://property"
+        with inject(url, spec) as injected:
+            (client, server_transport), server, _ = await datagram_pair(url)
+            for data in sent:
+                client.sendto(data)
+                if gap:
+                    await asyncio.sleep(gap)
+            await settle(10)
+        client.close()
+        server_transport.close()
+        return [data for _, data in server.arrived], injected.to_server
+
+    arrived, stats = run_virtual(main())
+    assert stats.sent == len(sent)
+    assert stats.delivered == len(arrived) == len(sent) - stats.dropped + stats.duplicated
+    # Every arrival is a datagram that was sent, whole or (if truncated) cut short.
+    for data in arrived:
+        assert any(original.startswith(data) for original in sent), data
+    if not truncate:
+        assert set(arrived) <= set(sent)
+        # Each datagram arrives once, twice if duplicated, never more.
+        assert all(arrived.count(data) <= 2 for data in set(arrived))
+        numbers = [sent.index(data) for data in arrived]
+        late = sum(1 for i, n in enumerate(numbers) if n < max(numbers[: i + 1]))
+        assert late == stats.reordered
+    if not (drop or duplicate or reorder or truncate or jitter):
+        assert arrived == sent
+
+
 # -- the scripted peer ----------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """Transports: thin adapters that move bytes. They know nothing of frames.
 
-Each scheme (``tcp``, ``tls``, ``unix``, ``udp``, ``memory``) opens a
-listening or connected asyncio transport for a protocol factory and reports
-the address it actually bound. Everything above bytes happens in
+Each scheme (``tcp``, ``tls``, ``unix``, ``udp``, and the in-process
+``memory`` and ``memory+udp``) opens a listening or connected asyncio
+transport for a protocol factory and reports the address it actually bound. Everything above bytes happens in
 :mod:`framework.runtime`.
 """
 
@@ -17,10 +17,11 @@ from framework.transports.base import (
     serve_datagrams,
     serve_stream,
 )
-from framework.transports.memory import MemoryTransport, memory_pair
+from framework.transports.memory import MemoryDatagramTransport, MemoryTransport, memory_pair
 
 __all__ = [
     "DatagramFactory",
+    "MemoryDatagramTransport",
     "MemoryTransport",
     "StreamFactory",
     "StreamListener",
