@@ -193,7 +193,13 @@ class DatagramPeer(Connection):
         if router is not None and router.fallback_handler is not None:
             self._call(router.fallback_handler, error, error)
         else:
-            log.info("%r: dropped datagram: %s: %s", self, type(error).__name__, error)
+            self._server._log_drop(
+                "undecodable",
+                "%r: dropped datagram: %s: %s",
+                self,
+                type(error).__name__,
+                error,
+            )
 
     def _handler_failed(self, subject: Any) -> None:
         # The documented policy: a UDP peer is never closed by a handler
