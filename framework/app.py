@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
 from framework.endpoints import Endpoint
-from framework.errors import ConfigError
+from framework.errors import ConfigError, WirekitError
 from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.router import Router
+from framework.runtime.loop import loop_name
+from framework.runtime.loop import run as run_loop
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
 
@@ -96,17 +99,44 @@ class App(Router):
     ) -> None:
         """Serve ``url`` until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
-        ``ready``, if given, is called with the running server once it listens.
+        ``ready``, if given, is called with the running server once it
+        listens. SIGHUP reloads a TLS server's certificate
+        (:meth:`Server.reload_tls`). A second SIGINT or SIGTERM during the
+        shutdown does not cut it short: ``limits.shutdown_timeout`` bounds it.
         """
         server = await self.start(url, limits=limits, tls=tls, reuse_port=reuse_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        log.info("serving %s on %s (pid %d)", server.url, loop_name(loop), os.getpid())
+
+        def on_stop(signum: int) -> None:
+            if stop.is_set():
+                log.info("%s: already shutting down", signal.Signals(signum).name)
+            stop.set()
+
+        def on_hup() -> None:
+            if server.endpoint.scheme != "tls":
+                log.info("SIGHUP: %s has no certificate to reload", server.url)
+                return
+            try:
+                server.reload_tls()
+            except WirekitError as exc:
+                log.error("SIGHUP: keeping the old TLS certificate: %s", exc)
+
         installed = []
         # Handlers go in before `ready` announces the server: whoever reacts
         # to the announcement with a signal must get a graceful shutdown.
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # They stay in during the shutdown, so a second signal cannot cut it
+        # short (restoring the defaults then would let it kill the process).
+        handlers: list[tuple[signal.Signals, Any, tuple[Any, ...]]] = [
+            (signal.SIGINT, on_stop, (signal.SIGINT,)),
+            (signal.SIGTERM, on_stop, (signal.SIGTERM,)),
+        ]
+        if hasattr(signal, "SIGHUP"):
+            handlers.append((signal.SIGHUP, on_hup, ()))
+        for sig, handler, args in handlers:
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, handler, *args)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signals on this platform
@@ -116,10 +146,30 @@ class App(Router):
             await stop.wait()
             log.info("shutting down %s", server.url)
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            await server.close()
+            try:
+                await server.close()
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
 
-    def run(self, url: str | Endpoint, **options: Any) -> None:
-        """Blocking: ``asyncio.run(self.serve(url, ...))``."""
-        asyncio.run(self.serve(url, **options))
+    def run(
+        self,
+        url: str | Endpoint,
+        *,
+        workers: int = 1,
+        uvloop: bool | None = None,
+        **options: Any,
+    ) -> None:
+        """Blocking: serve ``url`` until SIGINT/SIGTERM, on uvloop when it is installed.
+
+        ``workers=N`` (Linux; ``tcp://``, ``tls://``, ``udp://``) serves from
+        N processes sharing the port (see :mod:`framework.runtime.workers`).
+        ``uvloop``: ``None`` uses it if installed (unless ``WIREKIT_UVLOOP=0``),
+        ``False`` never, ``True`` requires it. ``options`` are :meth:`serve`'s.
+        """
+        if workers != 1:
+            from framework.runtime.workers import serve_workers
+
+            serve_workers(self, url, workers=workers, uvloop=uvloop, **options)
+            return
+        run_loop(self.serve(url, **options), uvloop=uvloop)

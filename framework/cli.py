@@ -4,11 +4,13 @@
 
     wirekit serve protocols.echo --url tcp://127.0.0.1:9000
     wirekit serve deploy.toml
+    wirekit serve protocols.echo --url tcp://0.0.0.0:9000 --workers 2
     wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}' --codec msgpack
     wirekit listen udp://127.0.0.1:9000 --codec json
 
 Errors print one line and exit with status 1 (2 for bad usage); ``--debug``
-shows the traceback.
+shows the traceback. Every command runs on uvloop when it is installed,
+unless ``WIREKIT_UVLOOP=0`` (or, for ``serve``, ``--no-uvloop``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from framework.errors import ConfigError, WirekitError
 from framework.framing import framing_names, make_framing
 from framework.pipeline import Pipeline
 from framework.runtime import Server, connect
+from framework.runtime.loop import describe_loop
+from framework.runtime.loop import run as run_loop
 from framework.runtime.tls import TlsOptions
+from framework.runtime.workers import check_workers, serve_workers
 
 __all__ = ["main"]
 
@@ -79,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("target", help="protocol module (protocols.echo) or config file (.toml)")
     serve.add_argument(
         "--url", help="endpoint to listen on (default: the protocol's, else tcp://127.0.0.1:9000)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve from N processes sharing the port (Linux SO_REUSEPORT; tcp, tls, udp)",
+    )
+    serve.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="use asyncio's own event loop even if uvloop is installed",
     )
     _add_pipeline_flags(serve)
     _add_tls_flags(serve)
@@ -178,16 +194,46 @@ def _from_json(text: str, pipeline: Pipeline) -> Any:
     return value
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace) -> None:
     app, config = _load_target(args.target)
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
     url = args.url or config.url or app.default_url or DEFAULT_URL
     tls = _tls(args, config.tls)
+    workers = args.workers if args.workers is not None else config.workers
+    uvloop = False if args.no_uvloop else None
+    loop_label = describe_loop(uvloop)
+
+    def banner(bound: str) -> None:
+        print(f"wirekit: serving {args.target} on {bound}", flush=True)
+
+    if workers != 1:
+        check_workers(parse_url(url), workers)
+
+        def announce(bound: str, pids: list[int]) -> None:
+            banner(bound)
+            print(
+                f"wirekit: {len(pids)} workers (pids {', '.join(map(str, pids))}), "
+                f"event loop: {loop_label}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        serve_workers(
+            app,
+            url,
+            workers=workers,
+            limits=config.limits,
+            tls=tls,
+            uvloop=uvloop,
+            announce=announce,
+        )
+        return
 
     def ready(server: Server) -> None:
-        print(f"wirekit: serving {args.target} on {server.url}", flush=True)
+        banner(server.url)
+        print(f"wirekit: event loop: {loop_label}", file=sys.stderr, flush=True)
 
-    await app.serve(url, limits=config.limits, tls=tls, ready=ready)
+    run_loop(app.serve(url, limits=config.limits, tls=tls, ready=ready), uvloop=uvloop)
 
 
 def _overrides(args: argparse.Namespace) -> bool:
@@ -252,11 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("serve", "listen", "send") and getattr(args, "url", None):
             parse_url(args.url)
         if args.command == "serve":
-            asyncio.run(_serve(args))
+            _serve(args)
         elif args.command == "send":
-            return asyncio.run(_send(args))
+            return run_loop(_send(args))
         elif args.command == "listen":
-            asyncio.run(_listen(args))
+            run_loop(_listen(args))
         else:
             return int(args.handler(args))
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@
 
     protocol = "protocols.echo"        # module that defines `app`
     url = "tcp://127.0.0.1:9000"
+    workers = 2                        # processes sharing the port (Linux)
 
     [framing]
     name = "length-prefix"
@@ -46,7 +47,7 @@ from framework.runtime.tls import TlsOptions
 
 __all__ = ["Config", "load_config", "load_protocol", "parse_config"]
 
-_TOP_KEYS = {"protocol", "url", "framing", "codec", "codecs", "tls", "limits"}
+_TOP_KEYS = {"protocol", "url", "workers", "framing", "codec", "codecs", "tls", "limits"}
 _TLS_TYPES: dict[str, type] = {
     "certfile": str,
     "keyfile": str,
@@ -70,6 +71,8 @@ class Config:
     tls: TlsOptions | None = None
     limits: Limits = attrs.field(factory=Limits)
     max_frame_size: int | None = None
+    #: Processes ``wirekit serve`` runs (``--workers`` overrides it).
+    workers: int = 1
 
     def apply(self, app: App) -> App:
         """The app with this config's framing, codecs and frame limit applied."""
@@ -131,6 +134,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             if not isinstance(data[key], str):
                 raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
             fields[key] = data[key]
+    if "workers" in data:
+        workers = data["workers"]
+        if type(workers) is not int or workers < 1:
+            raise _error(source, "workers", f"must be a positive integer, got {workers!r}")
+        fields["workers"] = workers
     if "url" in fields:
         try:
             parse_url(fields["url"])

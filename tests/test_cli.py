@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,3 +199,77 @@ def test_every_protocol_serves_from_the_command_line(
         assert bound.startswith(f"{scheme}://")
         assert proc.poll() is None
     assert proc.returncode == 0
+
+
+def start_lines(*args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The stdout banner and the stderr line that follows it, of ``wirekit serve ARGS``."""
+    inherited = {key: value for key, value in os.environ.items() if key != "WIREKIT_UVLOOP"}
+    environment = {**inherited, **(env or {})}
+    with subprocess.Popen(
+        [sys.executable, "-m", "framework", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=environment,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            return proc.stdout.readline(), proc.stderr.readline()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_serve_names_its_event_loop_and_no_uvloop_turns_uvloop_off() -> None:
+    url = ("--url", "tcp://127.0.0.1:0")
+    banner, loop_line = start_lines("protocols.echo", *url, "--no-uvloop")
+    assert banner.startswith("wirekit: serving protocols.echo on tcp://127.0.0.1:")
+    assert loop_line.strip() == "wirekit: event loop: asyncio"
+    _banner, loop_line = start_lines("protocols.echo", *url, env={"WIREKIT_UVLOOP": "0"})
+    assert loop_line.strip() == "wirekit: event loop: asyncio"
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an optional extra
+        expected = "asyncio"
+    else:
+        expected = f"uvloop {uvloop.__version__}"
+    _banner, loop_line = start_lines("protocols.echo", *url)
+    assert loop_line.strip() == f"wirekit: event loop: {expected}"
+
+
+def test_serve_on_sighup_reloads_the_tls_certificate(tmp_path: Path) -> None:
+    import trustme
+
+    cas = []
+    for name in ("old", "new"):
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(tmp_path / f"{name}-ca.pem"))
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / f"{name}.pem"))
+        cas.append(str(tmp_path / f"{name}-ca.pem"))
+    old_ca, new_ca = cas
+    live = tmp_path / "live.pem"
+    live.write_bytes((tmp_path / "old.pem").read_bytes())
+    args = ("serve", "protocols.echo", "--url", "tls://127.0.0.1:0", "--tls-cert", str(live))
+    with running(*args) as (proc, url):
+        assert wirekit("send", url, "1", "--tls-ca", old_ca).returncode == 0
+        live.write_bytes((tmp_path / "new.pem").read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while (result := wirekit("send", url, "2", "--tls-ca", new_ca)).returncode != 0:
+            assert time.monotonic() < deadline, result.stderr
+        assert result.stdout.strip() == "2"
+        refused = wirekit("send", url, "3", "--tls-ca", old_ca)
+        assert refused.returncode == 1
+        assert "TLS handshake" in refused.stderr
+    assert proc.returncode == 0
+
+
+def test_a_tls_client_on_a_plain_port_is_told_so_in_one_line() -> None:
+    with running("serve", "protocols.echo", "--url", "tcp://127.0.0.1:0") as (_, url):
+        result = wirekit("send", url.replace("tcp://", "tls://"), "1")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "does not seem to speak TLS" in result.stderr

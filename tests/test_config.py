@@ -162,3 +162,15 @@ def test_an_unknown_protocol_is_reported_with_the_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"{path}: protocol: no protocol module named 'no.such.module'" in result.stderr
+
+
+def test_workers_is_a_top_level_key(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, 'url = "tcp://0.0.0.0:9000"\nworkers = 4\n')).workers == 4
+    assert load_config(write(tmp_path, "")).workers == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2", '"2"', "1.5", "true"])
+def test_workers_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="workers: must be a positive integer") as info:
+        load_config(write(tmp_path, f"workers = {value}\n"))
+    assert info.value.option == "workers"

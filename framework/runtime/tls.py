@@ -18,7 +18,7 @@ import logging
 import ssl
 from asyncio import sslproto
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -162,8 +162,9 @@ class TlsAcceptor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not
+        # subclasses of asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         self._peer = transport.get_extra_info("peername")
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._timeout, self._silent)

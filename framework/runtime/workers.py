@@ -1,0 +1,350 @@
+"""Serve one app from several processes that share a port (Linux ``SO_REUSEPORT``).
+
+The parent process binds nothing it serves: it resolves the port (port 0
+becomes a real port, held by a placeholder socket until the workers listen),
+forks ``workers`` processes that each run :meth:`App.serve` on that port with
+``reuse_port=True``, and then only supervises:
+
+- SIGINT or SIGTERM: every worker gets SIGTERM and shuts down gracefully
+  (handlers finish within ``Limits.shutdown_timeout``, replies are flushed).
+  A worker still running after twice that, plus a margin, is killed, and the
+  parent reports it.
+- SIGHUP is passed on: each TLS worker reloads its certificate.
+- A worker that dies while serving is logged and replaced. A worker that
+  fails before it listens (a bad certificate, a port taken by another user)
+  stops them all, with its error; so does a crash loop (more than
+  ``MAX_RESTARTS`` replacements within ``RESTART_WINDOW`` seconds).
+
+The kernel spreads new TCP connections, and UDP peers (by address and port),
+across the workers; a connection or a UDP peer stays with one worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.context import ForkProcess
+from multiprocessing.queues import SimpleQueue
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from framework.endpoints import Endpoint, parse_url
+from framework.errors import ConfigError, TransportError, WirekitError
+from framework.limits import Limits
+from framework.runtime import loop as loops
+from framework.runtime.tls import TlsOptions
+
+if TYPE_CHECKING:
+    from framework.app import App
+
+__all__ = ["MAX_RESTARTS", "RESTART_WINDOW", "WorkerError", "check_workers", "serve_workers"]
+
+log = logging.getLogger("wirekit.workers")
+
+#: Replacements of dead workers tolerated within ``RESTART_WINDOW`` seconds;
+#: past that, a worker is crashing in a loop and the server stops.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+# Seconds a stopping worker gets beyond 2 x shutdown_timeout (handlers, then
+# flushing) before it is killed: time to run its shutdown and exit.
+_STOP_MARGIN = 5.0
+# How often the supervisor looks at its flags between events.
+_POLL = 0.1
+
+
+class WorkerError(WirekitError):
+    """A worker process failed: it could not start, crashed in a loop, or would not stop."""
+
+
+def check_workers(endpoint: Endpoint, workers: int) -> None:
+    """Raise :class:`ConfigError` unless ``workers`` processes can share ``endpoint``."""
+    if type(workers) is not int or workers < 1:
+        raise ConfigError(
+            f"workers must be a positive integer, got {workers!r}", option="workers", value=workers
+        )
+    if workers == 1:
+        return
+    if endpoint.scheme not in ("tcp", "tls", "udp"):
+        raise ConfigError(
+            f"workers: {endpoint.scheme}:// cannot be shared between processes; "
+            "several workers need tcp://, tls:// or udp://",
+            option="workers",
+            value=workers,
+        )
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError(
+            "workers: several processes on one port need Linux's SO_REUSEPORT "
+            f"load balancing, which {sys.platform} does not have",
+            option="workers",
+            value=workers,
+        )
+
+
+def _placeholder(endpoint: Endpoint) -> socket.socket:
+    """Bind (not listen on) the endpoint with SO_REUSEPORT: resolves port 0, fails early."""
+    kind = socket.SOCK_DGRAM if endpoint.scheme == "udp" else socket.SOCK_STREAM
+    try:
+        infos = socket.getaddrinfo(endpoint.host or None, endpoint.port, type=kind)
+        family, _type, proto, _name, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise TransportError(f"cannot listen on {endpoint.url}: {exc}", peer=endpoint.url) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(
+            f"cannot listen on {endpoint.url}: {exc.strerror or exc}", peer=endpoint.url
+        ) from exc
+    return sock
+
+
+@attrs.define
+class _Worker:
+    index: int
+    process: ForkProcess
+    started: float
+    ready: bool = False
+
+
+class _Supervisor:
+    def __init__(
+        self,
+        app: App,
+        endpoint: Endpoint,
+        workers: int,
+        options: dict[str, Any],
+        uvloop: bool | None,
+    ) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.count = workers
+        self.options = options
+        self.uvloop = uvloop
+        self.context = multiprocessing.get_context("fork")
+        self.queue: SimpleQueue[tuple[str, int, str]] = self.context.SimpleQueue()
+        self.workers: dict[int, _Worker] = {}
+        self.placeholder: socket.socket | None = None
+        self.stopping = False
+        self.restarts: collections.deque[float] = collections.deque()
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+        self.stopping = True
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._signal_all(signal.SIGHUP)
+
+    def _signal_all(self, signum: int) -> None:
+        for worker in self.workers.values():
+            pid = worker.process.pid
+            if pid is not None and worker.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        process = self.context.Process(
+            target=_worker_main,
+            args=(self, index),
+            name=f"wirekit-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        self.workers[index] = _Worker(index, process, time.monotonic())
+        log.debug("worker %d started, pid %s", index, process.pid)
+
+    def run(self, announce: Callable[[str, list[int]], None] | None) -> None:
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in (
+                (signal.SIGINT, self._on_stop),
+                (signal.SIGTERM, self._on_stop),
+                (signal.SIGHUP, self._on_hup),
+            )
+        }
+        try:
+            self.placeholder = _placeholder(self.endpoint)
+            port = self.placeholder.getsockname()[1]
+            self.endpoint = attrs.evolve(self.endpoint, port=port)
+            for index in range(self.count):
+                self._spawn(index)
+            self._wait_ready()
+            # Every worker listens: the placeholder has done its job (and a
+            # UDP placeholder would otherwise get its share of datagrams).
+            self.placeholder.close()
+            self.placeholder = None
+            if self._stopped():
+                return
+            if announce is not None:
+                announce(self.endpoint.url, [w.process.pid or 0 for w in self.workers.values()])
+            self._supervise()
+        except BaseException:
+            self._stop_all()
+            raise
+        else:
+            killed = self._stop_all()
+            if killed:
+                raise WorkerError(f"workers {killed} did not stop in time and were killed")
+        finally:
+            if self.placeholder is not None:
+                self.placeholder.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _events(self) -> list[Any]:
+        sentinels = [w.process.sentinel for w in self.workers.values()]
+        return wait([self.queue._reader, *sentinels], timeout=_POLL)  # type: ignore[attr-defined]
+
+    def _drain_messages(self) -> None:
+        while not self.queue.empty():
+            kind, index, text = self.queue.get()
+            worker = self.workers.get(index)
+            if kind == "ready" and worker is not None:
+                worker.ready = True
+                log.info("worker %d (pid %s) serving %s", index, worker.process.pid, text)
+            elif kind == "error":
+                self.stopping = True
+                raise WorkerError(f"worker {index} could not start: {text}")
+
+    def _wait_ready(self) -> None:
+        while not self.stopping and not all(w.ready for w in self.workers.values()):
+            self._events()
+            self._drain_messages()
+            for worker in self.workers.values():
+                if not worker.ready and not worker.process.is_alive():
+                    self._drain_messages()  # its error, if it managed to send one
+                    raise WorkerError(
+                        f"worker {worker.index} exited with status "
+                        f"{worker.process.exitcode} before it was serving"
+                    )
+
+    def _stopped(self) -> bool:
+        # Set by a signal handler between two checks: read it through a call.
+        return self.stopping
+
+    def _supervise(self) -> None:
+        while not self.stopping:
+            self._events()
+            self._drain_messages()
+            if self._stopped():
+                return
+            for index, worker in list(self.workers.items()):
+                if worker.process.is_alive():
+                    continue
+                worker.process.join()
+                self._replace(index, worker)
+
+    def _replace(self, index: int, worker: _Worker) -> None:
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW:
+            self.restarts.popleft()
+        log.error(
+            "worker %d (pid %s) died with status %s after %.1f s; starting another",
+            index,
+            worker.process.pid,
+            worker.process.exitcode,
+            now - worker.started,
+        )
+        if len(self.restarts) >= MAX_RESTARTS:
+            self.stopping = True
+            raise WorkerError(
+                f"workers died {len(self.restarts) + 1} times within {RESTART_WINDOW:.0f} s; "
+                f"last: worker {index}, status {worker.process.exitcode}"
+            )
+        self.restarts.append(now)
+        self._spawn(index)
+
+    def _stop_all(self) -> list[int]:
+        """SIGTERM every worker, wait for them; return the indexes that had to be killed."""
+        self._signal_all(signal.SIGTERM)
+        limits: Limits = self.options.get("limits") or Limits()
+        deadline = time.monotonic() + 2 * limits.shutdown_timeout + _STOP_MARGIN
+        killed = []
+        for worker in self.workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                killed.append(worker.index)
+                log.error(
+                    "worker %d (pid %s) did not stop; killing it", worker.index, worker.process.pid
+                )
+                worker.process.kill()
+                worker.process.join()
+        self.workers.clear()
+        return killed
+
+
+def _worker_main(supervisor: _Supervisor, index: int) -> None:
+    """The body of a worker process (forked: it shares the parent's app)."""
+    # The parent's handlers came with the fork; this process has its own
+    # shutdown, installed by App.serve. Until then a signal ends it plainly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if supervisor.placeholder is not None:
+        supervisor.placeholder.close()  # the parent's copy is the one that matters
+    queue = supervisor.queue
+
+    def ready(server: Any) -> None:
+        queue.put(("ready", index, server.url))
+        user_ready = supervisor.options.get("ready")
+        if user_ready is not None:
+            user_ready(server)
+
+    options = {key: value for key, value in supervisor.options.items() if key != "ready"}
+    try:
+        loops.run(
+            supervisor.app.serve(supervisor.endpoint, reuse_port=True, ready=ready, **options),
+            uvloop=supervisor.uvloop,
+        )
+    except (WirekitError, OSError) as exc:
+        queue.put(("error", index, str(exc)))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def serve_workers(
+    app: App,
+    url: str | Endpoint,
+    *,
+    workers: int,
+    limits: Limits | None = None,
+    tls: TlsOptions | None = None,
+    uvloop: bool | None = None,
+    ready: Callable[[Any], None] | None = None,
+    announce: Callable[[str, list[int]], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``url`` from ``workers`` processes until SIGINT or SIGTERM.
+
+    Blocks. ``ready(server)`` runs in each worker once it listens;
+    ``announce(url, pids)`` runs in this process once they all do (port 0
+    resolved). Raises :class:`WorkerError` when a worker cannot start, when
+    workers crash in a loop, or when one had to be killed at shutdown.
+    """
+    endpoint = parse_url(url) if isinstance(url, str) else url
+    check_workers(endpoint, workers)
+    if endpoint.scheme == "tls" and tls is None:
+        raise ConfigError("tls:// needs a certificate: set certfile and keyfile", option="tls")
+    if tls is not None and endpoint.scheme == "tls":
+        tls.server_context()  # a bad certificate is one error here, not one per worker
+    options: dict[str, Any] = {"limits": limits, "tls": tls, "ready": ready}
+    _Supervisor(app, endpoint, workers, options, uvloop).run(announce)
