@@ -93,3 +93,23 @@ def test_bad_limit_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="max_frame_size") as caught:
         Datagram(max_frame_size=0)
     assert caught.value.option == "max_frame_size"
+
+
+def test_auth_is_applied_by_the_runtime_not_by_the_pipeline() -> None:
+    # The framing carries the stage; the pipeline still encodes and decodes
+    # the payload alone, so the runtime can open before decoding anything.
+    from framework.security import OVERHEAD, HmacAuth
+
+    auth = HmacAuth({1: b"k" * 32})
+    framing = make_framing("datagram", auth=auth, max_frame_size=100)
+    assert framing == Datagram(auth=auth, max_frame_size=100)
+    assert framing.overhead == OVERHEAD
+    assert "k" * 16 not in repr(framing)
+    pipeline = Pipeline(codecs="utf-8", datagram=framing)
+    assert pipeline.encode_datagram("hi") == b"hi"
+    assert pipeline.decode_datagram(b"hi") == ["hi"]
+    # max_frame_size bounds the sealed datagram: a payload that fits alone
+    # may not fit with the 34 bytes of header and tag.
+    sealed = auth.session().seal(pipeline.encode_datagram("x" * 70))
+    with pytest.raises(FrameTooLarge):
+        framing.check_size(len(sealed))

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers_runtime import Ping, Pong, eventually, records, run, within
+from helpers_runtime import Ping, Pong, eventually, needs_ipv6, records, run, within
 
-from framework import Datagram, Pipeline
+from framework import Datagram, FrameTooLarge, Pipeline
 from framework.app import App
 from framework.limits import Limits
 from framework.runtime import connect
@@ -356,3 +356,41 @@ def test_a_flood_of_bad_datagrams_logs_a_few_lines_not_one_per_datagram(
     run(main())
     lines = [line for line in records(caplog, logging.DEBUG) if "dropped datagram" in line]
     assert 1 <= len(lines) < 30
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("[::1]", marks=needs_ipv6)])
+def test_authenticated_echo_over_ipv4_and_ipv6(host: str) -> None:
+    auth = HmacAuth({1: KEY})
+    pipeline = pipeline_with(auth)
+    app, _ = ping_app(pipeline)
+
+    async def main() -> None:
+        async with await app.start(f"udp://{host}:0") as server:
+            async with connect(server.url, pipeline_with(HmacAuth({1: KEY}))) as client:
+                for n in range(3):
+                    await client.send(Ping(n))
+                    assert await within(client.receive()) == Pong(n)
+            stats = udp_stats(server)
+            assert stats.dropped_unauthenticated == stats.dropped_replayed == 0
+
+    run(main())
+
+
+def test_a_send_too_large_once_sealed_raises_and_sends_nothing() -> None:
+    small = Pipeline(codecs="bytes", datagram=Datagram(auth=HmacAuth({1: KEY}), max_frame_size=100))
+    app = App(small)
+
+    @app.on(bytes)
+    def echo(data: bytes, conn: Connection) -> bytes:
+        return data
+
+    async def main() -> None:
+        async with await app.start("udp://127.0.0.1:0") as server:
+            async with connect(server.url, small) as client:
+                with pytest.raises(FrameTooLarge):
+                    await client.send(b"x" * 80)  # 80 + 34 > 100
+                await client.send(b"x" * 66)  # 66 + 34 = 100: fits
+                assert await within(client.receive()) == b"x" * 66
+            assert udp_stats(server).received == 1
+
+    run(main())
