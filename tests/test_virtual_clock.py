@@ -200,6 +200,17 @@ def test_io_wait_gives_a_peer_in_another_thread_real_time_to_answer() -> None:
         listener.close()
 
 
+def test_debug_mode_checks_callbacks_as_asyncio_does() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TypeError, match="coroutine"):
+            loop.call_later(1, main)  # type: ignore[arg-type]
+        await asyncio.sleep(2)
+        return loop.time()
+
+    assert run_virtual(main(), debug=True) == 2
+
+
 def test_the_policy_makes_virtual_loops() -> None:
     policy = VirtualClockPolicy(start=50.0)
     loop = policy.new_event_loop()
