@@ -11,8 +11,8 @@ leaves the process.
 :class:`MemoryDatagramTransport` is a UDP socket's asyncio transport in the
 same way: a server binds ``memory+udp://NAME``, clients are connected to it,
 addresses are ``(host, port)`` tuples (``("memory+udp://NAME", 0)`` for the
-server, another port for each client), and a datagram is delivered whole, one loop iteration
-later, or lost when nobody is bound to its address.
+server, another port for each client), and a datagram is delivered whole,
+one loop iteration later, or lost when nobody is bound to its address.
 
 What carries bytes between two ends is a :class:`Link` (streams) or a
 :class:`Route` (datagrams). The plain ones deliver at once;
