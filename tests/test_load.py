@@ -12,17 +12,22 @@ sets of numbers). Run with ``-rP`` to see the figures each test prints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import attrs
+import msgpack
 import pytest
 from helpers_runtime import run
 
 from benchmarks.soak import build_app, fitting_connections, server_limits, udp_accounting
+from framework.framing import LengthPrefix
 from framework.limits import Limits
 from framework.runtime.server import Server
 
@@ -38,8 +43,11 @@ UDP_DATAGRAMS = 100
 BOUND = 50.0
 
 
-async def clients(*args: str) -> dict[str, Any]:
-    """Run ``python -m benchmarks.soak ARGS`` (a client role); its JSON result."""
+async def clients(role: str, port: int, **options: object) -> dict[str, Any]:
+    """Run ``python -m benchmarks.soak --{role}-client`` against ``port``; its JSON result."""
+    args = [f"--{role}-client", "--port", str(port)]
+    for name, value in options.items():
+        args += [f"--{name}", str(value)]
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -81,11 +89,9 @@ def test_thousand_concurrent_connections_each_get_all_hundred_replies_in_order()
         async with await app.start(
             "tcp://127.0.0.1:0", limits=server_limits(connections)
         ) as server:
-            port = str(server.endpoint.port)
             result = await clients(
-                "--tcp-client", "--port", port, "--connections", str(connections),
-                "--requests", str(REQUESTS),
-            )  # fmt: skip
+                "tcp", server.endpoint.port, connections=connections, requests=REQUESTS
+            )
             print(
                 f"{connections} connections x {REQUESTS} requests: {sum(result['ok']):,} "
                 f"matched in {result['seconds']:.2f} s "
@@ -118,11 +124,9 @@ def test_udp_peers_every_datagram_is_echoed_or_counted_lost_at_both_ends() -> No
         async with await app.start("udp://127.0.0.1:0", limits=server_limits(UDP_PEERS)) as server:
             stats = server.datagram_stats
             assert stats is not None
-            port = str(server.endpoint.port)
             result = await clients(
-                "--udp-client", "--port", port, "--peers", str(UDP_PEERS),
-                "--datagrams", str(UDP_DATAGRAMS),
-            )  # fmt: skip
+                "udp", server.endpoint.port, peers=UDP_PEERS, datagrams=UDP_DATAGRAMS
+            )
             counters = attrs.asdict(stats)
             received, accounted = udp_accounting(counters)
             print(
@@ -159,11 +163,14 @@ def test_udp_peers_beyond_max_peers_lose_everything_and_both_ends_say_how_much()
         async with await app.start("udp://127.0.0.1:0", limits=limits) as server:
             stats = server.datagram_stats
             assert stats is not None
-            port = str(server.endpoint.port)
             result = await clients(
-                "--udp-client", "--port", port, "--peers", str(peers),
-                "--datagrams", str(datagrams), "--window", "10", "--patience", "0.05",
-            )  # fmt: skip
+                "udp",
+                server.endpoint.port,
+                peers=peers,
+                datagrams=datagrams,
+                window=10,
+                patience=0.05,
+            )
             counters = attrs.asdict(stats)
             print(f"{peers} peers, {admitted} admitted: client {result}; server {counters}")
             assert result["sent"] == peers * datagrams
@@ -176,3 +183,72 @@ def test_udp_peers_beyond_max_peers_lose_everything_and_both_ends_say_how_much()
             assert counters["sent"] >= result["echoed"] == result["sent"] - result["lost"]
 
     run(main(), timeout=BOUND)
+
+
+def framed(payload: bytes) -> bytes:
+    return LengthPrefix().encode(payload)
+
+
+#: What hostile peers send while the load runs: (error the server logs, bytes, half-close).
+ATTACKS = {
+    "length-header-4GiB": ("FrameTooLarge", b"\xff\xff\xff\xff" + b"x" * 64, False),
+    "tls-client-hello": ("FrameTooLarge", b"\x16\x03\x01\x02\x00\x01" + b"\x00" * 64, False),
+    "http-request": ("FrameTooLarge", b"GET / HTTP/1.1\r\nHost: wirekit\r\n\r\n", False),
+    "msgpack-array-bomb": ("DecodeError", framed(b"\xdd\xff\xff\xff\xff"), False),
+    "msgpack-deep-nesting": ("DecodeError", framed(b"\x91" * 100_000 + b"\xc0"), False),
+    "wrong-field-type": (
+        "InvalidMessage",
+        framed(msgpack.packb({"type": "load.request", "id": "7", "seq": 0, "data": b""})),
+        False,
+    ),
+    "unknown-type": ("UnknownMessageType", framed(msgpack.packb({"type": "nope"})), False),
+    "half-close-mid-frame": ("mid-frame", (100).to_bytes(4, "big") + b"ten bytes.", True),
+}
+
+
+async def attack(port: int, data: bytes, half_close: bool) -> None:
+    """Connect, send ``data``, and wait for the server to end the connection."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        with contextlib.suppress(ConnectionError):  # cut off while sending: the point
+            await loop.sock_sendall(sock, data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+            while await loop.sock_recv(sock, 65536):
+                pass
+
+
+def test_hostile_peers_during_load_cost_only_their_own_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connections, requests, rounds = 200, 50, 5
+    app = build_app()
+    handled: list[int] = []
+    app.on_connect(lambda conn: handled.append(0))
+    caplog.set_level(logging.WARNING, logger="wirekit")
+
+    async def attackers(port: int) -> None:
+        for _ in range(rounds):
+            await asyncio.gather(*(attack(port, data, half) for _, data, half in ATTACKS.values()))
+
+    async def main() -> None:
+        async with await app.start("tcp://127.0.0.1:0", limits=server_limits(300)) as server:
+            port = server.endpoint.port
+            result, _ = await asyncio.gather(
+                clients("tcp", port, connections=connections, requests=requests),
+                attackers(port),
+            )
+            assert result["errors"] == []
+            assert result["ok"] == [requests] * connections
+            # Every hostile connection was ended by the server, none is left.
+            await asyncio.wait_for(until_no_connections(server), 10)
+
+    run(main(), timeout=BOUND)
+    assert len(handled) == connections + rounds * len(ATTACKS)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # One warning per hostile connection, naming what was wrong; none for the others.
+    assert len(warned) == rounds * len(ATTACKS), warned
+    for name, (error, _, _) in ATTACKS.items():
+        assert sum(error in line for line in warned) >= rounds, (name, warned)
