@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -626,18 +626,31 @@ class Sample:
 # Shared counters of the soak's client processes (int64, updated once per round).
 TCP_OK, TCP_MISMATCHED, TCP_LOST, UDP_SENT, UDP_ECHOED, UDP_LOST, ROUNDS, ERRORS = range(8)
 
-# One soak round: fresh connections/peers each time, so connection churn is soaked too.
-ROUND_CONNECTIONS = 100
-ROUND_REQUESTS = 100
-ROUND_PEERS = 50
-ROUND_DATAGRAMS = 200
+
+@dataclass(frozen=True)
+class Round:
+    """One soak round: fresh connections and peers each time, so churn is soaked too.
+
+    ``connections=0`` (or ``peers=0``) leaves that transport without load.
+    """
+
+    connections: int = 100
+    requests: int = 100
+    peers: int = 50
+    datagrams: int = 200
+    window: int = 1
+    patience: float = 0.2
 
 
-def _soak_tcp(address: tuple[str, int], until: float, counters: Any) -> None:
+#: The sizes of ``--load``: the issue's 1,000 x 100 TCP and 200 x 1,000 UDP.
+FULL_LOAD = Round(connections=1000, requests=100, peers=200, datagrams=1000, window=2)
+
+
+def _soak_tcp(address: tuple[str, int], until: float, counters: Any, shape: Round) -> None:
     first = 0
-    while time.monotonic() < until:
-        result = run_tcp_clients(address, ROUND_CONNECTIONS, ROUND_REQUESTS, first_id=first)
-        first += ROUND_CONNECTIONS
+    while shape.connections and time.monotonic() < until:
+        result = run_tcp_clients(address, shape.connections, shape.requests, first_id=first)
+        first += shape.connections
         counters[TCP_OK] += result.total_ok
         counters[TCP_MISMATCHED] += sum(result.mismatched)
         counters[TCP_LOST] += sum(result.lost)
@@ -647,13 +660,19 @@ def _soak_tcp(address: tuple[str, int], until: float, counters: Any) -> None:
             print("TCP error:", error, flush=True)
 
 
-def _soak_udp(address: tuple[str, int], until: float, counters: Any) -> None:
+def _soak_udp(address: tuple[str, int], until: float, counters: Any, shape: Round) -> None:
     first = 0
-    while time.monotonic() < until:
+    while shape.peers and time.monotonic() < until:
         result = run_udp_peers(
-            address, ROUND_PEERS, ROUND_DATAGRAMS, first_id=first, window=1, drain=0.2
+            address,
+            shape.peers,
+            shape.datagrams,
+            first_id=first,
+            window=shape.window,
+            patience=shape.patience,
+            drain=0.2,
         )
-        first += ROUND_PEERS
+        first += shape.peers
         counters[UDP_SENT] += result.sent
         counters[UDP_ECHOED] += result.echoed
         counters[UDP_LOST] += result.lost
@@ -665,6 +684,7 @@ def soak(
     interval: float | None,
     idle_timeout: float,
     *,
+    shape: Round = Round(),
     uvloop: bool = False,
     markdown: bool = False,
 ) -> int:
@@ -672,23 +692,24 @@ def soak(
 
     duration = minutes * 60
     interval = interval if interval is not None else max(1.0, min(5.0, duration / 12))
-    server = ServerProcess(idle_timeout=idle_timeout, connections=ROUND_CONNECTIONS, uvloop=uvloop)
+    server = ServerProcess(idle_timeout=idle_timeout, connections=shape.connections, uvloop=uvloop)
     process = psutil.Process(server.pid)
     ctx = multiprocessing.get_context("fork")
     counters = ctx.Array("q", 8, lock=False)
     samples: list[Sample] = []
     print(
-        f"soak: {minutes:g} min; {_setting(server)}; rounds of {ROUND_CONNECTIONS} TCP "
-        f"connections x {ROUND_REQUESTS} requests and {ROUND_PEERS} UDP peers x "
-        f"{ROUND_DATAGRAMS} datagrams; server idle_timeout {idle_timeout:g} s",
+        f"soak: {minutes:g} min; {_setting(server)}; rounds of {shape.connections} TCP "
+        f"connections x {shape.requests} requests and {shape.peers} UDP peers x "
+        f"{shape.datagrams} datagrams, {shape.window} in flight, patience "
+        f"{shape.patience:g} s; server idle_timeout {idle_timeout:g} s",
         flush=True,
     )
     print(f"{'time s':>8} {'TCP replies':>12} {'UDP echoes':>12} {'RSS MiB':>8} {'fds':>5}")
     started = time.monotonic()
     until = started + duration
     workers = [
-        ctx.Process(target=_soak_tcp, args=(server.tcp, until, counters), daemon=True),
-        ctx.Process(target=_soak_udp, args=(server.udp, until, counters), daemon=True),
+        ctx.Process(target=_soak_tcp, args=(server.tcp, until, counters, shape), daemon=True),
+        ctx.Process(target=_soak_udp, args=(server.udp, until, counters, shape), daemon=True),
     ]
     try:
         for worker in workers:
@@ -805,24 +826,24 @@ def _verdict(samples: list[Sample], counters: list[int], stats: dict[str, int]) 
 # -- command line ----------------------------------------------------------------------------
 
 
-def _tcp_child(args: argparse.Namespace) -> None:
+def _tcp_child(port: int, shape: Round, timeout: float) -> None:
     """Child for tests: run the TCP clients, print the result as JSON."""
     raise_fd_limit()
     result = run_tcp_clients(
-        ("127.0.0.1", args.port), args.connections, args.requests, timeout=args.timeout
+        ("127.0.0.1", port), shape.connections, shape.requests, timeout=timeout
     )
     print(json.dumps(asdict(result)), flush=True)
 
 
-def _udp_child(args: argparse.Namespace) -> None:
+def _udp_child(port: int, shape: Round, timeout: float) -> None:
     """Child for tests: run the UDP peers, print the result as JSON."""
     result = run_udp_peers(
-        ("127.0.0.1", args.port),
-        args.peers,
-        args.datagrams,
-        window=args.window,
-        patience=args.patience,
-        timeout=args.timeout,
+        ("127.0.0.1", port),
+        shape.peers,
+        shape.datagrams,
+        window=shape.window,
+        patience=shape.patience,
+        timeout=timeout,
     )
     print(json.dumps(asdict(result)), flush=True)
 
@@ -839,13 +860,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's idle_timeout during the soak, so UDP peers expire (default 10)",
     )
     parser.add_argument("--load", action="store_true", help="run the full-size load tests once")
-    parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--peers", type=int, default=200)
-    parser.add_argument("--datagrams", type=int, default=1000)
-    parser.add_argument("--window", type=int, default=2, help="UDP datagrams in flight per peer")
-    parser.add_argument(
-        "--patience", type=float, default=0.2, help="seconds a UDP peer waits before presuming loss"
+    sizes = parser.add_argument_group(
+        "sizes",
+        "for --load: of the whole run (default 1000, 100, 200, 1000, 2, 0.2); "
+        "for the soak: of one round (default 100, 100, 50, 200, 1, 0.2)",
+    )
+    sizes.add_argument("--connections", type=int, help="TCP connections (0: no TCP load)")
+    sizes.add_argument("--requests", type=int, help="requests per TCP connection")
+    sizes.add_argument("--peers", type=int, help="UDP peers (0: no UDP load)")
+    sizes.add_argument("--datagrams", type=int, help="datagrams per UDP peer")
+    sizes.add_argument("--window", type=int, help="UDP datagrams in flight per peer")
+    sizes.add_argument(
+        "--patience", type=float, help="seconds a UDP peer waits before presuming loss"
     )
     parser.add_argument("--uvloop", action="store_true", help="serve on uvloop, not asyncio's loop")
     parser.add_argument(
@@ -857,30 +883,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    children: dict[str, Callable[[argparse.Namespace], None]] = {
-        "tcp_client": _tcp_child,
-        "udp_client": _udp_child,
+    given = {
+        name: value
+        for name in ("connections", "requests", "peers", "datagrams", "window", "patience")
+        if (value := getattr(args, name)) is not None
     }
+    full = _with(FULL_LOAD, given)
     if args.serve:
-        _serve(args.idle_timeout, args.connections, uvloop=args.uvloop)
-        return 0
-    for name, child in children.items():
-        if getattr(args, name):
-            child(args)
-            return 0
-    if args.load:
+        _serve(args.idle_timeout, full.connections, uvloop=args.uvloop)
+    elif args.tcp_client:
+        _tcp_child(args.port, full, args.timeout)
+    elif args.udp_client:
+        _udp_child(args.port, full, args.timeout)
+    elif args.load:
         return load(
-            args.connections,
-            args.requests,
-            args.peers,
-            args.datagrams,
-            window=args.window,
-            patience=args.patience,
+            full.connections,
+            full.requests,
+            full.peers,
+            full.datagrams,
+            window=full.window,
+            patience=full.patience,
             uvloop=args.uvloop,
         )
-    return soak(
-        args.minutes, args.interval, args.idle_timeout, uvloop=args.uvloop, markdown=args.markdown
-    )
+    else:
+        return soak(
+            args.minutes,
+            args.interval,
+            args.idle_timeout,
+            shape=_with(Round(), given),
+            uvloop=args.uvloop,
+            markdown=args.markdown,
+        )
+    return 0
+
+
+def _with(shape: Round, changes: dict[str, Any]) -> Round:
+    """``shape`` with ``changes`` applied."""
+    return dataclasses.replace(shape, **changes)
 
 
 if __name__ == "__main__":
