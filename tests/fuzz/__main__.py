@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     results = fuzz(
         names,
         {name: TARGETS[name].seeds() for name in names},
+        max_len={name: TARGETS[name].max_len for name in names},
         seconds=args.seconds,
         jobs=args.jobs,
         corpus_root=args.corpus_dir or CORPUS,

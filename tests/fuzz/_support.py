@@ -264,6 +264,8 @@ class Target:
     seeds: Callable[[], list[bytes]]
     #: Releases what the target holds (an event loop), if anything.
     close: Callable[[], None] | None = None
+    #: libFuzzer's -max_len: the largest input it generates.
+    max_len: int = 4096
 
     def one_input(self, data: bytes) -> None:
         """The libFuzzer entry point: run the checks, ignore the count."""

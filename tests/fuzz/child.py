@@ -37,7 +37,10 @@ def main(argv: list[str]) -> None:
         from tests.fuzz.targets import TARGETS
 
     target = TARGETS[argv[1]]
-    atheris.Setup([argv[0], *argv[2:]], target.one_input)
+    # libFuzzer re-runs argv[0] through the shell for -minimize_crash and -fork:
+    # make that re-run this module with the same target.
+    again = f"{sys.executable} -m tests.fuzz.child {argv[1]}"
+    atheris.Setup([again, *argv[2:]], target.one_input)
     atheris.Fuzz()
 
 

@@ -99,5 +99,6 @@ TARGETS = [
         "typed messages",
         run_pipeline,
         seeds_pipeline,
+        max_len=1024,  # a few frames of up to LIMIT bytes: longer inputs only cost time
     ),
 ]

@@ -107,7 +107,9 @@ def write_seeds(corpus: Path, seeds: list[bytes]) -> int:
     return len(seeds)
 
 
-def _run_one(target: str, seconds: float, corpus_root: Path, extra: list[str]) -> Result:
+def _run_one(
+    target: str, seconds: float, corpus_root: Path, extra: list[str], max_len: int
+) -> Result:
     corpus = corpus_root / target
     corpus.mkdir(parents=True, exist_ok=True)
     command = [
@@ -121,7 +123,7 @@ def _run_one(target: str, seconds: float, corpus_root: Path, extra: list[str]) -
         f"-artifact_prefix={CRASHES}/{target}-",
         "-timeout=20",  # seconds for one input: far above the server target's own deadline
         "-rss_limit_mb=2048",
-        "-max_len=4096",
+        f"-max_len={max_len}",
         *extra,
     ]
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -144,13 +146,18 @@ def fuzz(
     targets: list[str],
     seeds: dict[str, list[bytes]],
     *,
+    max_len: dict[str, int] | None = None,
     seconds: float,
     jobs: int = 1,
     corpus_root: Path = CORPUS,
     extra: list[str] | None = None,
     report: bool = True,
 ) -> list[Result]:
-    """Fuzz each target for ``seconds``, ``jobs`` at a time; print a line per target."""
+    """Fuzz each target for ``seconds``, ``jobs`` at a time; print a line per target.
+
+    ``seeds`` are written into each target's corpus first; ``max_len`` bounds
+    the inputs libFuzzer generates per target (4096 bytes if not given).
+    """
     prepare_dir(CRASHES)
     if corpus_root == CORPUS:
         prepare_dir(CORPUS)
@@ -158,7 +165,9 @@ def fuzz(
         write_seeds(corpus_root / target, seeds[target])
 
     def one(target: str) -> Result:
-        result = _run_one(target, seconds, corpus_root, extra or [])
+        result = _run_one(
+            target, seconds, corpus_root, extra or [], (max_len or {}).get(target, 4096)
+        )
         if report:
             print(_row(result), flush=True)
             if result.crashed:

@@ -261,5 +261,6 @@ TARGETS = [
         run_server,
         seeds_server,
         close,
+        max_len=1024,  # each input costs a connection: more, shorter inputs explore more
     ),
 ]
