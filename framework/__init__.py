@@ -58,6 +58,7 @@ from framework.messages import TYPE_KEY, MessageRegistry, message, message_type_
 from framework.pipeline import Decoder, Pipeline
 from framework.ratelimit import TokenBucket
 from framework.router import Router
+from framework.security import AuthResponder, AuthSession, HmacAuth, ReplayWindow
 
 if TYPE_CHECKING:
     from framework.app import App
@@ -103,6 +104,8 @@ __version__ = "0.1.0"
 __all__ = [
     "TYPE_KEY",
     "App",
+    "AuthResponder",
+    "AuthSession",
     "AuthenticationError",
     "BlockingClient",
     "BytesCodec",
@@ -125,6 +128,7 @@ __all__ = [
     "FrameTooLarge",
     "Framing",
     "FramingError",
+    "HmacAuth",
     "IncompleteFrame",
     "InvalidFrame",
     "InvalidMessage",
@@ -136,6 +140,7 @@ __all__ = [
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
+    "ReplayWindow",
     "ReplayedDatagram",
     "Router",
     "Server",

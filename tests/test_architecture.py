@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["framing", "codecs", "errors.py", "messages.py", "pipeline.py", "_registry.py", "_flat.py"]
+CORE = [
+    "framing",
+    "codecs",
+    "security",
+    "errors.py",
+    "ratelimit.py",
+    "messages.py",
+    "pipeline.py",
+    "_registry.py",
+    "_flat.py",
+]
 RUNTIME_MODULES = {"app", "runtime", "transports", "cli", "config", "blocking"}
 
 

@@ -22,7 +22,9 @@ CORE = sorted(
     [
         *(FRAMEWORK / "framing").rglob("*.py"),
         *(FRAMEWORK / "codecs").rglob("*.py"),
+        *(FRAMEWORK / "security").rglob("*.py"),
         FRAMEWORK / "errors.py",
+        FRAMEWORK / "ratelimit.py",
         FRAMEWORK / "messages.py",
         FRAMEWORK / "pipeline.py",
         FRAMEWORK / "_registry.py",  # the name tables the core builds its parts from
