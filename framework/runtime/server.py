@@ -19,6 +19,7 @@ from framework.pipeline import Pipeline
 from framework.router import Router
 from framework.runtime.connection import Connection, StreamConnection
 from framework.runtime.datagram import DatagramServer, DatagramStats
+from framework.runtime.shutdown import linger_close
 from framework.runtime.tls import TlsAcceptor, TlsOptions
 from framework.transports import StreamListener, serve_datagrams, serve_stream
 
@@ -32,7 +33,8 @@ class Server:
 
     ``close()`` shuts down gracefully: it stops accepting, lets in-flight
     handlers finish within ``limits.shutdown_timeout``, flushes every reply
-    already produced, then closes each connection.
+    already produced, then closes each connection without losing them (see
+    :func:`framework.runtime.shutdown.linger_close`).
     """
 
     def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
@@ -152,7 +154,10 @@ class Server:
         timeout = self.limits.shutdown_timeout
         await asyncio.gather(*(conn._wait_handlers(timeout) for conn in peers))
         for conn in peers:
-            conn.close()
+            if isinstance(conn, StreamConnection):
+                linger_close(conn)
+            else:
+                conn.close()
         if self._datagrams is not None:
             self._datagrams.close()
         await self._flush(timeout)
@@ -173,7 +178,12 @@ class Server:
         _done, late = await asyncio.wait(waits, timeout=timeout)
         for future in late:
             conn = waits[future]
-            log.warning("%r: unsent data not flushed within %s s, aborting", conn, timeout)
+            log.warning(
+                "%r: not closed by the peer within %s s of the shutdown (unread replies?), "
+                "aborting",
+                conn,
+                timeout,
+            )
             conn.abort()
         if late:
             await asyncio.wait(late)

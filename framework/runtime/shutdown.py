@@ -1,0 +1,79 @@
+"""Closing a stream connection at shutdown without losing the replies already sent.
+
+A server that closes a TCP socket while unread bytes wait in its receive
+buffer makes the kernel send a reset instead of an orderly end of stream,
+and a reset throws away whatever is still in the send buffer: the replies
+a slow reader had not taken yet. A peer that pipelines requests always has
+some in flight when the server shuts down, so a plain ``close()`` loses
+replies exactly when the shutdown promises to deliver them.
+
+The cure is the "lingering close" of HTTP servers (Apache, nginx):
+
+1. stop handing the peer's bytes to the pipeline: from now on they are read
+   and dropped (they arrived after reading stopped, so nothing ever accepted
+   them; the count is logged);
+2. half-close: ``write_eof()`` sends an end of stream after every byte
+   already written;
+3. wait for the peer to close its side, which it does once it has read
+   everything (the server's ``close()`` bounds that wait, then aborts).
+
+TLS cannot half-close in asyncio (``can_write_eof()`` is false): a TLS
+connection gets the usual close, whose ``close_notify`` follows the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from framework.runtime.connection import StreamConnection
+
+__all__ = ["linger_close"]
+
+log = logging.getLogger("wirekit.server")
+
+
+class _Lingering(asyncio.Protocol):
+    """Stands in for a connection being closed: drops what the peer still sends."""
+
+    def __init__(self, conn: StreamConnection) -> None:
+        self.conn = conn
+        self.discarded = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.discarded += len(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer is done too: close
+
+    def pause_writing(self) -> None:
+        # Nothing more will be written; the replies queued drain on their own.
+        pass
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()  # wakes senders still waiting in drain
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.discarded:
+            log.info(
+                "%r: dropped %d bytes the peer sent after the shutdown began",
+                self.conn,
+                self.discarded,
+            )
+        self.conn.connection_lost(exc)
+
+
+def linger_close(conn: StreamConnection) -> None:
+    """Close ``conn`` gracefully for a shutdown: half-close, drain, then close.
+
+    Reading from the peer must already be stopped (no handler starts). Its
+    ``wait_closed()`` ends when the peer has closed too.
+    """
+    transport = conn._transport
+    if transport is None or transport.is_closing() or not transport.can_write_eof():
+        conn.close()
+        return
+    lingering = _Lingering(conn)
+    transport.set_protocol(lingering)
+    transport.write_eof()
+    transport.resume_reading()
