@@ -10,6 +10,7 @@ at the end, one per entry of ``KNOWN_BUGS``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 
@@ -21,9 +22,12 @@ from fuzz._support import KNOWN_BUGS, Input, seed, split
 from fuzz.runner import parse
 from fuzz.targets import TARGETS
 
+from framework.app import App
 from framework.codecs import JsonCodec
 from framework.errors import DecodeError
-from framework.framing import Delimited, MsgpackStream
+from framework.framing import Datagram, Delimited, LengthPrefix, MsgpackStream
+from framework.pipeline import Pipeline
+from framework.transports import memory
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -143,6 +147,7 @@ REGRESSIONS = {
     "json-lone-surrogate": "test_json_values_it_decodes_can_be_encoded",
     "msgpack-stream-encode": "test_msgpack_stream_encodes_every_frame_it_decodes",
     "delimited-straddling-delimiter": "test_delimited_long_delimiter_split_across_the_limit",
+    "udp-packed-oversize-frame": "test_udp_packed_datagram_keeps_frames_before_an_oversize_one",
 }
 
 
@@ -216,3 +221,31 @@ def test_delimited_long_delimiter_split_across_the_limit(
     decoder = Delimited(delimiter=delimiter, max_frame_size=4).decoder()
     frames = [frame for chunk in chunks for frame in decoder.feed(chunk)]
     assert frames == [b"xxx"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug udp-packed-oversize-frame: framework/runtime/datagram.py drops a packed "
+    "datagram's decoded frames on FrameTooLarge (other WirekitErrors deliver exc.decoded)",
+)
+def test_udp_packed_datagram_keeps_frames_before_an_oversize_one() -> None:
+    async def serve_one_datagram() -> list[bytes]:
+        framing = LengthPrefix(prefix_size=2, max_frame_size=8)
+        app = App(Pipeline(framing=framing, datagram=Datagram(packed=True)))
+        received: list[bytes] = []
+
+        @app.on(bytes)
+        def keep(frame: bytes, _conn: object) -> None:
+            received.append(frame)
+
+        server = await app.start("memory+udp://fuzz-regression-packed")
+        transport, _ = memory.open_datagrams("fuzz-regression-packed", asyncio.DatagramProtocol)
+        # "ok", then a frame announcing 9 bytes, over max_frame_size=8.
+        transport.sendto(b"\x00\x02ok" + b"\x00\x09" + b"x" * 9)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        transport.close()
+        await server.close()
+        return received
+
+    assert asyncio.run(serve_one_datagram()) == [b"ok"]

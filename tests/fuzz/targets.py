@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codecs, framers, messages, pipeline, server
+from . import codecs, framers, messages, pipeline, server, udp_server
 from ._support import Target
 
 __all__ = ["TARGETS"]
@@ -15,5 +15,6 @@ TARGETS: dict[str, Target] = {
         *messages.TARGETS,
         *pipeline.TARGETS,
         *server.TARGETS,
+        *udp_server.TARGETS,
     )
 }
