@@ -20,7 +20,13 @@ from typing import Any
 import msgpack
 
 from framework.codecs import JsonCodec, MsgpackCodec
-from framework.errors import DecodeError, InvalidMessage, MessageError, UnknownMessageType
+from framework.errors import (
+    DecodeError,
+    EncodeError,
+    InvalidMessage,
+    MessageError,
+    UnknownMessageType,
+)
 from framework.messages import TYPE_KEY, MessageRegistry
 
 from . import _model
@@ -136,7 +142,12 @@ def run_messages(data: bytes) -> int:
     inp = Input(data)
     mode = inp.pick(("msgpack", "json", "built"))
     if mode == "built":
-        envelope = _envelope(inp)
+        try:
+            # Only what msgpack can carry: a map key that is not a str or bytes
+            # never reaches the registry from the wire.
+            envelope = MSGPACK.decode(MSGPACK.encode(_envelope(inp)))
+        except (DecodeError, EncodeError):
+            return 0
     else:
         codec = MSGPACK if mode == "msgpack" else JSON
         try:
