@@ -47,7 +47,7 @@ def test_uvloop_is_used_when_installed(with_uvloop: types.ModuleType) -> None:
 
 
 def test_asyncio_is_used_when_uvloop_is_not_installed(without_uvloop: None) -> None:
-    assert loops.choose_loop() is asyncio.new_event_loop
+    assert loops.choose_loop() is loops._asyncio_loop
     assert loops.run(running_loop_type()) is not FakeUvloopLoop
     assert loops.describe_loop() == "asyncio"
 
@@ -57,16 +57,16 @@ def test_the_environment_turns_uvloop_off(
     with_uvloop: types.ModuleType, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv(loops.ENV_VAR, value)
-    assert loops.choose_loop() is asyncio.new_event_loop
+    assert loops.choose_loop() is loops._asyncio_loop
     assert loops.run(running_loop_type()) is not FakeUvloopLoop
 
 
 def test_the_argument_turns_uvloop_off_and_wins_over_the_environment(
     with_uvloop: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert loops.choose_loop(False) is asyncio.new_event_loop
+    assert loops.choose_loop(False) is loops._asyncio_loop
     monkeypatch.setenv(loops.ENV_VAR, "1")
-    assert loops.choose_loop(False) is asyncio.new_event_loop
+    assert loops.choose_loop(False) is loops._asyncio_loop
     monkeypatch.setenv(loops.ENV_VAR, "0")
     assert loops.choose_loop(True) is with_uvloop.new_event_loop  # type: ignore[attr-defined]
 
@@ -103,6 +103,17 @@ def test_the_loop_in_use_is_logged(
     caplog.set_level(logging.INFO, logger="wirekit.loop")
     loops.run(running_loop_type())
     assert "event loop: uvloop 9.9.9" in caplog.messages
+
+
+def test_off_means_asyncio_even_under_an_installed_uvloop_policy(
+    with_uvloop: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class OtherPolicy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            return FakeUvloopLoop()
+
+    monkeypatch.setattr(asyncio, "get_event_loop_policy", OtherPolicy)
+    assert loops.run(running_loop_type(), uvloop=False) is not FakeUvloopLoop
 
 
 def test_the_real_loops_are_named() -> None:

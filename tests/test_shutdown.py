@@ -37,7 +37,7 @@ from framework.runtime.connection import Connection, ConnectionClosed
 __all__ = ["tls_files"]  # the fixture, imported for pytest
 
 CLIENTS = 20
-REQUESTS = 300  # per client, pipelined
+REQUESTS = 600  # per client, pipelined
 # Replies are padded, and clients read slowly, so that at the moment of the
 # shutdown replies wait in the server's socket buffers, not only in flight.
 PAD = b"r" * 2048
@@ -153,9 +153,10 @@ def test_every_reply_produced_before_shutdown_reaches_its_client(
         produced = ledger.produced[client]
         # Every reply produced reached the client, in the order produced.
         assert received[client] == produced, (client, len(received[client]), len(produced))
-        # The shutdown really happened mid-stream for this client...
-        assert 10 <= len(produced) < REQUESTS
-    # ...and every request the server decoded was answered: none dropped silently,
+        assert len(produced) >= 10  # it was served before the shutdown...
+    # ...and the shutdown cut the stream of requests short.
+    assert sum(len(produced) for produced in ledger.produced.values()) < CLIENTS * REQUESTS
+    # Every request the server decoded was answered: none dropped silently,
     # and none with an error either (the handlers had time to finish).
     assert ledger.decoded == collections.Counter(
         {client: len(ledger.produced[client]) for client in range(CLIENTS)}

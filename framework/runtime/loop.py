@@ -63,6 +63,11 @@ def _wanted(uvloop: bool | None) -> bool | None:
     )
 
 
+def _asyncio_loop() -> asyncio.AbstractEventLoop:
+    """asyncio's own loop, even where an installed policy (uvloop's) would pick another."""
+    return asyncio.DefaultEventLoopPolicy().new_event_loop()
+
+
 def choose_loop(uvloop: bool | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
     """The factory of the event loop to run: uvloop's or asyncio's default.
 
@@ -71,7 +76,7 @@ def choose_loop(uvloop: bool | None = None) -> Callable[[], asyncio.AbstractEven
     """
     wanted = _wanted(uvloop)
     if wanted is False:
-        return asyncio.new_event_loop
+        return _asyncio_loop
     module = _import_uvloop()
     if module is None:
         if wanted:
@@ -80,7 +85,7 @@ def choose_loop(uvloop: bool | None = None) -> Callable[[], asyncio.AbstractEven
                 option="uvloop",
                 value=True,
             )
-        return asyncio.new_event_loop
+        return _asyncio_loop
     factory: Callable[[], asyncio.AbstractEventLoop] = module.new_event_loop
     return factory
 
@@ -99,7 +104,7 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
 
 def describe_loop(uvloop: bool | None = None) -> str:
     """What :func:`choose_loop` would pick, named like :func:`loop_name`, without making a loop."""
-    if choose_loop(uvloop) is asyncio.new_event_loop:
+    if choose_loop(uvloop) is _asyncio_loop:
         return "asyncio"
     module = _import_uvloop()
     return f"uvloop {getattr(module, '__version__', '')}".strip()
