@@ -277,3 +277,36 @@ def test_other_platforms_get_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(ConfigError, match="SO_REUSEPORT"):
         check_workers(parse_url("tcp://127.0.0.1:0"), 2)
+
+
+def test_app_run_with_workers_serves_from_several_processes(project: Path) -> None:
+    (project / "main.py").write_text(
+        "import os, sys\n"
+        "from pidproto import app\n"
+        "def ready(server):\n"
+        "    print('ready', server.url, os.getpid(), flush=True)\n"
+        "app.run(sys.argv[1], workers=2, ready=ready)\n",
+        encoding="utf-8",
+    )
+    with subprocess.Popen(
+        [sys.executable, "main.py", "tcp://127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{project}"},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline().split() for _ in range(2)]
+            urls = {line[1] for line in lines}
+            pids = {int(line[2]) for line in lines}
+            assert len(urls) == 1  # one port, resolved once for both
+            assert len(pids) == 2
+            values = [{"n": n} for n in range(16)]
+            replies = asyncio.run(ask_each(urls.pop(), values))
+            assert [value for _pid, value in replies] == values
+            assert {pid for pid, _value in replies} <= pids
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=TIMEOUT) == 0
+    wait_gone(list(pids))
