@@ -38,9 +38,11 @@ from framework.errors import (
     InvalidMessage,
     MessageError,
     ReplayedDatagram,
+    SendQueueFull,
     TransportError,
     UnknownMessageType,
     WirekitError,
+    WorkerError,
 )
 from framework.framing import (
     Datagram,
@@ -64,19 +66,31 @@ if TYPE_CHECKING:
     from framework.app import App
     from framework.blocking import BlockingClient, ServerThread
     from framework.config import Config, load_config, load_protocol
-    from framework.runtime import Connection, ConnectionClosed, ConnectionStats, Server, connect
+    from framework.runtime import (
+        Backoff,
+        Connection,
+        ConnectionClosed,
+        ConnectionStats,
+        ReconnectingClient,
+        ReconnectStats,
+        Server,
+        connect,
+    )
     from framework.runtime.datagram import DatagramStats
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
 _LAZY = {
     "App": "framework.app",
+    "Backoff": "framework.runtime",
     "BlockingClient": "framework.blocking",
     "Config": "framework.config",
     "Connection": "framework.runtime",
     "ConnectionClosed": "framework.runtime",
     "ConnectionStats": "framework.runtime",
     "DatagramStats": "framework.runtime.datagram",
+    "ReconnectStats": "framework.runtime",
+    "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",
     "ServerThread": "framework.blocking",
     "TlsOptions": "framework.runtime.tls",
@@ -107,6 +121,7 @@ __all__ = [
     "AuthResponder",
     "AuthSession",
     "AuthenticationError",
+    "Backoff",
     "BlockingClient",
     "BytesCodec",
     "Codec",
@@ -140,9 +155,12 @@ __all__ = [
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
+    "ReconnectStats",
+    "ReconnectingClient",
     "ReplayWindow",
     "ReplayedDatagram",
     "Router",
+    "SendQueueFull",
     "Server",
     "ServerThread",
     "TlsOptions",
@@ -151,6 +169,7 @@ __all__ = [
     "UnknownMessageType",
     "Utf8Codec",
     "WirekitError",
+    "WorkerError",
     "codec_names",
     "connect",
     "framing_names",

@@ -16,8 +16,10 @@
     ├── MessageError (also DecodeError)    a decoded value is not a valid typed message
     │   ├── UnknownMessageType             its ``"type"`` names no registered class
     │   └── InvalidMessage                 a field is missing, extra or of the wrong type
-    └── TransportError                     the bytes could not be moved
-        └── FrameTimeout                   a peer took too long to finish a frame
+    ├── TransportError                     the bytes could not be moved
+    │   ├── FrameTimeout                   a peer took too long to finish a frame
+    │   └── SendQueueFull                  a reconnecting client's queue is full while it is down
+    └── WorkerError                        a worker process could not start, or kept dying
 
 Errors raised while decoding carry ``decoded``: the values (or frames) that were
 complete before the error in the same ``feed`` call. Nothing a peer sent before
@@ -46,9 +48,11 @@ __all__ = [
     "InvalidMessage",
     "MessageError",
     "ReplayedDatagram",
+    "SendQueueFull",
     "TransportError",
     "UnknownMessageType",
     "WirekitError",
+    "WorkerError",
 ]
 
 
@@ -221,3 +225,11 @@ class FrameTimeout(TransportError):
     def __init__(self, message: str, *, buffered: int, peer: Any = None) -> None:
         super().__init__(message, peer=peer)
         self.buffered = buffered
+
+
+class SendQueueFull(TransportError):
+    """``send`` on a reconnecting client that is down, with ``max_pending`` values waiting."""
+
+
+class WorkerError(WirekitError):
+    """A worker process failed: it could not start, crashed in a loop, or would not stop."""

@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from framework.endpoints import Endpoint, parse_url
-from framework.errors import ConfigError, TransportError, WirekitError
+from framework.errors import ConfigError, SendQueueFull, TransportError, WirekitError
 from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.runtime.client import connect
@@ -44,10 +44,6 @@ __all__ = ["Backoff", "ReconnectStats", "ReconnectingClient", "SendQueueFull"]
 log = logging.getLogger("wirekit.reconnect")
 
 Hook = Callable[[Connection], Any]
-
-
-class SendQueueFull(TransportError):
-    """``send`` while disconnected, with ``max_pending`` values already waiting."""
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:

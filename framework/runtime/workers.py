@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from framework.endpoints import Endpoint, parse_url
-from framework.errors import ConfigError, TransportError, WirekitError
+from framework.errors import ConfigError, TransportError, WirekitError, WorkerError
 from framework.limits import Limits
 from framework.runtime import loop as loops
 from framework.runtime.tls import TlsOptions
@@ -61,10 +61,6 @@ RESTART_WINDOW = 60.0
 _STOP_MARGIN = 5.0
 # How often the supervisor looks at its flags between events.
 _POLL = 0.1
-
-
-class WorkerError(WirekitError):
-    """A worker process failed: it could not start, crashed in a loop, or would not stop."""
 
 
 def check_workers(endpoint: Endpoint, workers: int) -> None:
