@@ -883,6 +883,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ("minutes", "interval", "idle_timeout", "patience"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+    for name in ("connections", "requests", "peers", "datagrams", "window"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name in ("requests", "datagrams", "window") else 0):
+            parser.error(f"--{name} cannot be {value}")
     given = {
         name: value
         for name in ("connections", "requests", "peers", "datagrams", "window", "patience")
