@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="run these inputs once, no fuzzing"
     )
-    parser.add_argument("libfuzzer", nargs="*", help="after --: flags passed to libFuzzer")
+    parser.epilog = "Arguments after -- go to libFuzzer, e.g. -- -seed=7 -max_len=8192."
     return parser
 
 
@@ -54,7 +54,10 @@ def _replay(target: Any, files: list[Path]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line; fuzz or replay; return the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is libFuzzer's (its flags start with one dash).
+    libfuzzer = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     from .runner import CORPUS, fuzz
     from .targets import TARGETS
 
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         jobs=args.jobs,
         corpus_root=args.corpus_dir or CORPUS,
-        extra=args.libfuzzer,
+        extra=libfuzzer,
     )
     return 1 if any(result.crashed for result in results) else 0
 

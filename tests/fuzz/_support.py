@@ -33,7 +33,7 @@ __all__ = [
     "encodable",
     "framing_roundtrip",
     "seed",
-    "shows_known_bug",
+    "shows_json_bug",
     "split",
 ]
 
@@ -65,8 +65,11 @@ KNOWN_BUGS: dict[str, str] = {
 }
 
 
-def shows_known_bug(value: Any) -> bool:
-    """Whether a decoded value shows the symptom of a bug in :data:`KNOWN_BUGS`."""
+def shows_json_bug(value: Any) -> bool:
+    """Whether a value decoded from JSON shows the symptom of a JSON bug in :data:`KNOWN_BUGS`.
+
+    (A msgpack value may hold an infinity or a NaN: only JSON promises not to.)
+    """
     stack = [value]
     while stack:
         item = stack.pop()
