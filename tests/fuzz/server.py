@@ -82,7 +82,7 @@ class _Errors(logging.Handler):
 def _logged_errors() -> Iterator[list[logging.LogRecord]]:
     """Collect wirekit's ERROR records; keep its warnings about bad input quiet."""
     logger = logging.getLogger("wirekit")
-    saved = logger.propagate, logger.level
+    propagate, level = logger.propagate, logger.level
     handler = _Errors()
     logger.addHandler(handler)
     logger.propagate = False
@@ -91,8 +91,8 @@ def _logged_errors() -> Iterator[list[logging.LogRecord]]:
         yield handler.records
     finally:
         logger.removeHandler(handler)
-        logger.propagate, _ = saved
-        logger.setLevel(saved[1])
+        logger.propagate = propagate
+        logger.setLevel(level)
 
 
 class ServerHarness:
