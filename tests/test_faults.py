@@ -639,6 +639,36 @@ def test_a_scripted_peer_trickles_and_half_closes() -> None:
     run_virtual(main())
 
 
+def test_a_scripted_peer_closes_when_the_server_ends_its_side_unless_kept_open() -> None:
+    async def main() -> None:
+        url = memory_url()
+        servers: list[Recorder] = []
+        memory.listen(name_of(url), lambda: servers.append(Recorder()) or servers[-1])
+        loop = asyncio.get_running_loop()
+        plain = await ScriptedPeer.connect(url)
+        half = await ScriptedPeer.connect(url, keep_open=True)
+        await settle(1)
+        for server in servers:
+            assert server.transport is not None
+            server.transport.write(b"bye")
+            server.transport.write_eof()
+        await settle(1)
+        assert await plain.wait_closed() is None
+        assert plain.eof_at == plain.closed_at == 1.0
+        assert half.eof_at == 1.0
+        assert not half.closed
+        half.write(b"still talking")  # the server reads on after its own EOF
+        await settle(1)
+        assert servers[1].data == b"still talking"
+        assert bytes(half.received) == bytes(plain.received) == b"bye"
+        half.write_eof()  # both sides done: the peer closes
+        assert await half.wait_closed() is None
+        assert half.closed_at == loop.time()
+        close_listener(url)
+
+    run_virtual(main())
+
+
 def test_a_scripted_peer_sees_a_reset() -> None:
     async def main() -> None:
         url = memory_url()

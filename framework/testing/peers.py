@@ -20,26 +20,30 @@ __all__ = ["ScriptedPeer"]
 class ScriptedPeer(asyncio.Protocol):
     """A raw client on any plain stream endpoint (``memory://``, ``tcp://``, ``unix://``).
 
-    ``received`` is every byte the server sent; ``closed_at`` the
-    ``loop.time()`` at which the connection ended, and ``error`` the
-    exception it ended with (``None`` for a clean close).
+    ``received`` is every byte the server sent; ``eof_at`` the
+    ``loop.time()`` at which the server ended its side; ``closed_at`` when
+    the connection ended, and ``error`` the exception it ended with (``None``
+    for a clean close). Like most clients it closes when the server ends its
+    side; with ``keep_open`` it stays half-open and can go on sending.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_open: bool = False) -> None:
         self.received = bytearray()
+        self.eof_at: float | None = None
         self.closed_at: float | None = None
         self.error: Exception | None = None
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._arrived = asyncio.Event()
+        self._keep_open = keep_open
         self._done_sending = False
         self._peer_done = False
 
     @classmethod
-    async def connect(cls, url: str) -> ScriptedPeer:
+    async def connect(cls, url: str, *, keep_open: bool = False) -> ScriptedPeer:
         """Connect a new peer to ``url``."""
-        _transport, protocol = await open_stream(parse_url(url), cls)
+        _transport, protocol = await open_stream(parse_url(url), lambda: cls(keep_open=keep_open))
         assert isinstance(protocol, ScriptedPeer)
         return protocol
 
@@ -61,9 +65,11 @@ class ScriptedPeer(asyncio.Protocol):
         self._arrived.set()
 
     def eof_received(self) -> bool:
-        # The server is done sending; unless we are too, we may still send.
+        self.eof_at = self._loop.time()
         self._peer_done = True
-        return not self._done_sending
+        self._arrived.set()
+        # Half-open only if asked, and only while we still have things to send.
+        return self._keep_open and not self._done_sending
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed_at = self._loop.time()
