@@ -360,12 +360,26 @@ class MessageRegistry(Codec):
     def decode(self, data: Any) -> Any:
         """Turn an envelope map into an instance of its registered class."""
         if type(data) is dict:
-            fast = self._fast_decode.get(data.get(TYPE_KEY))  # type: ignore[arg-type]
+            name = data.get(TYPE_KEY)
+            # Only a str can name a type: an unhashable value must not reach the lookup.
+            fast = self._fast_decode.get(name) if type(name) is str else None
             if fast is not None:
                 value = fast(data)
                 if value is not MISS:
                     return value
         return self._decode(data)
+
+    def fast_decoders(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Type name → specialised decoder of a flat class (answers ``MISS`` when unsure).
+
+        For pipelines that fuse decoding stages; :meth:`decode` is the
+        complete path (fast, then general) everything else uses.
+        """
+        return self._fast_decode
+
+    def fast_encoders(self) -> dict[type, Callable[[Any], dict[str, Any]]]:
+        """Class → specialised envelope builder of a flat class (see :meth:`encode`)."""
+        return self._fast_encode
 
     def _decode(self, data: Any) -> Any:
         if type(data) is not dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from framework._flat import MISS
 from framework.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec, make_codec
 from framework.errors import (
     CodecError,
@@ -23,10 +24,18 @@ from framework.errors import (
     FramingError,
     WirekitError,
 )
-from framework.framing import Buffer, Datagram, FrameDecoder, Framing, LengthPrefix, make_framing
-from framework.messages import MessageRegistry
+from framework.framing import (
+    Buffer,
+    Datagram,
+    FrameDecoder,
+    Framing,
+    LengthPrefix,
+    MsgpackStream,
+    make_framing,
+)
+from framework.messages import TYPE_KEY, MessageRegistry
 
-__all__ = ["Decoder", "Pipeline"]
+__all__ = ["Decoder", "Encoder", "Pipeline"]
 
 
 def _to_framing(value: Framing | str) -> Framing:
@@ -106,6 +115,38 @@ def _is_builtin(codec: Codec) -> bool:
     return type(codec).__module__.startswith("framework.")
 
 
+def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> Callable[[Any], Any]:
+    """msgpack → typed message in one function, the same values and errors as the two stages.
+
+    A flat message (scalar fields only) is built straight from the unpacked
+    map, skipping the nesting check: a map of scalars is one level deep.
+    Anything else takes the two stages' own path.
+    """
+    unpack = codec.unpack
+    codec_decode = codec.decode
+    check_depth = codec.check_depth
+    registry_decode = registry.decode
+    fast_get = registry.fast_decoders().get
+
+    def decode(frame: Any) -> Any:
+        try:
+            value = unpack(frame)
+        except Exception:
+            # Rare: let the codec raise its precise DecodeError.
+            return registry_decode(codec_decode(frame))
+        if type(value) is dict:
+            name = value.get(TYPE_KEY)
+            fast = fast_get(name) if type(name) is str else None
+            if fast is not None:
+                message = fast(value)
+                if message is not MISS:
+                    return message
+        check_depth(frame, value)
+        return registry_decode(value)
+
+    return decode
+
+
 @attrs.frozen(kw_only=True)
 class Pipeline:
     """Framing + codec stack (+ message registry): bytes in, values out, and back.
@@ -161,7 +202,14 @@ class Pipeline:
             c.encode if _is_builtin(c) else _guarded(c, c.encode, EncodeError)
             for c in reversed(stack)
         ]
-        object.__setattr__(self, "_decode", _compose(decoders))
+        decode = _compose(decoders)
+        if (
+            self.messages is not None
+            and [type(c) for c in self.codecs] == [MsgpackCodec]
+            and (self.codecs[0].max_depth or 1) >= 1  # type: ignore[attr-defined]
+        ):
+            decode = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
+        object.__setattr__(self, "_decode", decode)
         object.__setattr__(self, "_encode", _compose(encoders))
         wire = type(stack[0]) if stack else None
         object.__setattr__(self, "_writes_bytes", wire in _BYTES_WRITERS)
@@ -183,6 +231,14 @@ class Pipeline:
                 value=self.framing.name,
             )
         return Decoder(self.framing.decoder(), None if self._identity else self._decode)
+
+    def encoder(self) -> Encoder:
+        """Fresh per-connection encoding state: reusable buffers for one owner.
+
+        Encodes exactly as :meth:`encode_many`, faster; not for sharing
+        between threads (connections each make their own).
+        """
+        return Encoder(self)
 
     def decode_frame(self, frame: Buffer) -> Any:
         """Decode one frame's payload through the codec stack (and messages)."""
@@ -206,7 +262,15 @@ class Pipeline:
     def encode_many(self, values: Iterable[Any]) -> bytes:
         """Encode several values into one buffer: one write for a batch of replies."""
         encode = self._encode if self._writes_bytes else self.encode_frame
-        return self.framing.encode_many([encode(value) for value in values])
+        frames = [encode(value) for value in values]
+        framing = self.framing
+        if type(framing) is MsgpackStream and type(self._wire_codec) is MsgpackCodec:
+            return framing.encode_packed(frames)
+        return framing.encode_many(frames)
+
+    @property
+    def _wire_codec(self) -> Codec | None:
+        return self.codecs[0] if self.codecs else self.messages
 
     def decode_datagram(self, data: Buffer) -> list[Any]:
         """Decode one datagram into its values (one, unless the datagram is packed).
@@ -355,3 +419,100 @@ class Decoder:
             exc.decoded = values
             raise
         return values
+
+
+class Encoder:
+    """Per-connection encoding state of a :class:`Pipeline`.
+
+    ``encode_many(values)`` returns the wire bytes of ``values`` exactly as
+    :meth:`Pipeline.encode_many` does, errors included, with the common
+    stacks specialised: raw bytes under a length prefix are framed in one
+    loop; a ``msgpack`` codec packs with a ``msgpack.Packer`` kept for this
+    encoder (``packb`` builds one per call), flat typed messages go straight
+    from their fields to the packer, and ``msgpack-stream`` frames the
+    packer wrote are not parsed again. One encoder belongs to one
+    connection: it is not safe to share between threads.
+    """
+
+    __slots__ = ("encode_many",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.encode_many: Callable[[Iterable[Any]], bytes] = _build_encode_many(pipeline)
+
+
+def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:
+    """A value → frame function specialised for ``pipeline``'s stack, or ``None``."""
+    codecs = pipeline.codecs
+    if [type(c) for c in codecs] != [MsgpackCodec]:
+        return None
+    codec = codecs[0]
+    assert isinstance(codec, MsgpackCodec)
+    pack = codec.encoder()
+    registry = pipeline.messages
+    if registry is None:
+        return pack
+    fast_get = registry.fast_encoders().get
+    envelope = registry.encode
+
+    def encode(value: Any) -> bytes:
+        fast = fast_get(type(value))
+        return pack(fast(value) if fast is not None else envelope(value))
+
+    return encode
+
+
+def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
+    framing = pipeline.framing
+    encode = _frame_encoder(pipeline)
+    if encode is None and not pipeline._identity:
+        # A stack with no specialisation: the pipeline's own path.
+        return pipeline.encode_many
+    if type(framing) is LengthPrefix:
+        low, high = framing._encodable
+        adjust = framing.length_adjustment
+        pack = framing._struct.pack
+        header = framing._header
+        if encode is None:
+            to_bytes = BytesCodec().encode
+
+            def raw_length_prefixed(values: Iterable[Any]) -> bytes:
+                parts: list[bytes] = []
+                append = parts.append
+                for value in values:
+                    if type(value) is not bytes:
+                        value = to_bytes(value)  # bytearray, memoryview, or EncodeError
+                    size = len(value)
+                    append(pack(size - adjust) if low <= size <= high else header(size))
+                    append(value)
+                return b"".join(parts)
+
+            return raw_length_prefixed
+        encode_frame = encode
+
+        def length_prefixed(values: Iterable[Any]) -> bytes:
+            parts: list[bytes] = []
+            append = parts.append
+            for value in values:
+                frame = encode_frame(value)
+                size = len(frame)
+                append(pack(size - adjust) if low <= size <= high else header(size))
+                append(frame)
+            return b"".join(parts)
+
+        return length_prefixed
+    if encode is None:
+        return pipeline.encode_many
+    encode_frame = encode
+    if type(framing) is MsgpackStream:
+        packed = framing.encode_packed
+
+        def msgpack_stream(values: Iterable[Any]) -> bytes:
+            return packed([encode_frame(value) for value in values])
+
+        return msgpack_stream
+    encode_frames = framing.encode_many
+
+    def framed(values: Iterable[Any]) -> bytes:
+        return encode_frames([encode_frame(value) for value in values])
+
+    return framed

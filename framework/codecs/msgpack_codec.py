@@ -25,6 +25,10 @@ __all__ = ["MsgpackCodec"]
 # low bound keeps recursive consumers of decoded values far from Python's
 # recursion limit.
 DEFAULT_MAX_DEPTH = 32
+# A reused packer starts small (msgpack's default is 256 KiB, too much to keep
+# per idle connection) and is dropped after packing more than _PACKER_KEEP.
+_PACKER_BUFFER = 4096
+_PACKER_KEEP = 64 * 1024
 
 
 # Every array or map starts with one of these bytes (fixmap, fixarray,
@@ -93,12 +97,25 @@ class MsgpackCodec(Codec):
             # truncated input and invalid UTF-8 in a str.
             reason = str(exc) or type(exc).__name__
             raise DecodeError(f"invalid msgpack: {reason}", codec=self.name) from None
+        self.check_depth(data, value)
+        return value
+
+    def check_depth(self, data: Any, value: Any) -> None:
+        """Raise ``DecodeError`` if ``value`` (decoded from ``data``) nests over ``max_depth``."""
         depth = self.max_depth
         if depth is not None and _may_nest(data, depth) and exceeds_depth(value, depth):
             raise DecodeError(
                 f"msgpack value nested deeper than max_depth={depth}", codec=self.name
             )
-        return value
+
+    @property
+    def unpack(self) -> Callable[[Any], Any]:
+        """The bare ``unpackb`` with this codec's size limits: no error translation, no depth check.
+
+        For pipelines that fuse stages: on any exception they call
+        :meth:`decode`, which raises the precise ``DecodeError``.
+        """
+        return self._unpack
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value``; types msgpack cannot carry raise ``EncodeError``."""
@@ -106,3 +123,31 @@ class MsgpackCodec(Codec):
             return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"cannot encode as msgpack: {exc}", codec=self.name) from exc
+
+    def encoder(self) -> Callable[[Any], bytes]:
+        """An ``encode`` with its own reusable ``msgpack.Packer``, for one owner.
+
+        ``msgpack.packb`` builds a packer (and allocates its buffer) on every
+        call; this reuses one, which more than halves the cost of a small
+        value. The packer is not safe to share between threads: each
+        connection makes its own (the pipeline's encoder does). It is created
+        on first use, and dropped after an unusually large value so that one
+        big message does not keep a big buffer alive.
+        """
+        packer: msgpack.Packer | None = None
+        name = self.name
+
+        def encode(value: Any) -> bytes:
+            nonlocal packer
+            if packer is None:
+                packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BUFFER)
+            try:
+                data: bytes = packer.pack(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                # The packer resets its buffer itself when packing fails.
+                raise EncodeError(f"cannot encode as msgpack: {exc}", codec=name) from exc
+            if len(data) > _PACKER_KEEP:
+                packer = None
+            return data
+
+        return encode

@@ -15,9 +15,10 @@ import collections
 import inspect
 import itertools
 import logging
+import sys
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -249,29 +250,57 @@ class Connection:
                 waiter.set_result(None)
 
     def _dispatch(self, router: Router, values: list[Any]) -> None:
+        # The hot loop: one iteration per received value. The handler lookup
+        # is skipped while values keep the same class, and a plain reply is
+        # appended to the chunk's batch without a method call.
         handler_for = router.handler_for
         limit = self._limits.max_inflight_handlers
+        tasks = self._tasks
+        replies = self._replies
+        closing = self._closing_check()
+        plain = _PLAIN_REPLIES
+        last_kind: type | None = None
+        handler: Callable[[Any, Any], Any] | None = None
         for index, value in enumerate(values):
-            if len(self._tasks) >= limit:
+            if len(tasks) >= limit:
                 # Too much work running: hold the rest (at most one read's
                 # worth, since reading pauses) until handlers finish.
                 self._held.extend(values[index:])
                 self._pause_reading(8)
                 return
-            handler = handler_for(type(value))
+            kind = type(value)
+            if kind is not last_kind:
+                handler = handler_for(kind)
+                last_kind = kind
             if handler is None:
                 self._bad_input(
                     UnknownMessageType(
-                        f"no handler for {type(value).__qualname__}",
-                        type_name=type(value).__qualname__,
+                        f"no handler for {kind.__qualname__}",
+                        type_name=kind.__qualname__,
                         value=value,
                     ),
                     fatal=False,
                 )
             else:
-                self._call(handler, value, value)
-            if self._closing():
+                try:
+                    result = handler(value, self)
+                except Exception:
+                    self._handler_failed(value)
+                    result = None
+                if result is not None:
+                    if type(result) in plain or not _needs_await(result):
+                        if replies is not None:
+                            replies.append(result)
+                        else:
+                            self._write_values([result])
+                    else:
+                        self._run_async(result, value)
+            if closing():
                 return
+
+    def _closing_check(self) -> Callable[[], bool]:
+        """A function answering ``_closing()``, as cheap as the transport allows."""
+        return self._closing
 
     def _call(self, handler: Callable[[Any, Any], Any], value: Any, subject: Any) -> None:
         try:
@@ -283,11 +312,45 @@ class Connection:
             return
         kind = type(result)
         if kind not in _PLAIN_REPLIES and _needs_await(result):
-            self._spawn(self._finish(result, subject))
+            self._run_async(result, subject)
         elif self._replies is not None:
             self._replies.append(result)
         else:
             self._write_values([result])
+
+    def _run_async(self, awaitable: Any, subject: Any) -> None:
+        """Run an async handler's result: inline until it first suspends, then as a task.
+
+        A coroutine that finishes without suspending (the common echo or
+        lookup handler) costs no task and no event-loop round trip: its reply
+        joins the chunk's batch like a plain handler's. One that suspends is
+        handed, as it stands, to a task that goes on from there.
+        """
+        if type(awaitable) is not types.CoroutineType:
+            self._spawn(self._finish(awaitable, subject))
+            return
+        if _EAGER_TASKS:
+            self._adopt(
+                asyncio.Task(self._finish(awaitable, subject), loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+            )
+            return
+        try:
+            yielded = awaitable.send(None)
+        except StopIteration as done:
+            result = done.value
+            if result is None or self.closed or self._closing():
+                return
+            if self._replies is not None:
+                self._replies.append(result)
+            else:
+                self._write_values([result])
+            return
+        except asyncio.CancelledError:
+            return  # the handler cancelled itself: as a task, it would just end
+        except Exception:
+            self._handler_failed(subject)
+            return
+        self._spawn(self._finish(_resume(awaitable, yielded), subject))
 
     async def _finish(self, awaitable: Any, subject: Any) -> None:
         try:
@@ -335,7 +398,11 @@ class Connection:
 
     def _spawn(self, coro: Any) -> None:
         """Run an async handler or hook; past ``max_inflight_handlers``, stop reading."""
-        task = self._loop.create_task(coro)
+        self._adopt(self._loop.create_task(coro))
+
+    def _adopt(self, task: asyncio.Task[Any]) -> None:
+        if task.done():
+            return  # an eager task that finished in its first step
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         if len(self._tasks) >= self._limits.max_inflight_handlers:
@@ -415,6 +482,38 @@ def _needs_await(result: Any) -> bool:
     return False
 
 
+# Python 3.12+ runs a task's first step eagerly on request, current_task()
+# and all; 3.11 has no such option, so the connection steps the coroutine
+# itself (see Connection._run_async).
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Any:
+    """Go on with ``coro``, whose first step already ran and yielded ``yielded``.
+
+    What ``yield from coro`` does, joined after the first step: the task
+    running this sees the future the coroutine waits for, and whatever the
+    task sends or throws (a result, a cancellation) goes to the coroutine.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
     try:
         await awaitable
@@ -458,12 +557,14 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._on_lost = on_lost
         self._last_activity = self._loop.time()
         self._idle_handle: asyncio.TimerHandle | None = None
-        self._encode_many = pipeline.encode_many
+        self._encode_many = pipeline.encoder().encode_many
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not subclasses of asyncio.Transport, though
+        # they implement it: no isinstance check here.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(
@@ -598,6 +699,10 @@ class StreamConnection(Connection, asyncio.Protocol):
     def _closing(self) -> bool:
         transport = self._transport
         return transport is None or transport.is_closing()
+
+    def _closing_check(self) -> Callable[[], bool]:
+        transport = self._transport
+        return self._closing if transport is None else transport.is_closing
 
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self._transport

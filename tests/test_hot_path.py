@@ -1,0 +1,221 @@
+"""The stream hot path: async handlers that finish at once cost no task, and
+replies still come in order, one write per read; handlers that suspend keep
+every documented behaviour (exceptions, max_inflight_handlers, cancellation).
+
+Real loopback TCP; no timing thresholds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from helpers_runtime import IoCounter, Ping, Pong, eventually, raw_peer, run, typed_pipeline, within
+
+from framework import Pipeline
+from framework.app import App
+from framework.limits import Limits
+from framework.runtime import connect
+from framework.runtime.connection import Connection, ConnectionClosed
+
+
+def test_async_handler_that_never_suspends_replies_in_the_reads_write() -> None:
+    pipeline = Pipeline(framing="length-prefix", codecs="bytes")
+    app = App(pipeline)
+    counter = IoCounter(app)
+
+    @app.on(bytes)
+    async def echo(value: bytes, conn: Connection) -> bytes:
+        return value
+
+    values = [str(n).encode() for n in range(1000)]
+    wire = pipeline.encode_many(values)
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0") as server,
+            raw_peer(server.url) as peer,
+        ):
+            peer.write(wire)
+            await peer.wait_for_bytes(len(wire))
+            assert bytes(peer.received) == wire
+            # As for plain handlers: one write per read, never one per reply.
+            assert counter.writes <= counter.reads
+            assert counter.writes < len(values) // 10
+
+    run(main())
+
+
+def test_async_and_plain_replies_of_one_read_keep_the_request_order() -> None:
+    pipeline = Pipeline(framing="length-prefix", codecs="bytes")
+    app = App(pipeline)
+
+    @app.on(bytes)
+    def plain_or_async(value: bytes, conn: Connection) -> Any:
+        if int(value) % 2:
+            return value
+
+        async def later() -> bytes:
+            return value
+
+        return later()
+
+    values = [str(n).encode() for n in range(200)]
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0") as server,
+            raw_peer(server.url) as peer,
+        ):
+            peer.write(pipeline.encode_many(values))
+            received = await peer.wait_for_bytes(len(pipeline.encode_many(values)))
+            assert pipeline.decoder().feed(received) == values
+
+    run(main())
+
+
+def test_async_handler_that_suspends_is_resumed_with_what_it_awaited() -> None:
+    app = App(typed_pipeline())
+    gates: dict[int, asyncio.Future[int]] = {}
+
+    @app.on(Ping)
+    async def waits(msg: Ping, conn: Connection) -> Pong:
+        gates[msg.n] = asyncio.get_running_loop().create_future()
+        bonus = await gates[msg.n]  # suspends: the rest runs as a task
+        await asyncio.sleep(0)  # and suspends again
+        return Pong(msg.n + bonus)
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0") as server,
+            await connect(server.url, app.pipeline) as conn,
+        ):
+            for n in (1, 2, 3):
+                conn.send_nowait(Ping(n))
+            await eventually(lambda: len(gates) == 3)
+            # Finishing order, not request order, decides the reply order.
+            for n, bonus in ((2, 20), (3, 30), (1, 10)):
+                gates[n].set_result(bonus)
+                assert await within(conn.receive()) == Pong(n + bonus)
+
+    run(main())
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_async_handler_error_before_or_after_suspending_closes_that_connection(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(typed_pipeline())
+
+    @app.on(Ping)
+    async def fails(msg: Ping, conn: Connection) -> Pong:
+        if where == "after":
+            await asyncio.sleep(0)
+        if msg.n == 13:
+            raise RuntimeError("unlucky")
+        return Pong(msg.n)
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0") as server,
+            await connect(server.url, app.pipeline) as healthy,
+        ):
+            async with await connect(server.url, app.pipeline) as doomed:
+                await doomed.send(Ping(13))
+                with pytest.raises(ConnectionClosed):
+                    await within(doomed.receive())
+            await healthy.send(Ping(1))
+            assert await within(healthy.receive()) == Pong(1)
+
+    with caplog.at_level(logging.ERROR, logger="wirekit.connection"):
+        run(main())
+    failures = [r for r in caplog.records if "handler for Ping raised" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "unlucky" in str(failures[0].exc_info[1])
+
+
+def test_async_handler_that_cancels_itself_sends_nothing_and_the_connection_goes_on() -> None:
+    app = App(typed_pipeline())
+
+    @app.on(Ping)
+    async def maybe(msg: Ping, conn: Connection) -> Pong:
+        if msg.n == 0:
+            raise asyncio.CancelledError
+        return Pong(msg.n)
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0") as server,
+            await connect(server.url, app.pipeline) as conn,
+        ):
+            conn.send_nowait(Ping(0))
+            await conn.send(Ping(1))
+            assert await within(conn.receive()) == Pong(1)
+
+    run(main())
+
+
+def test_only_suspended_handlers_count_against_max_inflight_handlers() -> None:
+    app = App(typed_pipeline())
+    release = asyncio.Event()
+    started: list[int] = []
+
+    @app.on(Ping)
+    async def handler(msg: Ping, conn: Connection) -> Pong:
+        started.append(msg.n)
+        if msg.n >= 100:  # the slow ones suspend; the others finish at once
+            await release.wait()
+        return Pong(msg.n)
+
+    async def main() -> None:
+        limits = Limits(max_inflight_handlers=2)
+        async with (
+            await app.start("tcp://127.0.0.1:0", limits=limits) as server,
+            await connect(server.url, app.pipeline) as conn,
+        ):
+            # Quick handlers never fill the limit, however many there are.
+            for n in range(50):
+                conn.send_nowait(Ping(n))
+            assert [(await within(conn.receive())).n for _ in range(50)] == list(range(50))
+            for n in (100, 101, 102, 103):
+                conn.send_nowait(Ping(n))
+            await eventually(lambda: 101 in started)
+            await asyncio.sleep(0.05)  # room for a wrong third start to show
+            # Two are running: the rest is held, in order, not started.
+            assert started[50:] == [100, 101]
+            release.set()
+            replies = [(await within(conn.receive())).n for _ in range(4)]
+            assert sorted(replies) == [100, 101, 102, 103]
+            assert started[50:] == [100, 101, 102, 103]
+
+    run(main())
+
+
+def test_suspended_handler_is_cancelled_after_the_shutdown_timeout() -> None:
+    app = App(typed_pipeline())
+    outcome: list[str] = []
+
+    @app.on(Ping)
+    async def stuck(msg: Ping, conn: Connection) -> Pong:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        return Pong(msg.n)
+
+    async def main() -> None:
+        server = await app.start("tcp://127.0.0.1:0", limits=Limits(shutdown_timeout=0.2))
+        conn = await connect(server.url, app.pipeline)
+        await conn.send(Ping(1))
+        await eventually(lambda: bool(server.connections))
+        await asyncio.sleep(0.02)
+        await within(server.close())
+        assert outcome == ["cancelled"]
+        with pytest.raises(ConnectionClosed):
+            await within(conn.receive())
+
+    run(main())
