@@ -496,3 +496,11 @@ def test_flat_fast_path_agrees_with_the_general_path(fields: dict[str, object]) 
     except InvalidMessage as exc:
         general = ("error", exc.field)
     assert fast == general
+
+
+@pytest.mark.parametrize("name", [[1], {"a": 1}, 3, None])
+def test_a_type_key_that_is_not_a_string_is_an_invalid_message(name: Any) -> None:
+    registry = MessageRegistry([Position])
+    with pytest.raises(InvalidMessage) as caught:
+        registry.decode({"type": name, "x": 1.0, "y": 2.0, "z": 3.0, "count": 1})
+    assert caught.value.field == "type"
