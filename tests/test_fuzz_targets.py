@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("atheris", reason="the fuzz targets read inputs with atheris")
 
 from fuzz._support import KNOWN_BUGS, Input, seed, split
+from fuzz.child import _keeping
+from fuzz.framers import MSGPACK_LIMITS
 from fuzz.runner import parse
 from fuzz.targets import TARGETS
 
@@ -88,6 +91,29 @@ def test_split_cycles_sizes_and_keeps_every_byte() -> None:
     assert split(b"abc", [0, 1]) == [b"", b"a", b"", b"b", b"", b"c"]
     assert split(b"abc", []) == [b"abc"]
     assert split(b"abc", [0]) == [b"", b"abc"]
+
+
+def test_chunking_may_change_which_fault_ends_a_stream() -> None:
+    # A 6-element array with the unused byte 0xc1 inside, limit 5: one chunk
+    # meets the bad byte first (InvalidFrame), single bytes the limit first
+    # (FrameTooLarge). Both end the stream with the same frames: accepted.
+    data = seed(b"\x96\x01\x02\x03\x04\x05\xc1\x00", [MSGPACK_LIMITS.index(5), 1, 1, 0])
+    assert TARGETS["msgpack-stream"].run(data) == 0
+
+
+def test_child_keeps_a_failing_input_itself(tmp_path: Path) -> None:
+    class Failing:
+        name = "failing"
+
+        def one_input(self, data: bytes) -> None:
+            raise ValueError(data)
+
+    run = _keeping(Failing(), str(tmp_path))
+    with pytest.raises(ValueError, match="abc"):
+        run(b"abc")
+    [kept] = tmp_path.iterdir()
+    assert kept.name.startswith("failing-failing-")
+    assert kept.read_bytes() == b"abc"
 
 
 # Lines of a real run: a clean one, and one that found a crash (shortened).

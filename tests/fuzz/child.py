@@ -10,8 +10,12 @@ reports coverage; the targets themselves (and ``framework.testing``, whose
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+from collections.abc import Callable
+from hashlib import sha1
 from pathlib import Path
+from typing import Any
 
 import atheris
 
@@ -28,6 +32,30 @@ def _testing_kit() -> list[str]:
     return ["framework.testing", *(f"framework.testing.{path.stem}" for path in kit.glob("*.py"))]
 
 
+#: Where the runner wants a failing input kept (``tests/fuzz/crashes``).
+KEEP = "WIREKIT_FUZZ_KEEP"
+
+
+def _keeping(target: Any, directory: str | None) -> Callable[[bytes], None]:
+    """``target.one_input``, saving a failing input itself before libFuzzer does.
+
+    libFuzzer writes the reproducer as it exits, and a signal arriving then
+    (its own timer's SIGALRM) can end the process first.
+    """
+    if directory is None:
+        return target.one_input
+
+    def one_input(data: bytes) -> None:
+        try:
+            target.one_input(data)
+        except Exception:
+            digest = sha1(data).hexdigest()
+            (Path(directory) / f"{target.name}-failing-{digest}").write_bytes(data)
+            raise
+
+    return one_input
+
+
 def main(argv: list[str]) -> None:
     """Instrument ``framework``, then hand the target to libFuzzer."""
     if len(argv) < 2:
@@ -40,7 +68,7 @@ def main(argv: list[str]) -> None:
     # libFuzzer re-runs argv[0] through the shell for -minimize_crash and -fork:
     # make that re-run this module with the same target.
     again = f"{sys.executable} -m tests.fuzz.child {argv[1]}"
-    atheris.Setup([again, *argv[2:]], target.one_input)
+    atheris.Setup([again, *argv[2:]], _keeping(target, os.environ.get(KEEP)))
     atheris.Fuzz()
 
 

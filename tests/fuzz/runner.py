@@ -126,8 +126,9 @@ def _run_one(
         f"-max_len={max_len}",
         *extra,
     ]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", WIREKIT_FUZZ_KEEP=str(CRASHES))
     started = time.monotonic()
+    wall_start = time.time() - 1
     done = subprocess.run(
         command,
         cwd=ROOT,
@@ -139,7 +140,12 @@ def _run_one(
         check=False,
     )
     elapsed = time.monotonic() - started
-    return parse(target, done.stdout, done.returncode, elapsed)
+    result = parse(target, done.stdout, done.returncode, elapsed)
+    if result.crashed and not result.artifacts:
+        # libFuzzer died before writing the reproducer: the child kept it.
+        kept = CRASHES.glob(f"{target}-failing-*")
+        result.artifacts = [str(p) for p in kept if p.stat().st_mtime >= wall_start]
+    return result
 
 
 def fuzz(
