@@ -389,3 +389,9 @@ def test_bad_options_are_config_errors_naming_the_option(
     with pytest.raises(ConfigError, match=option) as caught:
         LengthPrefix(**options)  # type: ignore[arg-type]
     assert caught.value.option == option
+
+
+def test_a_tls_alert_read_as_a_length_header_is_named() -> None:
+    # A TLS server answers a plaintext client with an alert record.
+    with pytest.raises(FrameTooLarge, match="TLS alert"):
+        LengthPrefix().decoder().feed(b"\x15\x03\x03\x00\x02\x02\x32")

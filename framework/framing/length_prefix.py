@@ -33,6 +33,8 @@ DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 # protocol is the likeliest source of an absurd length, so say so.
 _FOREIGN_PREFIXES = (
     (b"\x16\x03", "a TLS handshake (is the client using tls:// on a plain port?)"),
+    # What a TLS server answers a plaintext client with.
+    (b"\x15\x03", "a TLS alert (is the server speaking tls://? connect with tls://)"),
     (b"GET ", "an HTTP request"),
     (b"POST", "an HTTP request"),
     (b"PUT ", "an HTTP request"),

@@ -24,6 +24,7 @@ import attrs
 
 from framework.errors import (
     DecodeError,
+    FrameTimeout,
     FramingError,
     TransportError,
     UnknownMessageType,
@@ -31,6 +32,7 @@ from framework.errors import (
 )
 from framework.limits import Limits
 from framework.pipeline import Pipeline
+from framework.ratelimit import TokenBucket
 from framework.router import Router
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class ConnectionStats:
     bytes_in: int = 0
     bytes_out: int = 0
     errors: int = 0
+    #: Times reading paused because the peer went over ``max_frames_per_second``.
+    rate_limited: int = 0
 
 
 class Connection:
@@ -550,7 +554,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._write_paused = False
         # Why reading is paused, one bit per reason: 1 writes backed up, 2 inbox
-        # full, 4 shutting down, 8 too many handlers running.
+        # full, 4 shutting down, 8 too many handlers running, 16 over the
+        # frame rate.
         self._reading_paused_for = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._on_made = on_made
@@ -558,6 +563,19 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._last_activity = self._loop.time()
         self._idle_handle: asyncio.TimerHandle | None = None
         self._encode_many = pipeline.encoder().encode_many
+        # Limits on what a peer sends, for connections a server accepted
+        # (those have on_made); a client trusts the server it chose.
+        served = on_made is not None
+        self._frame_timeout = limits.frame_timeout if served else None
+        self._partial_since: float | None = None  # when the unfinished frame began
+        self._frame_handle: asyncio.TimerHandle | None = None
+        rate = limits.max_frames_per_second if served else None
+        self._bucket = (
+            TokenBucket(rate, limits.frame_burst, now=self._last_activity)
+            if rate is not None
+            else None
+        )
+        self._rate_handle: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -583,8 +601,10 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._run_hooks(self._router.connect_hooks)
 
     def data_received(self, data: bytes) -> None:
-        self.stats.bytes_in += len(data)
-        self._last_activity = self._loop.time()
+        stats = self.stats
+        stats.bytes_in += len(data)
+        self._last_activity = now = self._loop.time()
+        frames_before = stats.frames_in
         replies: list[Any] = []
         self._replies = replies
         chunk: bytes = data
@@ -614,6 +634,73 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._replies = None
             if replies and not self._closing():
                 self._write_values(replies)
+            # Per read, not per frame: both checks cost nothing when off.
+            if self._frame_timeout is not None:
+                self._track_partial(now, stats.frames_in != frames_before)
+            if self._bucket is not None and stats.frames_in != frames_before:
+                self._charge(now, stats.frames_in - frames_before)
+
+    # -- frame_timeout and max_frames_per_second ------------------------------------
+
+    def _track_partial(self, now: float, completed: bool) -> None:
+        """Start, keep or stop the clock of the frame the peer has not finished."""
+        if not self._decoder.buffered:
+            self._partial_since = None
+        elif completed or self._partial_since is None:
+            # A new frame began in this read: frames that complete reset the clock.
+            self._partial_since = now
+            if self._frame_handle is None and self._frame_timeout is not None:
+                self._frame_handle = self._loop.call_later(self._frame_timeout, self._check_frame)
+
+    def _check_frame(self) -> None:
+        self._frame_handle = None
+        timeout = self._frame_timeout
+        since = self._partial_since
+        if timeout is None or since is None or self.closed or self._closing():
+            return
+        now = self._loop.time()
+        if self._reading_paused_for:
+            # We stopped reading, not the peer: its clock starts again.
+            self._partial_since = since = now
+        elif now - since >= timeout:
+            buffered = self._decoder.buffered
+            error = FrameTimeout(
+                f"peer did not finish a frame within frame_timeout={timeout} s "
+                f"({buffered} bytes of it received)",
+                buffered=buffered,
+                peer=self.peer,
+            )
+            self.stats.errors += 1
+            log.info("%r: closing: FrameTimeout: %s", self, error)
+            self._close_error = error
+            self._partial_since = None
+            # Free what the peer made us hold now, not when the close completes.
+            self._decoder = self.pipeline.decoder()
+            self.close()
+            return
+        remaining = timeout - (now - since)
+        self._frame_handle = self._loop.call_later(remaining, self._check_frame)
+
+    def _charge(self, now: float, frames: int) -> None:
+        """Charge the frames of one read to the bucket; in debt, stop reading until paid."""
+        bucket = self._bucket
+        assert bucket is not None
+        wait = bucket.charge(now, frames)
+        if wait > 0 and self._rate_handle is None and not self._closing():
+            self.stats.rate_limited += 1
+            self._pause_reading(16)
+            self._rate_handle = self._loop.call_later(wait, self._rate_paid)
+
+    def _rate_paid(self) -> None:
+        self._rate_handle = None
+        bucket = self._bucket
+        if bucket is None or self.closed:
+            return
+        debt = bucket.tokens(self._loop.time())
+        if debt < 0:  # the timer fired a little early
+            self._rate_handle = self._loop.call_later(-debt / bucket.rate, self._rate_paid)
+            return
+        self._resume_reading(16)
 
     def eof_received(self) -> bool | None:
         try:
@@ -639,8 +726,9 @@ class StreamConnection(Connection, asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
+        for handle in (self._idle_handle, self._frame_handle, self._rate_handle):
+            if handle is not None:
+                handle.cancel()
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
