@@ -55,7 +55,45 @@ WIREKIT_LINES = ServerSpec(
 WIREKIT_UDP = ServerSpec(
     "wirekit-udp", "wirekit (udp, bytes)", "wirekit_echo.py", ("--app", "udp"), wirekit=True
 )
+WIREKIT_UDP_BATCH = ServerSpec(
+    "wirekit-udp-batch",
+    "wirekit (udp, framework.transports.udp)",
+    "wirekit_echo.py",
+    ("--app", "udp", "--udp-transport", "wirekit"),
+    wirekit=True,
+)
+WIREKIT_RAW_UVLOOP = ServerSpec(
+    "wirekit-uvloop",
+    "wirekit on uvloop",
+    "wirekit_echo.py",
+    ("--app", "raw", "--loop", "uvloop"),
+    requires="uvloop",
+    wirekit=True,
+)
+WIREKIT_POSITION_UVLOOP = ServerSpec(
+    "wirekit-position-uvloop",
+    "wirekit (position) on uvloop",
+    "wirekit_echo.py",
+    ("--app", "position", "--loop", "uvloop"),
+    requires="uvloop",
+    wirekit=True,
+)
+WIREKIT_UDP_UVLOOP = ServerSpec(
+    "wirekit-udp-uvloop",
+    "wirekit (udp) on uvloop",
+    "wirekit_echo.py",
+    ("--app", "udp", "--loop", "uvloop"),
+    requires="uvloop",
+    wirekit=True,
+)
 ASYNCIO = ServerSpec("asyncio", "asyncio Protocol, hand-written", "asyncio_echo.py")
+ASYNCIO_UVLOOP = ServerSpec(
+    "asyncio-uvloop",
+    "asyncio Protocol, hand-written, uvloop",
+    "asyncio_echo.py",
+    ("--uvloop",),
+    requires="uvloop",
+)
 ASYNCIO_MSGPACK = ServerSpec(
     "asyncio-msgpack", "asyncio Protocol + msgpack dicts", "asyncio_echo.py", ("--msgpack",)
 )
@@ -72,6 +110,9 @@ NEWLINE_UTF8 = ServerSpec(
     "newline-utf8", "newline + utf-8, hand-written", "newline_echo.py", ("--utf8",)
 )
 UDP_ASYNCIO = ServerSpec("udp-asyncio", "asyncio DatagramProtocol", "udp_echo.py")
+UDP_UVLOOP = ServerSpec(
+    "udp-uvloop", "asyncio DatagramProtocol, uvloop", "udp_echo.py", ("--uvloop",), "uvloop"
+)
 UDP_ASYNCIO_64K = ServerSpec(
     "udp-asyncio-64k",
     "asyncio DatagramProtocol, 64 KiB reads",
@@ -152,7 +193,7 @@ def _reqresp(key: str, connections: int, processes: int) -> Scenario:
         + ("s" if connections > 1 else "")
         + (f" over {processes} client processes" if processes > 1 else ""),
         load=Load("reqresp", frame, connections=connections, processes=processes),
-        servers=(WIREKIT_RAW, *RAW_PEERS),
+        servers=(WIREKIT_RAW, *RAW_PEERS, WIREKIT_RAW_UVLOOP, ASYNCIO_UVLOOP),
         check=b"".join(raw_frames(8, SMALL_FRAME, seed=9)),
         frame_bytes=len(frame),
     )
@@ -173,14 +214,14 @@ def build_scenarios() -> list[Scenario]:
             f"pipelined {SMALL_FRAME}-byte frames, 1 connection, "
             f"{WINDOW_FRAMES} frames outstanding",
             small,
-            (WIREKIT_RAW, *RAW_PEERS, WIREKIT_RAW_ASYNC),
+            (WIREKIT_RAW, *RAW_PEERS, WIREKIT_RAW_ASYNC, WIREKIT_RAW_UVLOOP, ASYNCIO_UVLOOP),
             WINDOW_FRAMES * SMALL_FRAME,
         ),
         _pipelined(
             "pipelined-position",
             f"pipelined typed position messages ({len(positions[0])}-byte frames), 1 connection",
             positions,
-            (WIREKIT_POSITION, ASYNCIO_MSGPACK),
+            (WIREKIT_POSITION, ASYNCIO_MSGPACK, WIREKIT_POSITION_UVLOOP),
             WINDOW_FRAMES * len(positions[0]),
         ),
         _reqresp("reqresp-1", 1, 1),
@@ -196,7 +237,16 @@ def build_scenarios() -> list[Scenario]:
             key="udp",
             title=f"UDP echo, {len(datagram)}-byte datagrams, {UDP_IN_FLIGHT} in flight",
             load=Load("udp", datagram, window=UDP_IN_FLIGHT),
-            servers=(WIREKIT_UDP, UDP_ASYNCIO, UDP_ASYNCIO_64K, UDP_BLOCKING),
+            # First (the ratios' base): the transport the runtime is to use.
+            servers=(
+                WIREKIT_UDP_BATCH,
+                UDP_ASYNCIO,
+                UDP_ASYNCIO_64K,
+                UDP_BLOCKING,
+                WIREKIT_UDP,
+                WIREKIT_UDP_UVLOOP,
+                UDP_UVLOOP,
+            ),
             check=datagram,
             frame_bytes=len(datagram),
         ),

@@ -81,9 +81,23 @@ async def main(port: int, recode: bool) -> None:
     server.close()
 
 
+def run_on_loop(coro, use_uvloop):
+    """Run ``coro`` on asyncio's default loop or on uvloop (exit 3 if not installed)."""
+    factory = None
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit(3) from None
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int, nargs="?", default=0)
     parser.add_argument("--msgpack", action="store_true", help="decode and re-encode payloads")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.msgpack))
+    run_on_loop(main(args.port, args.msgpack), args.uvloop)

@@ -50,13 +50,27 @@ def blocking(port: int) -> None:
         sendto(data, addr)
 
 
+def run_on_loop(coro, use_uvloop):
+    """Run ``coro`` on asyncio's default loop or on uvloop (exit 3 if not installed)."""
+    factory = None
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit(3) from None
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int, nargs="?", default=0)
     parser.add_argument("--blocking", action="store_true", help="a blocking recvfrom loop")
     parser.add_argument("--read-size", type=int, help="bytes per recvfrom (asyncio)")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
     if args.blocking:
         blocking(args.port)
     else:
-        asyncio.run(serve(args.port, args.read_size))
+        run_on_loop(serve(args.port, args.read_size), args.uvloop)

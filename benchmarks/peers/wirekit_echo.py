@@ -8,8 +8,10 @@
 - ``lines``: newline framing + utf-8 codec, ``str`` values;
 - ``udp``: one datagram per frame, bytes codec.
 
-``--profile PATH`` runs the server under cProfile and writes the stats to
-PATH when it shuts down (SIGTERM/SIGINT).
+``--loop uvloop`` runs it on uvloop; ``--udp-transport wirekit`` serves UDP
+with :mod:`framework.transports.udp` (wired in here, from the benchmark
+side, until the runtime uses it). ``--profile PATH`` runs the server under
+cProfile and writes the stats to PATH when it shuts down (SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -71,6 +73,21 @@ def build(kind: str) -> tuple[App, str]:
     raise SystemExit(f"unknown app {kind!r}")
 
 
+def use_batch_udp_transport() -> None:
+    """Serve ``udp://`` with framework.transports.udp instead of asyncio's transport."""
+    import framework.runtime.server as server_module
+    from framework.transports import base
+    from framework.transports.udp import create_udp_endpoint
+
+    async def serve_datagrams(endpoint: Any, factory: Any, *, reuse_port: bool = False) -> Any:
+        transport, protocol = await create_udp_endpoint(
+            factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port
+        )
+        return transport, protocol, base._bound(endpoint, transport.get_extra_info("sockname"))
+
+    server_module.serve_datagrams = serve_datagrams  # type: ignore[assignment]
+
+
 def main() -> None:
     """Serve the chosen app on 127.0.0.1 until SIGTERM/SIGINT; announce the port."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,20 +96,33 @@ def main() -> None:
         "--app", default="raw", choices=("raw", "raw-async", "position", "lines", "udp")
     )
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats here on exit")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--udp-transport", choices=("asyncio", "wirekit"), default="asyncio")
     args = parser.parse_args()
     app, scheme = build(args.app)
+    if args.udp_transport == "wirekit":
+        use_batch_udp_transport()
+    loop_factory = None
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit(3) from None  # EXIT_NOT_INSTALLED: the benchmark skips it
+        loop_factory = uvloop.new_event_loop
 
     def ready(server: Any) -> None:
         print("ready", server.endpoint.port, flush=True)
 
     serve = app.serve(f"{scheme}://127.0.0.1:{args.port}", ready=ready)
     if args.profile is None:
-        asyncio.run(serve)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve)
         return
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(serve)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve)
     finally:
         profiler.disable()
         profiler.dump_stats(args.profile)
