@@ -249,11 +249,6 @@ def test_delimited_long_delimiter_split_across_the_limit(
     assert frames == [b"xxx"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug udp-packed-oversize-frame: framework/runtime/datagram.py drops a packed "
-    "datagram's decoded frames on FrameTooLarge (other WirekitErrors deliver exc.decoded)",
-)
 def test_udp_packed_datagram_keeps_frames_before_an_oversize_one() -> None:
     async def serve_one_datagram() -> list[bytes]:
         framing = LengthPrefix(prefix_size=2, max_frame_size=8)

@@ -324,11 +324,16 @@ class DatagramServer(asyncio.DatagramProtocol):
         try:
             values = self._decode(payload)
         except FrameTooLarge as exc:
-            # Over the pipeline's own datagram limit (Datagram.max_frame_size).
+            # Over the pipeline's own datagram limit (Datagram.max_frame_size),
+            # or, packed, a frame over the stream framing's: the frames
+            # before it are good and are delivered, as for any other error.
+            values = exc.decoded
+            exc.decoded = []
             stats.dropped_oversize += 1
             peer.stats.errors += 1
-            log.info("%r: dropped datagram: %s", peer, exc)
-            return
+            self._log_drop("oversize", "%r: dropped datagram: %s", peer, exc)
+            if not values:
+                return
         except WirekitError as exc:
             # A packed datagram's good frames still count; the bad one is dropped.
             values = exc.decoded

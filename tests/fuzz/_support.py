@@ -54,10 +54,6 @@ KNOWN_BUGS: dict[str, str] = {
         "Delimited with a delimiter of 3+ bytes refuses a frame within max_frame_size when "
         "the delimiter starts before the limit and is cut by a chunk boundary"
     ),
-    "udp-packed-oversize-frame": (
-        "a UDP server drops the good frames of a packed datagram when a later frame is "
-        "over the stream framing's max_frame_size (other decode errors keep them)"
-    ),
     "msgpack-stream-encode": (
         "MsgpackStream.encode refuses frames its decoder delivers: TypeError for a map with "
         "an array key, InvalidFrame for an ext type code below -1"
