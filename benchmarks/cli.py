@@ -1,7 +1,8 @@
 """The command line: ``python -m benchmarks [--quick] [--json PATH] [--only KEY]``.
 
 ``python -m benchmarks io ...`` (or ``--suite io``) runs the I/O benchmark
-instead: see :mod:`benchmarks.io_cli`.
+instead: see :mod:`benchmarks.io_cli`; ``python -m benchmarks idle`` measures
+memory per idle connection: see :mod:`benchmarks.idle_memory`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("core", "io"),
+        choices=("core", "io", "idle"),
         default="core",
         help="core: sans-I/O throughput (default); io: servers over loopback "
         "(same as `python -m benchmarks io`, see its --help)",
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _suite(argv: list[str]) -> tuple[str, list[str]]:
     """Split the suite choice (``io`` first, or ``--suite NAME``) from the other arguments."""
-    if argv[:1] in (["io"], ["core"]):
+    if argv[:1] in (["io"], ["core"], ["idle"]):
         return argv[0], argv[1:]
     for index, arg in enumerate(argv):
         if arg == "--suite" and index + 1 < len(argv):
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.io_cli import main as io_main
 
         return io_main(argv)
+    if suite == "idle":
+        from benchmarks.idle_memory import main as idle_main
+
+        return idle_main(argv)
     if suite != "core":
-        _parser().error(f"unknown suite {suite!r} (choose core or io)")
+        _parser().error(f"unknown suite {suite!r} (choose core, io or idle)")
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:

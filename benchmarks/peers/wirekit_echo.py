@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from framework import App, Pipeline, message
+from framework.limits import Limits
 
 
 @message("position")
@@ -97,6 +98,12 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats here on exit")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="raise max_connections to N, and lift the per-address limit (all load is local)",
+    )
     parser.add_argument("--udp-transport", choices=("asyncio", "wirekit"), default="asyncio")
     args = parser.parse_args()
     app, scheme = build(args.app)
@@ -113,7 +120,10 @@ def main() -> None:
     def ready(server: Any) -> None:
         print("ready", server.endpoint.port, flush=True)
 
-    serve = app.serve(f"{scheme}://127.0.0.1:{args.port}", ready=ready)
+    limits = None
+    if args.max_connections is not None:
+        limits = Limits(max_connections=args.max_connections, max_connections_per_peer=None)
+    serve = app.serve(f"{scheme}://127.0.0.1:{args.port}", ready=ready, limits=limits)
     if args.profile is None:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve)
