@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from framework import Pipeline
 from framework.errors import ConfigError
+from framework.limits import Limits
 from framework.runtime import ConnectionClosed, connect
 from framework.testing import (
     DatagramFaults,
@@ -297,14 +298,19 @@ def test_an_echo_server_returns_every_frame_in_order_whatever_the_faults(
 
     async def main() -> list[Any]:
         url = memory_url()
-        spec = StreamFaults(seed=seed, segment=segment, stalls=stalls, latency=latency)
+        spec = StreamFaults(
+            seed=seed, segment=segment, stalls=stalls, stall_for=1.0, latency=latency
+        )
+        # Byte by byte with a stall every other byte, a frame can take longer
+        # than frame_timeout allows; cutting such a peer off is tested elsewhere.
+        limits = Limits(frame_timeout=None)
         with inject(url, spec):
-            server = await echo_app(pipeline).start(url)
+            server = await echo_app(pipeline).start(url, limits=limits)
             try:
                 async with connect(url, pipeline) as conn:
                     for value in values:
                         await conn.send(value)
-                    return [await asyncio.wait_for(conn.receive(), 600) for _ in values]
+                    return [await asyncio.wait_for(conn.receive(), 10_000) for _ in values]
             finally:
                 await server.close()
 

@@ -339,3 +339,50 @@ def test_the_game_tracker_counts_exactly_what_the_faulty_network_did() -> None:
     first = counts[0]
     assert tracker.lost == len(set(range(first, max(counts) + 1)) - distinct)
     assert tracker.lost > 0
+
+
+# -- frame timeout ------------------------------------------------------------------------------
+
+
+def test_a_trickling_peer_is_closed_after_frame_timeout_while_a_healthy_one_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="wirekit")
+    app = echo_app(typed_pipeline())
+    assert Limits().frame_timeout == 30
+
+    async def main() -> tuple[int, int, float | None, list[Any]]:
+        url = memory_url()
+        async with await app.start(url) as server:
+            healthy = await connect(url, app.pipeline)
+            frame = app.pipeline.encode(Ping(1, "slow" * 5))
+            async with await ScriptedPeer.connect(url) as trickler:
+                start = asyncio.get_running_loop().time()
+
+                async def chat() -> list[Any]:
+                    replies = []
+                    for n in range(12):  # a request every 5 s, for a minute
+                        await healthy.send(Ping(n))
+                        replies.append(await healthy.receive())
+                        await asyncio.sleep(5)
+                    return replies
+
+                talking = asyncio.create_task(chat())
+                written = await trickler.trickle(frame, every=5.0)  # one byte every 5 s
+                await trickler.wait_closed()
+                replies = await talking
+                closed_after = None if trickler.closed_at is None else trickler.closed_at - start
+            assert len(server.connections) == 1  # the healthy one
+            healthy.close()
+            await healthy.wait_closed()
+            return written, len(frame), closed_after, replies
+
+    written, size, closed_after, replies = virtual(main())
+    # The frame started at 0 s; at 30 s, with 6 of its bytes sent, the peer
+    # was cut off (its 7th byte crossed the close).
+    assert closed_after == 30.0
+    assert written == 7 < size
+    assert replies == [Ping(n) for n in range(12)]  # the healthy peer, served throughout
+    assert any(
+        "FrameTimeout" in m and "frame_timeout=30.0 s" in m for m in records(caplog, logging.INFO)
+    )
