@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codecs, framers, messages, pipeline, server, udp_server
+from . import codecs, framers, messages, pipeline, security, server, udp_server
 from ._support import Target
 
 __all__ = ["TARGETS"]
@@ -14,6 +14,7 @@ TARGETS: dict[str, Target] = {
         *codecs.TARGETS,
         *messages.TARGETS,
         *pipeline.TARGETS,
+        *security.TARGETS,
         *server.TARGETS,
         *udp_server.TARGETS,
     )
