@@ -2,8 +2,8 @@
 
 Each scheme (``tcp``, ``tls``, ``unix``, ``udp``, and the in-process
 ``memory`` and ``memory+udp``) opens a listening or connected asyncio
-transport for a protocol factory and reports the address it actually bound. Everything above bytes happens in
-:mod:`framework.runtime`.
+transport for a protocol factory and reports the address it actually bound.
+Everything above bytes happens in :mod:`framework.runtime`.
 """
 
 from __future__ import annotations

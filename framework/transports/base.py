@@ -160,7 +160,8 @@ async def open_stream(
         ) from exc
     except OSError as exc:
         raise _os_error("connect to", endpoint, exc) from exc
-    assert isinstance(transport, asyncio.Transport)
+    # No isinstance check: uvloop's transports implement asyncio.Transport
+    # without subclassing it.
     return transport, protocol
 
 
