@@ -9,6 +9,7 @@ resets, and records what comes back and when the server hung up.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from framework.endpoints import parse_url
 from framework.runtime.connection import ConnectionClosed
@@ -57,8 +58,8 @@ class ScriptedPeer(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio's.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.received += data
