@@ -320,6 +320,17 @@ class UdpResult:
     mismatched: int
     lost_per_peer: list[int]
     seconds: float = 0.0
+    #: Replies for a peer of an earlier run that had this socket's port: the
+    #: kernel reuses ports, and the server answers late what it had queued.
+    strays: int = 0
+
+
+@dataclass
+class _UdpTally:
+    duplicates: int = 0
+    mismatched: int = 0
+    late: int = 0
+    strays: int = 0
 
 
 class _UdpPeer:
@@ -357,7 +368,7 @@ def run_udp_peers(
     started = time.monotonic()
     poller = select.epoll()
     by_fd: dict[int, _UdpPeer] = {}
-    duplicates = mismatched = late = 0
+    tally = _UdpTally()
     try:
         for index in range(peers):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -373,8 +384,7 @@ def run_udp_peers(
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             for fd, _events in poller.poll(0.05):
-                d, m, la = _udp_readable(by_fd[fd], datagrams, window)
-                duplicates, mismatched, late = duplicates + d, mismatched + m, late + la
+                _udp_readable(by_fd[fd], datagrams, window, first_id, tally)
             now = time.monotonic()
             busy = False
             for state in by_fd.values():
@@ -405,11 +415,12 @@ def run_udp_peers(
         sent=sent,
         echoed=sum(echoed),
         lost=sent - sum(echoed),
-        late=late,
-        duplicates=duplicates,
-        mismatched=mismatched,
+        late=tally.late,
+        duplicates=tally.duplicates,
+        mismatched=tally.mismatched,
         lost_per_peer=[s.next_seq - e for s, e in zip(ordered, echoed, strict=True)],
         seconds=time.monotonic() - started,
+        strays=tally.strays,
     )
 
 
@@ -421,9 +432,10 @@ def _udp_refill(state: _UdpPeer, datagrams: int, window: int) -> None:
         state.next_seq += 1
 
 
-def _udp_readable(state: _UdpPeer, datagrams: int, window: int) -> tuple[int, int, int]:
-    """Take every datagram waiting on ``state``'s socket; (duplicates, mismatched, late)."""
-    duplicates = mismatched = late = 0
+def _udp_readable(
+    state: _UdpPeer, datagrams: int, window: int, first_id: int, tally: _UdpTally
+) -> None:
+    """Take every datagram waiting on ``state``'s socket, check it, count it in ``tally``."""
     while True:
         try:
             data = state.sock.recv(65536)
@@ -435,23 +447,26 @@ def _udp_readable(state: _UdpPeer, datagrams: int, window: int) -> tuple[int, in
             reply = msgpack.unpackb(data)
             seq = reply["seq"]
         except (ValueError, KeyError, TypeError, msgpack.ExtraData):
-            mismatched += 1
+            tally.mismatched += 1
+            continue
+        peer = reply.get("id")
+        if isinstance(peer, int) and 0 <= peer < first_id:
+            tally.strays += 1  # for an earlier run's peer that had this port
             continue
         known = isinstance(seq, int) and 0 <= seq < state.next_seq
         if not known or not reply_matches(reply, state.peer, seq):
-            mismatched += 1
+            tally.mismatched += 1
         elif state.echoed[seq]:
-            duplicates += 1
+            tally.duplicates += 1
         else:
             state.echoed[seq] = 1
             if seq in state.outstanding:
                 state.outstanding.discard(seq)
             else:
                 state.presumed.discard(seq)
-                late += 1
+                tally.late += 1
             state.last_reply = time.monotonic()
     _udp_refill(state, datagrams, window)
-    return duplicates, mismatched, late
 
 
 # -- the server process ----------------------------------------------------------------------
@@ -624,7 +639,18 @@ class Sample:
 
 
 # Shared counters of the soak's client processes (int64, updated once per round).
-TCP_OK, TCP_MISMATCHED, TCP_LOST, UDP_SENT, UDP_ECHOED, UDP_LOST, ROUNDS, ERRORS = range(8)
+(
+    TCP_OK,
+    TCP_MISMATCHED,
+    TCP_LOST,
+    UDP_SENT,
+    UDP_ECHOED,
+    UDP_LOST,
+    ROUNDS,
+    ERRORS,
+    STRAYS,
+    UDP_BAD,
+) = range(10)
 
 
 @dataclass(frozen=True)
@@ -676,7 +702,8 @@ def _soak_udp(address: tuple[str, int], until: float, counters: Any, shape: Roun
         counters[UDP_SENT] += result.sent
         counters[UDP_ECHOED] += result.echoed
         counters[UDP_LOST] += result.lost
-        counters[ERRORS] += result.mismatched + result.duplicates
+        counters[UDP_BAD] += result.mismatched + result.duplicates
+        counters[STRAYS] += result.strays
 
 
 def soak(
@@ -695,7 +722,7 @@ def soak(
     server = ServerProcess(idle_timeout=idle_timeout, connections=shape.connections, uvloop=uvloop)
     process = psutil.Process(server.pid)
     ctx = multiprocessing.get_context("fork")
-    counters = ctx.Array("q", 8, lock=False)
+    counters = ctx.Array("q", UDP_BAD + 1, lock=False)
     samples: list[Sample] = []
     print(
         f"soak: {minutes:g} min; {_setting(server)}; rounds of {shape.connections} TCP "
@@ -814,10 +841,16 @@ def _verdict(samples: list[Sample], counters: list[int], stats: dict[str, int]) 
     print(
         f"UDP: sent {udp_sent:,}, echoed {counters[UDP_ECHOED]:,}, lost {counters[UDP_LOST]:,} "
         f"({100 * counters[UDP_LOST] / max(udp_sent, 1):.3f} %); server received {received:,} "
-        f"= replied {stats['sent']:,} + dropped {accounted - stats['sent']:,} ({_dropped(stats)})"
+        f"= replied {stats['sent']:,} + dropped {accounted - stats['sent']:,} ({_dropped(stats)}); "
+        f"{counters[UDP_BAD]} mismatched or duplicate replies; {counters[STRAYS]} late replies "
+        "reached a later round's socket on a reused port"
     )
     ok = (
-        flat and tcp_whole and fds[-1] <= fds[0] and received == accounted and counters[ERRORS] == 0
+        flat
+        and tcp_whole
+        and fds[-1] <= fds[0]
+        and received == accounted
+        and counters[ERRORS] == counters[UDP_BAD] == 0
     )
     print("verdict:", "PASS: memory flat, fds released, no TCP reply lost" if ok else "FAIL")
     return 0 if ok else 1
