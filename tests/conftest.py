@@ -20,3 +20,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# WIREKIT_TEST_LOOP=uvloop runs every asyncio.run of the suite on uvloop, the
+# loop wirekit picks when it is installed; CI runs the runtime tests that way too.
+if os.environ.get("WIREKIT_TEST_LOOP") == "uvloop":
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

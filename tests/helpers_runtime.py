@@ -17,7 +17,7 @@ import struct
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import pytest
@@ -205,8 +205,8 @@ class RawPeer(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.received += data
@@ -336,20 +336,54 @@ class IoCounter:
 
     def _attach(self, conn: Any) -> None:
         self.conns.append(conn)
-        read = conn.data_received
-        transport = conn._transport
-        write = transport.write
+        # uvloop binds a protocol's methods when it attaches it, and its
+        # transport's methods cannot be patched: put counting proxies on
+        # both sides instead.
+        conn._transport.set_protocol(_CountingProtocol(conn, self))
+        conn._transport = _CountingTransport(conn._transport, self)
 
-        def counting_read(data: bytes) -> None:
-            self.reads += 1
-            read(data)
 
-        def counting_write(data: bytes) -> None:
-            self.writes += 1
-            write(data)
+class _CountingProtocol(asyncio.Protocol):
+    """Forwards to a connection's protocol methods, counting reads."""
 
-        conn.data_received = counting_read
-        transport.write = counting_write
+    def __init__(self, conn: Any, counter: IoCounter) -> None:
+        self._conn = conn
+        self._counter = counter
+
+    def data_received(self, data: bytes) -> None:
+        self._counter.reads += 1
+        self._conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return cast("bool | None", self._conn.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()
+
+
+class _CountingTransport:
+    """Forwards to a transport, counting the calls that write."""
+
+    def __init__(self, inner: Any, counter: IoCounter) -> None:
+        self._inner = inner
+        self._counter = counter
+
+    def write(self, data: bytes) -> None:
+        self._counter.writes += 1
+        self._inner.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        self._counter.writes += 1
+        self._inner.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @contextlib.asynccontextmanager

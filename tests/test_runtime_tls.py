@@ -362,10 +362,6 @@ def test_plaintext_client_on_a_tls_port_ends_quickly_and_is_logged_in_one_line(
     assert handled == []
 
 
-@pytest.mark.xfail(
-    reason="needs the TLS-alert hint (0x15 0x03) in framework/framing/length_prefix.py",
-    strict=False,
-)
 def test_plaintext_client_on_a_tls_port_is_told_the_server_speaks_tls(
     tls_files: TlsFiles,
 ) -> None:

@@ -138,20 +138,19 @@ def test_an_authenticated_client_drops_forged_and_replayed_replies() -> None:
     pipeline = pipeline_with(auth)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_server:
             fake_server.bind(("127.0.0.1", 0))
-            fake_server.setblocking(False)
+            fake_server.settimeout(5)  # read from a thread: uvloop has no sock_recvfrom
             port = fake_server.getsockname()[1]
             async with connect(f"udp://127.0.0.1:{port}", pipeline) as client:
                 assert isinstance(client, DatagramClient)
                 await client.send(Ping(1))
-                data, addr = await within(loop.sock_recvfrom(fake_server, 65536))
+                data, addr = await within(asyncio.to_thread(fake_server.recvfrom, 65536))
                 session, payload = auth.responder().open(data)
                 assert pipeline.decode_datagram(payload) == [Ping(1)]
                 reply = session.seal(pipeline.encode_datagram(Pong(1)))
                 for datagram in (reply, reply, b"forged" * 10, reply[:-3]):
-                    await loop.sock_sendto(fake_server, datagram, addr)
+                    fake_server.sendto(datagram, addr)
                 assert await within(client.receive()) == Pong(1)
                 stats = client.datagram_stats
                 await eventually(lambda: stats.received == 4)

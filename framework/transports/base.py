@@ -7,8 +7,9 @@ import os
 import socket
 import ssl
 import stat
+from asyncio import sslproto
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from framework.endpoints import Endpoint
 from framework.errors import ConfigError, TransportError
@@ -78,7 +79,14 @@ async def serve_stream(
             return server, _bound(endpoint, server.sockets[0].getsockname())
         if endpoint.scheme == "unix":
             _remove_stale_socket(endpoint)
-            server = await loop.create_unix_server(factory, _unix_path(endpoint), backlog=backlog)
+            if endpoint.path.startswith("@"):
+                server = await loop.create_unix_server(
+                    factory, sock=_abstract_socket(endpoint), backlog=backlog
+                )
+            else:
+                server = await loop.create_unix_server(
+                    factory, _unix_path(endpoint), backlog=backlog
+                )
             return server, endpoint
         if endpoint.scheme == "memory":
             return memory.listen(endpoint.path, factory), endpoint
@@ -91,6 +99,29 @@ def _unix_path(endpoint: Endpoint) -> str:
     # unix://@name is Linux's abstract namespace: no file, gone with the socket.
     path = endpoint.path
     return "\0" + path[1:] if path.startswith("@") else path
+
+
+def _abstract_socket(endpoint: Endpoint) -> socket.socket:
+    # Bound here rather than by the loop: uvloop refuses a path that starts
+    # with a NUL byte, and asyncio takes a bound socket just as well.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(_unix_path(endpoint))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect_abstract(endpoint: Endpoint) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, _unix_path(endpoint))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _remove_stale_socket(endpoint: Endpoint) -> None:
@@ -125,6 +156,41 @@ def _remove_stale_socket(endpoint: Endpoint) -> None:
     )
 
 
+async def _open_tls(
+    endpoint: Endpoint,
+    factory: StreamFactory,
+    context: ssl.SSLContext,
+    server_hostname: str,
+    handshake_timeout: float | None,
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    # asyncio's own TLS layer over the loop's TCP transport, as TLS servers
+    # use (framework.runtime.tls), on every loop: uvloop's built-in TLS
+    # client drops data it has received when the server closes while the
+    # client's reading is paused, losing the server's last replies.
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    protocol = factory()
+    tls = sslproto.SSLProtocol(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=False,
+        server_hostname=server_hostname,
+        # typeshed says int; asyncio takes any number of seconds.
+        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+    )
+    tcp, _ = await loop.create_connection(lambda: tls, endpoint.host, endpoint.port)
+    try:
+        await waiter
+    except BaseException:
+        tcp.close()
+        raise
+    # The application's end of the TLS layer, which asyncio keeps private.
+    app_transport: asyncio.Transport = cast(Any, tls)._app_transport
+    return app_transport, protocol
+
+
 async def open_stream(
     endpoint: Endpoint,
     factory: StreamFactory,
@@ -140,16 +206,22 @@ async def open_stream(
             tls = None
             if endpoint.scheme == "tls":
                 tls = ssl_context if ssl_context is not None else ssl.create_default_context()
-            transport, protocol = await loop.create_connection(
-                factory,
-                endpoint.host,
-                endpoint.port,
-                ssl=tls,
-                server_hostname=(server_hostname or endpoint.host) if tls is not None else None,
-                ssl_handshake_timeout=handshake_timeout if tls is not None else None,
-            )
+            if tls is None:
+                transport, protocol = await loop.create_connection(
+                    factory, endpoint.host, endpoint.port
+                )
+            else:
+                transport, protocol = await _open_tls(
+                    endpoint, factory, tls, server_hostname or endpoint.host, handshake_timeout
+                )
         elif endpoint.scheme == "unix":
-            transport, protocol = await loop.create_unix_connection(factory, _unix_path(endpoint))
+            if endpoint.path.startswith("@"):
+                sock = await _connect_abstract(endpoint)
+                transport, protocol = await loop.create_unix_connection(factory, sock=sock)
+            else:
+                transport, protocol = await loop.create_unix_connection(
+                    factory, _unix_path(endpoint)
+                )
         elif endpoint.scheme == "memory":
             transport, protocol = memory.connect(endpoint.path, factory)
         else:
