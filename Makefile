@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench fuzz fuzz-short clean
+.PHONY: demo test lint typecheck check bench soak fuzz fuzz-short clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ check: lint typecheck
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Ten minutes of TCP and UDP load on one server; prints the memory curve.
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --minutes 10
 
 # Coverage-guided fuzzing (atheris, the fuzz extra); see docs/howto/fuzzing.md.
 FUZZ_STAMP := $(VENV)/.fuzz-installed
