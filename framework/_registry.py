@@ -56,8 +56,9 @@ def check_limit(option: str, value: int | None, *, allow_none: bool = True) -> N
             return
         raise ConfigError(f"{option} must be a positive integer, not None", option=option)
     if type(value) is not int or value <= 0:
+        expected = "a positive integer or None" if allow_none else "a positive integer"
         raise ConfigError(
-            f"{option} must be a positive integer or None, got {value!r}",
+            f"{option} must be {expected}, got {value!r}",
             option=option,
             value=value,
         )

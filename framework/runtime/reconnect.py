@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from framework._registry import check_limit
 from framework.endpoints import Endpoint, parse_url
 from framework.errors import ConfigError, SendQueueFull, TransportError, WirekitError
 from framework.limits import Limits
@@ -175,12 +176,7 @@ class ReconnectingClient:
                 option="when_full",
                 value=when_full,
             )
-        if type(max_pending) is not int or max_pending < 1:
-            raise ConfigError(
-                f"max_pending must be a positive integer, got {max_pending!r}",
-                option="max_pending",
-                value=max_pending,
-            )
+        check_limit("max_pending", max_pending, allow_none=False)
         self.pipeline = pipeline
         self.backoff = backoff if backoff is not None else Backoff()
         self.limits = limits

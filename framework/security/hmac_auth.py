@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from framework._registry import check_limit
 from framework.errors import AuthenticationError, ConfigError, EncodeError, ReplayedDatagram
 from framework.security.replay import MAX_WINDOW, MIN_WINDOW, ReplayWindow
 
@@ -175,12 +176,7 @@ class HmacAuth:
                 value=window,
             )
         self.window = window
-        if type(max_sessions) is not int or max_sessions < 1:
-            raise ConfigError(
-                f"max_sessions must be a positive int, got {max_sessions!r}",
-                option="max_sessions",
-                value=max_sessions,
-            )
+        check_limit("max_sessions", max_sessions, allow_none=False)
         self.max_sessions = max_sessions
         self._clock = clock
 
