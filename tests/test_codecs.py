@@ -385,3 +385,22 @@ def test_registered_codec_is_built_by_name() -> None:
     register_codec("test-codecs-reversed", _Reversed)
     assert "test-codecs-reversed" in codec_names()
     assert make_codec("test-codecs-reversed").encode(b"abc") == b"cba"
+
+
+@pytest.mark.parametrize("text", [b"1e400", b"[-1e999]", b'{"x": 2e308}'])
+def test_json_refuses_numbers_that_overflow_a_float(text: bytes) -> None:
+    with pytest.raises(DecodeError, match="out of range"):
+        JsonCodec().decode(text)
+
+
+@pytest.mark.parametrize("text", [b'"\\ud800"', b'["a\\udfff"]', b'{"\\udc00": 1}', b'"\\uDBFF"'])
+def test_json_refuses_an_unpaired_surrogate_escape(text: bytes) -> None:
+    with pytest.raises(DecodeError, match="unpaired UTF-16 surrogate"):
+        JsonCodec().decode(text)
+
+
+def test_json_accepts_a_surrogate_pair_and_encodes_it_back() -> None:
+    codec = JsonCodec()
+    value = codec.decode(b'["\\ud83d\\ude00", 1.5e300]')
+    assert value == ["\U0001f600", 1.5e300]
+    assert codec.decode(codec.encode(value)) == value

@@ -259,3 +259,23 @@ def test_bad_limit_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="max_frame_size") as caught:
         MsgpackStream(max_frame_size=-5)
     assert caught.value.option == "max_frame_size"
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"\x81\x90\x00",  # {[]: 0}: a map keyed by an array (no Python dict can hold it)
+        b"\x81\x80\x00",  # {{}: 0}
+        b"\xd4\xfe\x00",  # fixext 1 of a reserved type
+    ],
+)
+def test_every_frame_the_decoder_delivers_can_be_encoded_again(wire: bytes) -> None:
+    framing = MsgpackStream()
+    [frame] = framing.decoder().feed(wire)
+    assert framing.encode(frame) == wire
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x92\x01", b"\x01\x02", b"\xc1"])
+def test_encode_refuses_anything_but_exactly_one_value(frame: bytes) -> None:
+    with pytest.raises(InvalidFrame, match="one msgpack value"):
+        MsgpackStream().encode(frame)

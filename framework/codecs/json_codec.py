@@ -20,6 +20,33 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON syntax but overflows to inf, which encode (and
+    # other languages' parsers) refuse: refuse it here too.
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan
+        raise ValueError(f"number {text} is out of range for a 64-bit float")
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """A string in ``value`` (key or item) holding a lone UTF-16 surrogate, if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class JsonCodec(Codec):
     """JSON ⇄ Python values, compact on the wire.
@@ -36,7 +63,11 @@ class JsonCodec(Codec):
     _encoder: json.JSONEncoder = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_decoder", json.JSONDecoder(parse_constant=_reject_constant))
+        object.__setattr__(
+            self,
+            "_decoder",
+            json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float),
+        )
         object.__setattr__(
             self,
             "_encoder",
@@ -60,6 +91,10 @@ class JsonCodec(Codec):
         depth = self.max_depth
         if depth is not None and len(data) > depth and exceeds_depth(value, depth):
             raise DecodeError(f"JSON value nested deeper than max_depth={depth}", codec=self.name)
+        # A \ud800-style escape without its pair decodes to a str that is not
+        # text (no UTF-8 can carry it): refuse it, as the utf-8 codec does.
+        if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(value) is not None:
+            raise DecodeError("JSON string holds an unpaired UTF-16 surrogate", codec=self.name)
         return value
 
     def encode(self, value: Any) -> bytes:

@@ -222,14 +222,21 @@ class _DelimitedDecoder(FrameDecoder):
         self._offset += skipped
         return memoryview(chunk)[skipped:]
 
+    def _may_end_in_time(self, size: int) -> bool:
+        """Whether a delimiter starting within the limit could still complete in ``pending``."""
+        delim = self._delim
+        pending = self._pending
+        first = max(0, size - len(delim) + 1)
+        last = min(self._limit, size - 1)
+        return any(delim.startswith(pending[start:]) for start in range(first, last + 1))
+
     def _after_partial(self, size: int, frames: list[bytes]) -> None:
         # The delimiter may straddle two chunks: rescan its last len-1 bytes.
         delim = self._delim
         self._scanned = max(0, size - len(delim) + 1)
-        over = size - self._limit
-        # Bytes past the limit may still be the start of the delimiter that ends
-        # a frame of exactly max_frame_size bytes: not over the limit yet.
-        if over > 0 and (over >= len(delim) or not delim.startswith(self._pending[-over:])):
+        # The buffered tail may still be the start of a delimiter that ends a
+        # frame no longer than the limit: not over it yet.
+        if size > self._limit and not self._may_end_in_time(size):
             keep = len(delim) - 1
             self._tail = bytes(self._pending[-keep:]) if keep else b""
             self._pending.clear()

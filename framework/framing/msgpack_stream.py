@@ -145,11 +145,21 @@ class MsgpackStream(Framing):
                 size=len(frame),
                 limit=limit,
             )
+        # Checked by the decoder itself, so that every frame it delivers can
+        # be sent back (unpackb would refuse valid values it cannot build,
+        # such as a map keyed by an array, or an ext type it does not know).
+        data = bytes(frame)
+        checker = _MsgpackStreamDecoder(limit)
         try:
-            msgpack.unpackb(frame, raw=True, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
+            frames = checker.feed(data)
+        except FramingError as exc:
             raise InvalidFrame(f"a msgpack-stream frame must be one msgpack value: {exc}") from exc
-        return bytes(frame)
+        if frames != [data]:
+            raise InvalidFrame(
+                "a msgpack-stream frame must be one msgpack value: "
+                + ("it is cut short" if not frames else f"it holds {len(frames)} values or more")
+            )
+        return data
 
     def encode_packed(self, frames: Iterable[bytes]) -> bytes:
         """Wire bytes of frames a msgpack packer produced: only their size is checked.
