@@ -567,10 +567,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         # (those have on_made); a client trusts the server it chose.
         served = on_made is not None
         self._frame_timeout = limits.frame_timeout if served else None
-        # Ticks (every half frame_timeout) that have seen the same unfinished
-        # frame: -1 none; the read path itself does nothing for this limit.
-        self._partial_ticks = -1
-        self._frames_at_tick = 0
+        self._partial_since: float | None = None  # when the unfinished frame began
         self._frame_handle: asyncio.TimerHandle | None = None
         rate = limits.max_frames_per_second if served else None
         self._bucket = (
@@ -600,8 +597,6 @@ class StreamConnection(Connection, asyncio.Protocol):
         log.debug("%r: connected", self)
         if self._idle_timeout is not None:
             self._idle_handle = self._loop.call_later(self._idle_timeout, self._check_idle)
-        if self._frame_timeout is not None:
-            self._frame_handle = self._loop.call_later(self._frame_timeout / 2, self._check_frame)
         if self._router is not None:
             self._run_hooks(self._router.connect_hooks)
 
@@ -639,34 +634,41 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._replies = None
             if replies and not self._closing():
                 self._write_values(replies)
-            # Per read, not per frame; one attribute test when off.
+            # Per read, not per frame: both checks cost nothing when off. While
+            # one frame stays unfinished, reads that complete none change nothing.
+            completed = stats.frames_in != frames_before
+            if self._frame_timeout is not None and (completed or self._partial_since is None):
+                self._track_partial(now, completed)
             if self._bucket is not None and stats.frames_in != frames_before:
                 self._charge(now, stats.frames_in - frames_before)
 
     # -- frame_timeout and max_frames_per_second ------------------------------------
 
-    def _check_frame(self) -> None:
-        """Every half ``frame_timeout``: close a peer whose frame has not advanced for a whole one.
+    def _track_partial(self, now: float, completed: bool) -> None:
+        """Start, keep or stop the clock of the frame the peer has not finished."""
+        if not self._decoder.buffered:
+            self._partial_since = None
+        elif completed or self._partial_since is None:
+            # A new frame began in this read: frames that complete reset the clock.
+            self._partial_since = now
+            if self._frame_handle is None and self._frame_timeout is not None:
+                self._frame_handle = self._loop.call_later(self._frame_timeout, self._check_frame)
 
-        A frame still unfinished at three ticks in a row, with no frame
-        completed in between, was already there at the first: it has taken
-        at least ``frame_timeout`` (at most one and a half). Sampling from a
-        timer keeps the limit off the read path entirely.
-        """
+    def _check_frame(self) -> None:
         self._frame_handle = None
         timeout = self._frame_timeout
-        if timeout is None or self.closed or self._closing():
+        since = self._partial_since
+        if timeout is None or since is None or self.closed or self._closing():
             return
-        frames = self.stats.frames_in
-        if not self._decoder.buffered or self._reading_paused_for:
-            # Nothing unfinished, or we stopped reading (not the peer's doing).
-            self._partial_ticks = -1
-        elif frames != self._frames_at_tick:
-            self._partial_ticks = 0  # frames completed: a new frame's clock starts
-        else:
-            self._partial_ticks += 1
-        self._frames_at_tick = frames
-        if self._partial_ticks >= 2:
+        now = self._loop.time()
+        if not self._decoder.buffered:
+            # A bad frame completed (and was dropped) without counting as a frame.
+            self._partial_since = None
+            return
+        if self._reading_paused_for:
+            # We stopped reading, not the peer: its clock starts again.
+            self._partial_since = since = now
+        elif now - since >= timeout:
             buffered = self._decoder.buffered
             error = FrameTimeout(
                 f"peer did not finish a frame within frame_timeout={timeout} s "
@@ -677,11 +679,13 @@ class StreamConnection(Connection, asyncio.Protocol):
             self.stats.errors += 1
             log.info("%r: closing: FrameTimeout: %s", self, error)
             self._close_error = error
+            self._partial_since = None
             # Free what the peer made us hold now, not when the close completes.
             self._decoder = self.pipeline.decoder()
             self.close()
             return
-        self._frame_handle = self._loop.call_later(timeout / 2, self._check_frame)
+        remaining = timeout - (now - since)
+        self._frame_handle = self._loop.call_later(remaining, self._check_frame)
 
     def _charge(self, now: float, frames: int) -> None:
         """Charge the frames of one read to the bucket; in debt, stop reading until paid."""
