@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from typing import Any
 
@@ -225,3 +226,30 @@ def test_the_datagram_runtime_serves_over_it(monkeypatch: pytest.MonkeyPatch) ->
             await eventually(lambda: stats.dropped_oversize == 1)
 
     run(main())
+
+
+def test_the_protocol_has_its_transport_when_the_opener_returns() -> None:
+    async def main() -> None:
+        transport, protocol = await create_udp_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        assert isinstance(protocol, Recorder)
+        assert protocol.transport is transport  # so closing the protocol closes the socket
+        transport.close()
+        await eventually(lambda: bool(protocol.lost))
+
+    run(main())
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_closing_right_after_opening_leaves_no_socket_open(side: str) -> None:
+    # Closed before the loop turns once: the socket must still be closed
+    # (an unclosed one is a ResourceWarning, an error in this suite).
+    app = App(Pipeline())
+
+    async def main() -> None:
+        async with await app.start("udp://127.0.0.1:0") as server:
+            if side == "client":
+                conn = await connect(server.url, app.pipeline)
+                conn.close()
+
+    run(main())
+    gc.collect()

@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 from framework.endpoints import Endpoint
 from framework.errors import ConfigError, TransportError
 from framework.transports import memory
+from framework.transports.udp import create_udp_endpoint
 
 __all__ = [
     "DatagramFactory",
@@ -244,10 +245,9 @@ async def serve_datagrams(
     if endpoint.scheme == "memory+udp":
         bound, protocol = memory.bind_datagrams(endpoint.path, factory)
         return bound, protocol, endpoint
-    loop = asyncio.get_running_loop()
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port or None
+        transport, protocol = await create_udp_endpoint(
+            factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port
         )
     except OSError as exc:
         raise _os_error("bind", endpoint, exc) from exc
@@ -260,10 +260,7 @@ async def open_datagram(
     """Open a UDP socket connected to a remote endpoint."""
     if endpoint.scheme == "memory+udp":
         return memory.open_datagrams(endpoint.path, factory)
-    loop = asyncio.get_running_loop()
     try:
-        return await loop.create_datagram_endpoint(
-            factory, remote_addr=(endpoint.host, endpoint.port)
-        )
+        return await create_udp_endpoint(factory, remote_addr=(endpoint.host, endpoint.port))
     except OSError as exc:
         raise _os_error("connect to", endpoint, exc) from exc

@@ -61,8 +61,10 @@ class UdpTransport(asyncio.DatagramTransport):
         *,
         max_size: int = MAX_UDP_PAYLOAD,
         connected: bool = False,
+        waiter: asyncio.Future[None] | None = None,
     ) -> None:
         super().__init__()
+        self._waiter = waiter
         self._loop = loop
         self._sock = sock
         self._fileno = sock.fileno()
@@ -91,11 +93,18 @@ class UdpTransport(asyncio.DatagramTransport):
         return f"<UdpTransport fd={self._fileno} {state} {self._extra.get('sockname')}>"
 
     def _start(self) -> None:
-        if self._closing:
-            return
-        self._protocol.connection_made(self)
-        if not self._closing:
-            self.resume_reading()
+        try:
+            if self._closing:
+                return
+            self._protocol.connection_made(self)
+            if not self._closing:
+                self.resume_reading()
+        finally:
+            # Like asyncio's transports, the opener returns only once the
+            # protocol has its transport: a caller that closes the protocol
+            # at once must find something to close.
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     # -- reading --------------------------------------------------------------------
 
@@ -314,10 +323,24 @@ async def create_udp_endpoint(
             sock.close()
             error = exc
             continue
+        except BaseException:
+            sock.close()  # cancelled while connecting
+            raise
         protocol = factory()
+        waiter: asyncio.Future[None] = loop.create_future()
         transport = UdpTransport(
-            loop, sock, protocol, max_size=max_size, connected=remote_addr is not None
+            loop,
+            sock,
+            protocol,
+            max_size=max_size,
+            connected=remote_addr is not None,
+            waiter=waiter,
         )
+        try:
+            await waiter
+        except BaseException:
+            transport.abort()
+            raise
         return transport, protocol
     assert error is not None
     raise error
