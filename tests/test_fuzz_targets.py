@@ -3,9 +3,9 @@
 Coverage-guided fuzzing itself runs outside pytest (``make fuzz-short`` in CI,
 ``make fuzz`` for a long run): here each target's one-input function checks
 its generated seeds and some deterministic garbage, which must pass, and the
-runner's reading of libFuzzer's output is checked on a real transcript. The
-bugs fuzzing found and that are still open have strict xfail regression tests
-at the end, one per entry of ``KNOWN_BUGS``.
+runner's reading of libFuzzer's output is checked on a real transcript. Each
+bug fuzzing found has a regression test at the end (a strict xfail while it
+is open and listed in ``KNOWN_BUGS``).
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ def test_runner_reports_a_crash_with_its_reproducer() -> None:
     assert result.exec_per_second == 740  # no final rate: executions over wall time
 
 
-# -- bugs found by fuzzing, still open ------------------------------------------------
+# -- bugs found by fuzzing: each test guards its fix --------------------------------
 
-#: Each KNOWN_BUGS entry (skipped by the targets while open) and its regression test.
+#: Every bug fuzzing found, by its KNOWN_BUGS id (listed there while open), and its test.
 REGRESSIONS = {
     "json-nonfinite": "test_json_refuses_numbers_that_overflow_to_infinity",
     "json-lone-surrogate": "test_json_values_it_decodes_can_be_encoded",
@@ -183,22 +183,12 @@ def test_every_known_bug_has_a_regression_test() -> None:
         assert callable(globals()[name])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug json-nonfinite: JsonCodec.decode turns 1e400 into inf; "
-    "framework/codecs/json_codec.py refuses only the NaN/Infinity literals",
-)
 @pytest.mark.parametrize("text", [b"1e400", b"[-1e999]", b'{"x": 2e308}'])
 def test_json_refuses_numbers_that_overflow_to_infinity(text: bytes) -> None:
     with pytest.raises(DecodeError):
         JsonCodec().decode(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug json-lone-surrogate: JsonCodec.decode accepts a \\ud800 escape, and "
-    "encode refuses the str it produced",
-)
 @pytest.mark.parametrize("text", [b'"\\ud800"', b'["a\\udfff"]', b'{"\\udc00": 1}'])
 def test_json_values_it_decodes_can_be_encoded(text: bytes) -> None:
     codec = JsonCodec()
@@ -209,11 +199,6 @@ def test_json_values_it_decodes_can_be_encoded(text: bytes) -> None:
     assert codec.decode(codec.encode(value)) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug msgpack-stream-encode: MsgpackStream.encode checks frames with "
-    "msgpack.unpackb, which refuses valid values the decoder delivers",
-)
 @pytest.mark.parametrize(
     "wire",
     [
@@ -228,11 +213,6 @@ def test_msgpack_stream_encodes_every_frame_it_decodes(wire: bytes) -> None:
     assert framing.encode(frame) == wire
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug delimited-straddling-delimiter: framework/framing/delimited.py "
-    "_after_partial only looks for a delimiter starting exactly at max_frame_size",
-)
 @pytest.mark.parametrize(
     ("delimiter", "chunks"),
     [

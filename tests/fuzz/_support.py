@@ -47,18 +47,7 @@ BUFFER_KINDS: tuple[Callable[[bytes], Any], ...] = (bytes, bytearray, memoryview
 #: its symptom are skipped instead of crashing, so the CI run stays green; each
 #: has a strict xfail regression test in tests/test_fuzz_targets.py. The fix
 #: removes the entry (that test then fails until its xfail mark goes too).
-KNOWN_BUGS: dict[str, str] = {
-    "json-nonfinite": "JsonCodec decodes 1e400 to inf (NaN/Infinity are documented as refused)",
-    "json-lone-surrogate": 'JsonCodec decodes "\\ud800" to a str that cannot be encoded back',
-    "delimited-straddling-delimiter": (
-        "Delimited with a delimiter of 3+ bytes refuses a frame within max_frame_size when "
-        "the delimiter starts before the limit and is cut by a chunk boundary"
-    ),
-    "msgpack-stream-encode": (
-        "MsgpackStream.encode refuses frames its decoder delivers: TypeError for a map with "
-        "an array key, InvalidFrame for an ext type code below -1"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def shows_json_bug(value: Any) -> bool:
