@@ -96,6 +96,9 @@ class Connection:
         # async handlers are running; reading is paused meanwhile.
         self._held: collections.deque[Any] = collections.deque()
         self._replies: list[Any] | None = None
+        # Replies of async handlers that finished as tasks, written together
+        # at the end of the loop iteration they finished in (see _finish).
+        self._late: list[Any] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} peer={self.peer!r}>"
@@ -135,6 +138,8 @@ class Connection:
         """
         if self.closed or self._closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        if self._late:
+            self._flush_late()
         replies = self._replies
         if replies:
             # Replies returned earlier in this chunk go first: the peer sees
@@ -338,23 +343,10 @@ class Connection:
                 asyncio.Task(self._finish(awaitable, subject), loop=self._loop, eager_start=True)  # type: ignore[call-arg]
             )
             return
-        try:
-            yielded = awaitable.send(None)
-        except StopIteration as done:
-            result = done.value
-            if result is None or self.closed or self._closing():
-                return
-            if self._replies is not None:
-                self._replies.append(result)
-            else:
-                self._write_values([result])
-            return
-        except asyncio.CancelledError:
-            return  # the handler cancelled itself: as a task, it would just end
-        except Exception:
-            self._handler_failed(subject)
-            return
-        self._spawn(self._finish(_resume(awaitable, yielded), subject))
+        # 3.11: a task from the start. Stepping the coroutine by hand would
+        # save the task, but its first step would then run outside any task
+        # (asyncio.timeout() raises there) and in the connection's context.
+        self._spawn(self._finish(awaitable, subject))
 
     async def _finish(self, awaitable: Any, subject: Any) -> None:
         try:
@@ -364,11 +356,29 @@ class Connection:
         except Exception:
             self._handler_failed(subject)
             return
-        if result is not None and not self.closed and not self._closing():
-            try:
-                await self.send(result)
-            except ConnectionClosed:
-                log.info("%r: reply to %s lost: connection closed", self, _kind(subject))
+        if result is None or self.closed or self._closing():
+            return
+        if self._replies is not None:
+            # Finished during a read's dispatch (an eager task that did not
+            # suspend): the reply joins that read's batch.
+            self._replies.append(result)
+            return
+        # Handlers finishing in the same loop iteration share one write.
+        if not self._late:
+            self._loop.call_soon(self._flush_late)
+        self._late.append(result)
+        if self._backed_up():
+            await self._drain()
+
+    def _flush_late(self) -> None:
+        late = self._late
+        if not late:
+            return
+        self._late = []
+        if self.closed or self._closing():
+            log.info("%r: %d repl(ies) lost: connection closed", self, len(late))
+            return
+        self._write_values(late)
 
     def _handler_failed(self, subject: Any) -> None:
         self.stats.errors += 1
@@ -490,32 +500,6 @@ def _needs_await(result: Any) -> bool:
 # and all; 3.11 has no such option, so the connection steps the coroutine
 # itself (see Connection._run_async).
 _EAGER_TASKS = sys.version_info >= (3, 12)
-
-
-@types.coroutine
-def _resume(coro: Any, yielded: Any) -> Any:
-    """Go on with ``coro``, whose first step already ran and yielded ``yielded``.
-
-    What ``yield from coro`` does, joined after the first step: the task
-    running this sees the future the coroutine waits for, and whatever the
-    task sends or throws (a result, a cancellation) goes to the coroutine.
-    """
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as done:
-                return done.value
 
 
 async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
@@ -776,6 +760,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if self._late:
+            self._flush_late()
         replies = self._replies
         if replies:
             # Replies produced earlier in this chunk go out before the close.

@@ -220,6 +220,8 @@ class DatagramPeer(Connection):
 
     def close(self) -> None:
         """Forget this peer (its next datagram makes a new virtual connection)."""
+        if self._late:
+            self._flush_late()
         self._server._forget(self)
 
     def abort(self) -> None:
