@@ -16,8 +16,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/wirekit demo
 
+# The whole suite on asyncio's loop, then the tests that do I/O again on uvloop,
+# which wirekit uses whenever it is installed.
+UVLOOP_TESTS := tests/test_runtime_streams.py tests/test_runtime_udp.py tests/test_runtime_tls.py \
+	tests/test_runtime_limits.py tests/test_stream_limits.py tests/test_hot_path.py \
+	tests/test_shutdown.py tests/test_reconnect.py tests/test_peer_limits.py \
+	tests/test_udp_security.py tests/test_udp_transport.py tests/test_blocking.py \
+	tests/test_echo.py tests/test_game.py tests/test_rpc.py tests/test_chat.py
+
 test: $(STAMP)
 	$(PY) -m pytest -n auto
+	WIREKIT_TEST_LOOP=uvloop $(PY) -m pytest -n auto -q $(UVLOOP_TESTS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
