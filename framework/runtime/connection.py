@@ -328,12 +328,13 @@ class Connection:
             self._write_values([result])
 
     def _run_async(self, awaitable: Any, subject: Any) -> None:
-        """Run an async handler's result: inline until it first suspends, then as a task.
+        """Run an async handler's result as a task, started eagerly where asyncio can.
 
-        A coroutine that finishes without suspending (the common echo or
-        lookup handler) costs no task and no event-loop round trip: its reply
-        joins the chunk's batch like a plain handler's. One that suspends is
-        handed, as it stands, to a task that goes on from there.
+        On Python 3.12+ the task's first step runs now: a coroutine that
+        finishes without suspending (the common echo or lookup handler)
+        costs no event-loop round trip, and its reply joins the chunk's
+        batch like a plain handler's. On 3.11 the task starts on the next
+        turn of the loop.
         """
         if type(awaitable) is not types.CoroutineType:
             self._spawn(self._finish(awaitable, subject))
@@ -497,8 +498,7 @@ def _needs_await(result: Any) -> bool:
 
 
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
-# and all; 3.11 has no such option, so the connection steps the coroutine
-# itself (see Connection._run_async).
+# and all; 3.11 has no such option (see Connection._run_async).
 _EAGER_TASKS = sys.version_info >= (3, 12)
 
 
