@@ -342,6 +342,11 @@ class Decoder:
         """Bytes held for a frame that is not complete yet."""
         return self._frames.buffered
 
+    @property
+    def framer(self) -> FrameDecoder:
+        """The framing layer's decoder: its ``buffered`` is this decoder's, one call cheaper."""
+        return self._frames
+
     def feed(self, data: Buffer) -> list[Any]:
         """Add a chunk of the stream; return the values it completes."""
         if self._backlog or self._stream_error is not None or self._resume:
@@ -476,6 +481,11 @@ def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
             to_bytes = BytesCodec().encode
 
             def raw_length_prefixed(values: Iterable[Any]) -> bytes:
+                if type(values) is list and len(values) == 1:
+                    # One reply per read (request/response): no list to join.
+                    value = values[0]
+                    if type(value) is bytes and low <= len(value) <= high:
+                        return pack(len(value) - adjust) + value
                 parts: list[bytes] = []
                 append = parts.append
                 for value in values:

@@ -16,8 +16,9 @@ import inspect
 import itertools
 import logging
 import sys
+import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -99,6 +100,10 @@ class Connection:
         # Replies of async handlers that finished as tasks, written together
         # at the end of the loop iteration they finished in (see _finish).
         self._late: list[Any] = []
+        # Set once the application may have closed the connection (close,
+        # abort, a send that can fail): until then the dispatch loop skips
+        # asking the transport whether it is closing after every handler.
+        self._watch_close = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} peer={self.peer!r}>"
@@ -136,6 +141,7 @@ class Connection:
         :class:`~framework.errors.EncodeError` (or a framing error) when the
         value cannot be encoded: nothing is sent then.
         """
+        self._watch_close = True
         if self.closed or self._closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
         if self._late:
@@ -241,7 +247,8 @@ class Connection:
         """Hand decoded values to the router, or queue them for ``receive``."""
         self.stats.frames_in += len(values)
         router = self._router
-        if router is None or not router.dispatches:
+        # router.dispatches, without a property call per read.
+        if router is None or not (router._handlers or router.fallback_handler is not None):
             self._inbox.extend(values)
             self._wake_receivers()
             if len(self._inbox) >= self._limits.max_queued:
@@ -259,27 +266,27 @@ class Connection:
                 waiter.set_result(None)
 
     def _dispatch(self, router: Router, values: list[Any]) -> None:
-        # The hot loop: one iteration per received value. The handler lookup
-        # is skipped while values keep the same class, and a plain reply is
-        # appended to the chunk's batch without a method call.
-        handler_for = router.handler_for
+        # The hot loop: one iteration per received value, kept to what a
+        # plain reply needs. The handler lookup is skipped while values keep
+        # the same class; a plain reply is appended to the chunk's batch; the
+        # in-flight limit is checked only where a task was started, and
+        # whether the connection is closing only once the application may
+        # have closed it (see _watch_close).
         limit = self._limits.max_inflight_handlers
         tasks = self._tasks
+        rest = iter(values)
+        if len(tasks) >= limit:
+            self._hold(rest)
+            return
+        resolved = router._resolved
         replies = self._replies
-        closing = self._closing_check()
         plain = _PLAIN_REPLIES
         last_kind: type | None = None
         handler: Callable[[Any, Any], Any] | None = None
-        for index, value in enumerate(values):
-            if len(tasks) >= limit:
-                # Too much work running: hold the rest (at most one read's
-                # worth, since reading pauses) until handlers finish.
-                self._held.extend(values[index:])
-                self._pause_reading(8)
-                return
+        for value in rest:
             kind = type(value)
             if kind is not last_kind:
-                handler = handler_for(kind)
+                handler = resolved.get(kind) or router.handler_for(kind)
                 last_kind = kind
             if handler is None:
                 self._bad_input(
@@ -290,26 +297,36 @@ class Connection:
                     ),
                     fatal=False,
                 )
-            else:
-                try:
-                    result = handler(value, self)
-                except Exception:
-                    self._handler_failed(value)
-                    result = None
-                if result is not None:
-                    if type(result) in plain or not _needs_await(result):
-                        if replies is not None:
-                            replies.append(result)
-                        else:
-                            self._write_values([result])
+                if self._closing():
+                    return
+                continue
+            try:
+                result = handler(value, self)
+            except Exception:
+                self._handler_failed(value)
+                if self._closing():
+                    return
+                continue
+            if result is not None:
+                if type(result) in plain or not _needs_await(result):
+                    if replies is not None:
+                        replies.append(result)
                     else:
-                        self._run_async(result, value)
-            if closing():
+                        self._watch_close = True  # a failed write closes
+                        self._write_values([result])
+                else:
+                    self._run_async(result, value)
+                    if len(tasks) >= limit:
+                        # Too much work running: hold the rest (at most one
+                        # read's worth, since reading pauses) until handlers finish.
+                        self._hold(rest)
+                        return
+            if self._watch_close and self._closing():
                 return
 
-    def _closing_check(self) -> Callable[[], bool]:
-        """A function answering ``_closing()``, as cheap as the transport allows."""
-        return self._closing
+    def _hold(self, rest: Iterator[Any]) -> None:
+        self._held.extend(rest)
+        self._pause_reading(8)
 
     def _call(self, handler: Callable[[Any, Any], Any], value: Any, subject: Any) -> None:
         try:
@@ -447,6 +464,7 @@ class Connection:
         """Every handler has finished and nothing is held (see ``eof_received``)."""
 
     def _mark_closed(self, error: BaseException | None) -> None:
+        self._watch_close = True
         if self._closed.done():
             return
         if error is not None and self._close_error is None:
@@ -497,6 +515,13 @@ def _needs_await(result: Any) -> bool:
     return False
 
 
+def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or what it calls when that is asyncio's own (one frame less per read)."""
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
 # and all; 3.11 has no such option (see Connection._run_async).
 _EAGER_TASKS = sys.version_info >= (3, 12)
@@ -535,6 +560,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._idle_timeout = idle_timeout
         self._close_when_done = False
         self._decoder: Decoder = pipeline.decoder()
+        self._framer = self._decoder.framer
         self._transport: asyncio.Transport | None = None
         self._write_paused = False
         # Why reading is paused, one bit per reason: 1 writes backed up, 2 inbox
@@ -544,7 +570,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._on_made = on_made
         self._on_lost = on_lost
-        self._last_activity = self._loop.time()
+        self._now = _clock(self._loop)
+        self._last_activity = self._now()
         self._idle_handle: asyncio.TimerHandle | None = None
         self._encode_many = pipeline.encoder().encode_many
         # Limits on what a peer sends, for connections a server accepted
@@ -587,50 +614,67 @@ class StreamConnection(Connection, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stats = self.stats
         stats.bytes_in += len(data)
-        self._last_activity = now = self._loop.time()
+        self._last_activity = now = self._now()
         frames_before = stats.frames_in
         replies: list[Any] = []
         self._replies = replies
-        chunk: bytes = data
         try:
-            while True:
-                try:
-                    values = self._decoder.feed(chunk)
-                except (DecodeError, FramingError) as exc:
-                    # One bad frame (or a skipped over-long line) costs only
-                    # itself; any other framing error ends the stream.
-                    fatal = isinstance(exc, FramingError) and not exc.recoverable
-                    self._deliver(exc.decoded)
-                    exc.decoded = []
-                    if fatal:
-                        self._bad_input(exc, fatal=True)
-                        return
-                    if self._closing():
-                        return
-                    self._bad_input(exc, fatal=False)
-                    if self._closing():
-                        return
-                    chunk = b""
-                    continue
-                self._deliver(values)
-                return
+            try:
+                values = self._decoder.feed(data)
+            except (DecodeError, FramingError) as exc:
+                self._feed_failed(exc)
+            else:
+                if values:
+                    self._deliver(values)
         finally:
             self._replies = None
-            if replies and not self._closing():
-                self._write_values(replies)
-            # Per read, not per frame: both checks cost nothing when off. While
-            # one frame stays unfinished, reads that complete none change nothing.
-            completed = stats.frames_in != frames_before
-            if self._frame_timeout is not None and (completed or self._partial_since is None):
+            if replies:
+                transport = self._transport
+                if transport is not None and not transport.is_closing():
+                    self._send_batch(transport, replies)
+            # Per read, not per frame, and cheap when off. While one frame
+            # stays unfinished, reads that complete none change nothing.
+            completed = stats.frames_in - frames_before
+            if (
+                self._frame_timeout is not None
+                and (completed or self._partial_since is None)
+                and (self._partial_since is not None or self._framer.buffered)
+            ):
                 self._track_partial(now, completed)
-            if self._bucket is not None and stats.frames_in != frames_before:
-                self._charge(now, stats.frames_in - frames_before)
+            if completed and self._bucket is not None:
+                self._charge(now, completed)
+
+    def _feed_failed(self, exc: DecodeError | FramingError) -> None:
+        """Bad input in a read: keep the values before it, then recover or close."""
+        while True:
+            # One bad frame (or a skipped over-long line) costs only itself;
+            # any other framing error ends the stream.
+            fatal = isinstance(exc, FramingError) and not exc.recoverable
+            self._deliver(exc.decoded)
+            exc.decoded = []
+            if fatal:
+                self._bad_input(exc, fatal=True)
+                return
+            if self._closing():
+                return
+            self._bad_input(exc, fatal=False)
+            if self._closing():
+                return
+            try:
+                # The frames after the bad one, held by the decoder.
+                values = self._decoder.feed(b"")
+            except (DecodeError, FramingError) as again:
+                exc = again
+                continue
+            if values:
+                self._deliver(values)
+            return
 
     # -- frame_timeout and max_frames_per_second ------------------------------------
 
-    def _track_partial(self, now: float, completed: bool) -> None:
+    def _track_partial(self, now: float, completed: int) -> None:
         """Start, keep or stop the clock of the frame the peer has not finished."""
-        if not self._decoder.buffered:
+        if not self._framer.buffered:
             self._partial_since = None
         elif completed or self._partial_since is None:
             # A new frame began in this read: frames that complete reset the clock.
@@ -666,6 +710,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._partial_since = None
             # Free what the peer made us hold now, not when the close completes.
             self._decoder = self.pipeline.decoder()
+            self._framer = self._decoder.framer
             self.close()
             return
         remaining = timeout - (now - since)
@@ -757,6 +802,7 @@ class StreamConnection(Connection, asyncio.Protocol):
     # -- Connection ----------------------------------------------------------------
 
     def close(self) -> None:
+        self._watch_close = True
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -773,6 +819,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         transport.close()
 
     def abort(self) -> None:
+        self._watch_close = True
         if self._transport is not None:
             self._transport.abort()
 
@@ -780,14 +827,16 @@ class StreamConnection(Connection, asyncio.Protocol):
         transport = self._transport
         return transport is None or transport.is_closing()
 
-    def _closing_check(self) -> Callable[[], bool]:
-        transport = self._transport
-        return self._closing if transport is None else transport.is_closing
-
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        self._send_batch(transport, values, strict=strict)
+
+    def _send_batch(
+        self, transport: asyncio.Transport, values: list[Any], *, strict: bool = False
+    ) -> None:
+        """Encode ``values`` and write them in one call (the transport is open)."""
         count = len(values)
         try:
             data = self._encode_many(values)

@@ -220,6 +220,7 @@ class DatagramPeer(Connection):
 
     def close(self) -> None:
         """Forget this peer (its next datagram makes a new virtual connection)."""
+        self._watch_close = True
         if self._late:
             self._flush_late()
         self._server._forget(self)
@@ -491,10 +492,12 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
 
     def close(self) -> None:
         """Close the socket."""
+        self._watch_close = True
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         """Close the socket."""
+        self._watch_close = True
         if self.transport is not None:
             self.transport.abort()
