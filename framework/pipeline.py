@@ -466,6 +466,67 @@ def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:
     return encode
 
 
+def _packed_length_prefixed(
+    pipeline: Pipeline, precise: Callable[[Iterable[Any]], bytes]
+) -> Callable[[Iterable[Any]], bytes]:
+    """msgpack (+ messages) under a length prefix, in one loop with one packer.
+
+    The loop calls the packer, and a flat message's envelope builder,
+    directly. On anything msgpack refuses it starts over with ``precise``
+    (the stage-by-stage loop), which raises the same ``EncodeError`` the
+    pipeline does: an error costs time, never a different answer.
+    """
+    codec = pipeline.codecs[0]
+    assert isinstance(codec, MsgpackCodec)
+    framing = pipeline.framing
+    assert isinstance(framing, LengthPrefix)
+    low, high = framing._encodable
+    adjust = framing.length_adjustment
+    pack_header = framing._struct.pack
+    header = framing._header
+    keep = codec.PACKER_KEEP
+    new_packer = codec.packer
+    registry = pipeline.messages
+    fast_get = registry.fast_encoders().get if registry is not None else None
+    envelope = registry.encode if registry is not None else None
+    packer: Any = None
+
+    def packed_length_prefixed(values: Iterable[Any]) -> bytes:
+        nonlocal packer
+        if type(values) is not list:
+            values = list(values)  # a retry must see them again
+        if packer is None:
+            packer = new_packer()
+        pack = packer.pack
+        parts: list[bytes] = []
+        append = parts.append
+        try:
+            if fast_get is None:
+                for value in values:
+                    frame = pack(value)
+                    size = len(frame)
+                    append(pack_header(size - adjust) if low <= size <= high else header(size))
+                    append(frame)
+                    if size > keep:
+                        packer = None  # do not keep a big buffer alive
+            else:
+                assert envelope is not None
+                for value in values:
+                    fast = fast_get(type(value))
+                    frame = pack(fast(value) if fast is not None else envelope(value))
+                    size = len(frame)
+                    append(pack_header(size - adjust) if low <= size <= high else header(size))
+                    append(frame)
+                    if size > keep:
+                        packer = None
+        except (TypeError, ValueError, OverflowError):
+            # msgpack refused a value (the packer has reset itself).
+            return precise(values)
+        return b"".join(parts)
+
+    return packed_length_prefixed
+
+
 def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
     framing = pipeline.framing
     encode = _frame_encoder(pipeline)
@@ -509,7 +570,7 @@ def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
                 append(frame)
             return b"".join(parts)
 
-        return length_prefixed
+        return _packed_length_prefixed(pipeline, length_prefixed)
     if encode is None:
         return pipeline.encode_many
     encode_frame = encode

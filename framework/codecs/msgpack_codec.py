@@ -124,6 +124,17 @@ class MsgpackCodec(Codec):
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"cannot encode as msgpack: {exc}", codec=self.name) from exc
 
+    #: Bytes one value may pack to before its packer is dropped (see :meth:`encoder`).
+    PACKER_KEEP: ClassVar[int] = _PACKER_KEEP
+
+    def packer(self) -> msgpack.Packer:
+        """A new ``msgpack.Packer`` that packs as :meth:`encode` does, with a small buffer.
+
+        For encoders that fuse stages; whoever holds it drops it after a
+        value over :attr:`PACKER_KEEP` bytes, as :meth:`encoder` does.
+        """
+        return msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BUFFER)
+
     def encoder(self) -> Callable[[Any], bytes]:
         """An ``encode`` with its own reusable ``msgpack.Packer``, for one owner.
 
@@ -140,7 +151,7 @@ class MsgpackCodec(Codec):
         def encode(value: Any) -> bytes:
             nonlocal packer
             if packer is None:
-                packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BUFFER)
+                packer = self.packer()
             try:
                 data: bytes = packer.pack(value)
             except (TypeError, ValueError, OverflowError) as exc:
