@@ -292,6 +292,51 @@ class Pipeline:
             raise
         return values
 
+    def datagram_decoder(self) -> Callable[[Buffer], list[Any]]:
+        """``decode_datagram``, specialised for this stack: what UDP servers call per datagram.
+
+        Same values and errors; a stack of raw bytes returns the datagram
+        itself, without a copy.
+        """
+        framing = self.datagram_framing
+        if framing.packed:
+            return self.decode_datagram
+        check_size = framing.check_size
+        limit = framing.max_frame_size if framing.max_frame_size is not None else 1 << 64
+        decode = self._decode
+        if self._identity:
+
+            def decode_raw(data: Buffer) -> list[Any]:
+                if len(data) > limit:
+                    check_size(len(data))
+                return [data if type(data) is bytes else decode(data)]
+
+            return decode_raw
+
+        def decode_one(data: Buffer) -> list[Any]:
+            if len(data) > limit:
+                check_size(len(data))
+            return [decode(data)]
+
+        return decode_one
+
+    def datagram_encoder(self) -> Callable[[Any], bytes]:
+        """``encode_datagram`` of one value, specialised for this stack: what UDP replies use."""
+        framing = self.datagram_framing
+        if framing.packed:
+            return self.encode_datagram
+        check_size = framing.check_size
+        limit = framing.max_frame_size if framing.max_frame_size is not None else 1 << 64
+        encode = self._encode if self._writes_bytes else self.encode_frame
+
+        def encode_one(value: Any) -> bytes:
+            data: bytes = encode(value)
+            if len(data) > limit:
+                check_size(len(data))
+            return data
+
+        return encode_one
+
     def encode_datagram(self, *values: Any) -> bytes:
         """Encode one value (or, when packed, several) as one datagram."""
         framing = self.datagram_framing
@@ -557,7 +602,23 @@ def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
                     append(value)
                 return b"".join(parts)
 
-            return raw_length_prefixed
+            def raw_plain_prefixed(values: Iterable[Any]) -> bytes:
+                # The usual header (no adjustment): the length is the field.
+                if type(values) is list and len(values) == 1:
+                    value = values[0]
+                    if type(value) is bytes and len(value) <= high:
+                        return pack(len(value)) + value
+                parts: list[bytes] = []
+                append = parts.append
+                for value in values:
+                    if type(value) is not bytes:
+                        value = to_bytes(value)
+                    size = len(value)
+                    append(pack(size) if size <= high else header(size))
+                    append(value)
+                return b"".join(parts)
+
+            return raw_plain_prefixed if adjust == 0 else raw_length_prefixed
         encode_frame = encode
 
         def length_prefixed(values: Iterable[Any]) -> bytes:

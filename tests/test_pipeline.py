@@ -434,6 +434,33 @@ def test_packing_needs_a_stream_framing() -> None:
         Pipeline(framing=Datagram(), codecs="msgpack", datagram=Datagram(packed=True))
 
 
+DATAGRAM_PIPELINES = [
+    Pipeline(framing="length-prefix", codecs="bytes"),
+    Pipeline(framing="length-prefix", codecs="bytes", datagram=Datagram(max_frame_size=12)),
+    Pipeline(framing="length-prefix", codecs="msgpack", datagram=Datagram(max_frame_size=24)),
+    Pipeline(framing="newline", codecs="utf-8"),
+    Pipeline(framing="length-prefix", codecs="msgpack", datagram=Datagram(packed=True)),
+    Pipeline(framing=Datagram(max_frame_size=16), codecs=[JsonCodec()]),
+]
+
+
+@pytest.mark.parametrize("pipeline", DATAGRAM_PIPELINES, ids=repr)
+@given(data=st.one_of(st.binary(max_size=40), st.binary(max_size=20).map(mp)))
+def test_datagram_decoder_decodes_as_decode_datagram(pipeline: Pipeline, data: bytes) -> None:
+    # The UDP server's per-datagram path: same values, same errors, for
+    # bytes and for bytes-like input.
+    decode = pipeline.datagram_decoder()
+    for given_data in (data, bytearray(data)):
+        assert _outcome(decode, given_data) == _outcome(pipeline.decode_datagram, given_data)
+
+
+@pytest.mark.parametrize("pipeline", DATAGRAM_PIPELINES, ids=repr)
+@given(value=st.one_of(st.binary(max_size=30), st.text(max_size=20), st.just(object())))
+def test_datagram_encoder_encodes_as_encode_datagram(pipeline: Pipeline, value: Any) -> None:
+    encode = pipeline.datagram_encoder()
+    assert _outcome(encode, value) == _outcome(pipeline.encode_datagram, value)
+
+
 def test_datagram_framing_as_the_framing_serves_datagrams_only() -> None:
     pipeline = Pipeline(framing=Datagram(max_frame_size=8), codecs=[JsonCodec()])
     assert pipeline.datagram_framing == Datagram(max_frame_size=8)

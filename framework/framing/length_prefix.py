@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import ClassVar, Literal, NoReturn
+from typing import ClassVar, Literal
 
 import attrs
 
@@ -230,28 +230,39 @@ class _LengthPrefixDecoder(FrameDecoder):
         append = frames.append
         end = len(buf)
         start = pos
+        # The loop runs once per frame. Without an adjustment (the usual
+        # header) a length cannot be negative: one test fewer per frame.
         while end - pos >= hsize:
-            length = unpack(buf, pos)[0] + adjust
-            if length > limit or length < 0:
-                self._offset += pos - start
-                self._fail(buf, pos, length, frames)
-            stop = pos + hsize + length
+            body = pos + hsize
+            length = unpack(buf, pos)[0]
+            if adjust:
+                length += adjust
+                if length < 0:
+                    break
+            if length > limit:
+                break
+            stop = body + length
             if stop > end:
                 # Keep only the payload's first piece (a copy: holding a view
                 # would pin the whole chunk); the rest is appended as it comes.
-                parts.append(buf[pos + hsize :])
-                self._have = end - pos - hsize
+                parts.append(buf[body:])
+                self._have = end - body
                 self._need = length
                 self._offset += pos - start
                 return frames
-            append(buf[pos + hsize : stop])
+            append(buf[body:stop])
             pos = stop
-        if pos < end:
-            self._head = buf[pos:]
+        else:
+            if pos < end:
+                self._head = buf[pos:]
+            self._offset += pos - start
+            return frames
+        # A length over the limit, or negative: the stream is broken here.
         self._offset += pos - start
-        return frames
+        raise self._failure(buf, pos, length, frames)
 
-    def _fail(self, buf: bytes, pos: int, length: int, frames: list[bytes]) -> NoReturn:
+    def _failure(self, buf: bytes, pos: int, length: int, frames: list[bytes]) -> FramingError:
+        """Record the stream as broken at ``pos``; return the error to raise."""
         offset = self._offset
         header = buf[pos : pos + self._hsize]
         error: FramingError
@@ -273,7 +284,7 @@ class _LengthPrefixDecoder(FrameDecoder):
         self._failed = error
         self._head = b""
         self._parts.clear()
-        raise error
+        return error
 
     def end(self) -> None:
         buffered = self.buffered

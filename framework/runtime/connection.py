@@ -246,6 +246,9 @@ class Connection:
     def _deliver(self, values: list[Any]) -> None:
         """Hand decoded values to the router, or queue them for ``receive``."""
         self.stats.frames_in += len(values)
+        self._route(values)
+
+    def _route(self, values: list[Any]) -> None:
         router = self._router
         # router.dispatches, without a property call per read.
         if router is None or not (router._handlers or router.fallback_handler is not None):
@@ -280,23 +283,16 @@ class Connection:
             return
         resolved = router._resolved
         replies = self._replies
+        reply = replies.append if replies is not None else self._write_one
         plain = _PLAIN_REPLIES
         last_kind: type | None = None
         handler: Callable[[Any, Any], Any] | None = None
         for value in rest:
-            kind = type(value)
-            if kind is not last_kind:
-                handler = resolved.get(kind) or router.handler_for(kind)
-                last_kind = kind
+            if type(value) is not last_kind:
+                last_kind = type(value)
+                handler = resolved.get(last_kind) or router.handler_for(last_kind)
             if handler is None:
-                self._bad_input(
-                    UnknownMessageType(
-                        f"no handler for {kind.__qualname__}",
-                        type_name=kind.__qualname__,
-                        value=value,
-                    ),
-                    fatal=False,
-                )
+                self._unhandled(value)
                 if self._closing():
                     return
                 continue
@@ -309,11 +305,7 @@ class Connection:
                 continue
             if result is not None:
                 if type(result) in plain or not _needs_await(result):
-                    if replies is not None:
-                        replies.append(result)
-                    else:
-                        self._watch_close = True  # a failed write closes
-                        self._write_values([result])
+                    reply(result)
                 else:
                     self._run_async(result, value)
                     if len(tasks) >= limit:
@@ -323,6 +315,15 @@ class Connection:
                         return
             if self._watch_close and self._closing():
                 return
+
+    def _write_one(self, reply: Any) -> None:
+        self._watch_close = True  # a failed write closes
+        self._write_values([reply])
+
+    def _unhandled(self, value: Any) -> None:
+        kind = type(value).__qualname__
+        error = UnknownMessageType(f"no handler for {kind}", type_name=kind, value=value)
+        self._bad_input(error, fatal=False)
 
     def _hold(self, rest: Iterator[Any]) -> None:
         self._held.extend(rest)
@@ -625,13 +626,27 @@ class StreamConnection(Connection, asyncio.Protocol):
                 self._feed_failed(exc)
             else:
                 if values:
-                    self._deliver(values)
+                    # _deliver, one call shorter for the usual case.
+                    stats.frames_in += len(values)
+                    router = self._router
+                    if router is not None and router._handlers and not self._held:
+                        self._dispatch(router, values)
+                    else:
+                        self._route(values)
         finally:
             self._replies = None
             if replies:
                 transport = self._transport
                 if transport is not None and not transport.is_closing():
-                    self._send_batch(transport, replies)
+                    try:
+                        out = self._encode_many(replies)
+                    except WirekitError:
+                        self._send_batch(transport, replies)  # drops only the bad replies
+                    else:
+                        if out:
+                            transport.write(out)
+                        stats.frames_out += len(replies)
+                        stats.bytes_out += len(out)
             # Per read, not per frame, and cheap when off. While one frame
             # stays unfinished, reads that complete none change nothing.
             completed = stats.frames_in - frames_before

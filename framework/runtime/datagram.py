@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -37,7 +38,7 @@ from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.ratelimit import TokenBucket
 from framework.router import Router
-from framework.runtime.connection import Connection, ConnectionClosed, _kind
+from framework.runtime.connection import Connection, ConnectionClosed, _clock, _kind
 from framework.security import AuthSession
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
@@ -155,13 +156,20 @@ class DatagramPeer(Connection):
         transport = server.transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
-        encode = self.pipeline.encode_datagram
+        encode = server._encode
         if self._session is not None:
             encode = _sealer(self._session, self.pipeline.datagram_framing, encode)
         if strict:
             datagrams = [encode(value) for value in values]
         else:
-            datagrams = self._encode_each(values, encode)
+            try:
+                if len(values) == 1:
+                    datagrams = [encode(values[0])]  # the usual reply, without a comprehension
+                else:
+                    datagrams = [encode(value) for value in values]
+            except WirekitError:
+                # One bad reply must not cost the others.
+                datagrams = self._encode_each(values, encode)
         factor = None if self._verified else server.limits.amplification_factor
         stats = self.stats
         for data in datagrams:
@@ -244,7 +252,9 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.peers: dict[Any, DatagramPeer] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._decode = pipeline.decode_datagram
+        self._decode = pipeline.datagram_decoder()
+        self._encode = pipeline.datagram_encoder()
+        self._now: Callable[[], float] = time.monotonic
         self._reading = True
         framing = pipeline.datagram_framing
         self._max_size = limits.max_datagram_size
@@ -259,6 +269,7 @@ class DatagramServer(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self._now = _clock(asyncio.get_running_loop())
         self._schedule_sweep()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -308,7 +319,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             peer._session = session
             peer._verified = True
         peer.stats.bytes_in += len(data)
-        now = peer.last_activity = peer._loop.time()
+        now = peer.last_activity = self._now()
         bucket = peer._bucket
         if bucket is not None and not bucket.take(now):
             stats.dropped_rate_limited += 1
@@ -319,7 +330,7 @@ class DatagramServer(asyncio.DatagramProtocol):
                 bucket.rate,
             )
             return
-        if len(peer._tasks) >= self.limits.max_inflight_handlers:
+        if peer._tasks and len(peer._tasks) >= self.limits.max_inflight_handlers:
             # UDP cannot push back: a peer with too much work running loses
             # the datagram, as it would to a full socket buffer.
             stats.dropped_no_capacity += 1
