@@ -13,6 +13,8 @@ value is accepted by both or by neither.
 
 from __future__ import annotations
 
+import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,7 @@ __all__ = ["MISS", "flat_decoder", "flat_encoder"]
 #: Returned by a fast decoder that cannot decide: use the general path.
 MISS: Any = object()
 
+_OBJECT_NEW: Any = object.__new__
 _SCALARS = {int: "int", float: "float", str: "str", bytes: "bytes", bool: "bool"}
 
 
@@ -34,6 +37,38 @@ def _flat_fields(cls: type) -> list[attrs.Attribute[Any]] | None:
     if any(not f.alias.isidentifier() or not f.name.isidentifier() for f in fields):
         return None
     return fields
+
+
+def _frozen_setters(
+    cls: type, fields: list[attrs.Attribute[Any]]
+) -> list[Callable[[Any, Any], None]] | None:
+    """The slots' setters, if ``cls(...)`` does nothing but set them; else ``None``.
+
+    A frozen slotted attrs class's generated ``__init__`` sets each field
+    through ``object.__setattr__``: about a quarter of a message's decode
+    cost. Creating the instance and setting its slots directly does the
+    same, provided the ``__init__`` really is only that. That is checked on
+    the compiled ``__init__`` itself: it must be attrs-generated and name
+    nothing but the setter getter and the fields (a validator, a converter,
+    a cached hash or a pre/post-init hook each add a name), and ``__new__``
+    must be object's. Anything else keeps calling the class.
+    """
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if code is None or not code.co_filename.startswith("<attrs generated"):
+        return None
+    names = {field.name for field in fields}
+    if code.co_names != ("_cached_setattr_get",) or set(code.co_consts) - {None} != names:
+        return None
+    if getattr(cls, "__new__", None) is not _OBJECT_NEW:
+        return None
+    setters = []
+    for field in fields:
+        slot = inspect.getattr_static(cls, field.name, None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        setters.append(slot.__set__)
+    return setters
 
 
 def flat_decoder(cls: type, type_key: str) -> Callable[[dict[str, Any]], Any] | None:
@@ -68,14 +103,24 @@ def flat_decoder(cls: type, type_key: str) -> Callable[[dict[str, Any]], Any] | 
         else:
             lines.append(f"    if type({var}) is not {_SCALARS[field.type]}:")  # type: ignore[index]
             lines.append("        return MISS")
-    # Positional arguments where attrs allows them: cheaper than keywords.
-    args = [f"v{index}" for index, field in enumerate(fields) if not field.kw_only]
-    args += [f"{field.alias}=v{index}" for index, field in enumerate(fields) if field.kw_only]
+    namespace: dict[str, Any] = {"MISS": MISS, "cls": cls}
+    setters = _frozen_setters(cls, fields)
     lines.append("    try:")
-    lines.append(f"        return cls({', '.join(args)})")
+    if setters is not None:
+        # What attrs' generated __init__ does, without calling it (see _frozen_setters).
+        namespace["new"] = object.__new__
+        lines.append("        obj = new(cls)")
+        for index, setter in enumerate(setters):
+            namespace[f"set{index}"] = setter
+            lines.append(f"        set{index}(obj, v{index})")
+        lines.append("        return obj")
+    else:
+        # Positional arguments where attrs allows them: cheaper than keywords.
+        args = [f"v{index}" for index, field in enumerate(fields) if not field.kw_only]
+        args += [f"{field.alias}=v{index}" for index, field in enumerate(fields) if field.kw_only]
+        lines.append(f"        return cls({', '.join(args)})")
     lines.append("    except Exception:")
     lines.append("        return MISS")
-    namespace: dict[str, Any] = {"MISS": MISS, "cls": cls}
     exec("\n".join(lines), namespace)  # source built from attrs field names only
     decode: Callable[[dict[str, Any]], Any] = namespace["decode"]
     return decode

@@ -115,12 +115,16 @@ def _is_builtin(codec: Codec) -> bool:
     return type(codec).__module__.startswith("framework.")
 
 
-def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> Callable[[Any], Any]:
+def _fused_msgpack_messages(
+    codec: MsgpackCodec, registry: MessageRegistry
+) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]:
     """msgpack → typed message in one function, the same values and errors as the two stages.
 
-    A flat message (scalar fields only) is built straight from the unpacked
-    map, skipping the nesting check: a map of scalars is one level deep.
-    Anything else takes the two stages' own path.
+    Returns ``decode(frame)`` and ``decode_many(frames)``, the second a loop
+    over the frames of one read without a call per frame. A flat message
+    (scalar fields only) is built straight from the unpacked map, skipping
+    the nesting check: a map of scalars is one level deep. Anything else
+    takes the two stages' own path.
     """
     unpack = codec.unpack
     codec_decode = codec.decode
@@ -144,7 +148,35 @@ def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> C
         check_depth(frame, value)
         return registry_decode(value)
 
-    return decode
+    def decode_many(frames: list[Any]) -> list[Any]:
+        messages: list[Any] = []
+        append = messages.append
+        for frame in frames:
+            try:
+                value = unpack(frame)
+            except Exception:
+                append(decode(frame))  # raises the precise DecodeError
+                continue
+            if type(value) is dict:
+                name = value.get(TYPE_KEY)
+                fast = fast_get(name) if type(name) is str else None
+                if fast is not None:
+                    message = fast(value)
+                    if message is not MISS:
+                        append(message)
+                        continue
+            check_depth(frame, value)
+            append(registry_decode(value))
+        return messages
+
+    return decode, decode_many
+
+
+def _each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    def decode_many(frames: list[Any]) -> list[Any]:
+        return [decode(frame) for frame in frames]
+
+    return decode_many
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +200,7 @@ class Pipeline:
     messages: MessageRegistry | None = attrs.field(default=None, converter=_to_messages)
     datagram: Datagram | None = attrs.field(default=None, validator=_check_datagram)
     _decode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
+    _decode_many: Callable[[list[Any]], list[Any]] = attrs.field(init=False, repr=False, eq=False)
     _encode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
     # Hot-path facts worked out once: the datagram framing in force, whether
     # the stack always writes bytes (no per-frame check), and whether decoding
@@ -203,13 +236,15 @@ class Pipeline:
             for c in reversed(stack)
         ]
         decode = _compose(decoders)
+        decode_many = _each(decode)
         if (
             self.messages is not None
             and [type(c) for c in self.codecs] == [MsgpackCodec]
             and (self.codecs[0].max_depth or 1) >= 1  # type: ignore[attr-defined]
         ):
-            decode = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
+            decode, decode_many = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
         object.__setattr__(self, "_decode", decode)
+        object.__setattr__(self, "_decode_many", decode_many)
         object.__setattr__(self, "_encode", _compose(encoders))
         wire = type(stack[0]) if stack else None
         object.__setattr__(self, "_writes_bytes", wire in _BYTES_WRITERS)
@@ -230,7 +265,9 @@ class Pipeline:
                 option="framing",
                 value=self.framing.name,
             )
-        return Decoder(self.framing.decoder(), None if self._identity else self._decode)
+        if self._identity:
+            return Decoder(self.framing.decoder(), None)
+        return Decoder(self.framing.decoder(), self._decode, self._decode_many)
 
     def encoder(self) -> Encoder:
         """Fresh per-connection encoding state: reusable buffers for one owner.
@@ -371,12 +408,29 @@ class Decoder:
       ``DecodeError``, the next ``feed`` goes on after the bad bytes.
     """
 
-    __slots__ = ("_backlog", "_decode", "_frames", "_reported", "_resume", "_stream_error")
+    __slots__ = (
+        "_backlog",
+        "_decode",
+        "_decode_many",
+        "_frames",
+        "_reported",
+        "_resume",
+        "_stream_error",
+    )
 
-    def __init__(self, frames: FrameDecoder, decode: Callable[[Any], Any] | None) -> None:
+    def __init__(
+        self,
+        frames: FrameDecoder,
+        decode: Callable[[Any], Any] | None,
+        decode_many: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> None:
         self._frames = frames
         # None: the stack is raw bytes, so the frames are the values.
         self._decode = decode
+        # decode over a list of frames, as one call.
+        self._decode_many = (
+            decode_many if decode_many is not None or decode is None else (_each(decode))
+        )
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
         self._reported = False
@@ -403,11 +457,11 @@ class Decoder:
             self._backlog = exc.decoded
             exc.decoded = []
             return self._drain()
-        decode = self._decode
-        if decode is None:
+        decode_many = self._decode_many
+        if decode_many is None:
             return frames
         try:
-            return [decode(frame) for frame in frames]
+            return decode_many(frames)
         except DecodeError:
             # Rare: redo one frame at a time to find the bad one and keep the rest.
             self._backlog = frames

@@ -498,6 +498,72 @@ def test_flat_fast_path_agrees_with_the_general_path(fields: dict[str, object]) 
     assert fast == general
 
 
+calls: list[str] = []
+
+
+@attrs.frozen
+class _Plain:
+    x: float
+    n: int = 0
+
+
+@attrs.frozen(cache_hash=True)
+class _CachedHash:
+    x: float
+    n: int
+
+
+@attrs.frozen
+class _Validated:
+    x: float
+    n: int = attrs.field(validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class _PostInit:
+    x: float
+    n: int
+
+    def __attrs_post_init__(self) -> None:
+        calls.append(f"post-init {self.n}")
+
+
+@attrs.frozen(kw_only=True)
+class _KwOnly:
+    x: float
+    n: int
+
+
+@attrs.define
+class _Mutable:
+    x: float
+    n: int
+
+
+@pytest.mark.parametrize("cls", [_Plain, _CachedHash, _Validated, _PostInit, _KwOnly, _Mutable])
+def test_flat_messages_decode_to_what_their_class_builds(cls: type) -> None:
+    # The fast path may build a plain frozen instance without calling its
+    # __init__; whatever __init__ would do besides setting fields (validate,
+    # cache a hash, run a hook) must still happen, through the class.
+    registry = MessageRegistry()
+    registry.register(cls, "flat")
+    calls.clear()
+    decoded = registry.decode({"type": "flat", "x": 1.5, "n": 7})
+    built = cls(x=1.5, n=7)
+    assert type(decoded) is cls
+    assert decoded == built
+    if cls is not _Mutable:
+        assert hash(decoded) == hash(built)
+    assert (decoded.x, decoded.n) == (1.5, 7)
+    assert calls == (["post-init 7", "post-init 7"] if cls is _PostInit else [])
+    if cls is _Validated:
+        with pytest.raises(InvalidMessage):
+            registry.decode({"type": "flat", "x": 1.5, "n": -1})
+    if cls is not _Mutable:
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            decoded.x = 2.0  # type: ignore[misc]
+
+
 @pytest.mark.parametrize("name", [[1], {"a": 1}, 3, None])
 def test_a_type_key_that_is_not_a_string_is_an_invalid_message(name: Any) -> None:
     registry = MessageRegistry([Position])
