@@ -172,6 +172,20 @@ def _fused_msgpack_messages(
     return decode, decode_many
 
 
+def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    """A text stack's decode over a read's frames: one C loop; ``decode`` per frame on errors."""
+    text = bytes.decode  # strict UTF-8, as Utf8Codec decodes bytes
+
+    def decode_many(frames: list[Any]) -> list[Any]:
+        try:
+            return list(map(text, frames))
+        except (UnicodeDecodeError, TypeError):
+            # The codec's own decode raises its precise error at the bad frame.
+            return [decode(frame) for frame in frames]
+
+    return decode_many
+
+
 def _each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
     def decode_many(frames: list[Any]) -> list[Any]:
         return [decode(frame) for frame in frames]
@@ -237,6 +251,8 @@ class Pipeline:
         ]
         decode = _compose(decoders)
         decode_many = _each(decode)
+        if [type(c) for c in stack] == [Utf8Codec]:
+            decode_many = _utf8_each(decode)
         if (
             self.messages is not None
             and [type(c) for c in self.codecs] == [MsgpackCodec]
@@ -626,8 +642,31 @@ def _packed_length_prefixed(
     return packed_length_prefixed
 
 
+def _utf8_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
+    """A text stack's ``encode_many``: every value encoded in one C loop, then framed."""
+    encode_frames = pipeline.framing.encode_many
+    text = str.encode  # strict UTF-8, as Utf8Codec encodes a str
+
+    def utf8_many(values: Iterable[Any]) -> bytes:
+        if type(values) is not list:
+            values = list(values)
+        # Utf8Codec refuses str subclasses; str.encode would not.
+        if set(map(type, values)) <= {str}:
+            try:
+                frames = list(map(text, values))
+            except UnicodeEncodeError:
+                pass  # a lone surrogate: the precise path says where
+            else:
+                return encode_frames(frames)
+        return pipeline.encode_many(values)
+
+    return utf8_many
+
+
 def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
     framing = pipeline.framing
+    if [type(c) for c in pipeline.codecs] == [Utf8Codec] and pipeline.messages is None:
+        return _utf8_encode_many(pipeline)
     encode = _frame_encoder(pipeline)
     if encode is None and not pipeline._identity:
         # A stack with no specialisation: the pipeline's own path.

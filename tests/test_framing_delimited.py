@@ -323,6 +323,37 @@ def test_encode_many_equals_encode_frame_by_frame() -> None:
     assert framing.encode_many([]) == b""
 
 
+def _outcome(call: object, *args: object) -> object:
+    try:
+        return ("ok", call(*args))  # type: ignore[operator]
+    except FramingError as exc:
+        return ("error", type(exc), str(exc))
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=repr)
+@given(
+    frames=st.lists(
+        st.one_of(
+            st.binary(max_size=10),
+            # The bytes the checks are about, often: delimiters, '\r', and their parts.
+            st.lists(st.sampled_from([b"x", b"\r", b"\n", b"\x00", b"\r\n"]), max_size=12).map(
+                b"".join
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_encode_many_writes_and_refuses_as_encode_does_frame_by_frame(
+    framing: Delimited, frames: list[bytes]
+) -> None:
+    # encode_many checks a batch on the joined bytes; the answer, and for a
+    # bad batch the error (the first bad frame's), must be encode's.
+    def one_by_one(frames: list[bytes]) -> bytes:
+        return b"".join([framing.encode(frame) for frame in frames])
+
+    assert _outcome(framing.encode_many, frames) == _outcome(one_by_one, frames)
+
+
 @pytest.mark.parametrize("name", ["newline", "delimiter"])
 def test_built_by_name_with_options(name: str) -> None:
     framing = make_framing(name, delimiter="\r\n", on_oversize="skip")

@@ -374,6 +374,18 @@ def test_framing_refuses_a_payload_it_cannot_carry() -> None:
         Pipeline(framing="newline", codecs="utf-8").encode("two\nlines")
 
 
+def test_a_bad_utf8_line_among_good_ones_costs_only_itself() -> None:
+    # Text lines of one read decode in one pass; a bad one is still found,
+    # with its offset, and the lines on either side of it are kept.
+    decoder = Pipeline(framing="newline", codecs="utf-8").decoder()
+    with pytest.raises(DecodeError) as caught:
+        decoder.feed(b"one\ntwo\nbad \xff\nafter\n")
+    assert caught.value.decoded == ["one", "two"]
+    assert caught.value.offset == 4
+    assert decoder.feed(b"") == ["after"]
+    assert decoder.feed(b"caf\xc3\xa9\n") == ["caf\u00e9"]
+
+
 # -- datagrams -----------------------------------------------------------------------
 
 
@@ -532,9 +544,16 @@ ENCODER_PIPELINES = [
     Pipeline(framing="newline", codecs="utf-8"),
 ]
 
+
+class _Text(str):
+    """A str subclass: the utf-8 codec refuses it, whatever path encodes it."""
+
+
 encodable = st.one_of(
     st.binary(max_size=60),
     st.text(max_size=30),
+    st.text(max_size=5).map(_Text),
+    st.sampled_from(["line\n", "cr\r", "\ud800"]),
     st.builds(Spot, st.floats(allow_nan=False), st.integers(-(2**63), 2**63 - 1), st.text()),
     st.builds(Trail, st.lists(st.integers(0, 1000), max_size=20)),
     st.lists(st.integers(), max_size=5),
