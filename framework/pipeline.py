@@ -381,9 +381,11 @@ class Pipeline:
         check_size = framing.check_size
         limit = framing.max_frame_size if framing.max_frame_size is not None else 1 << 64
         encode = self._encode if self._writes_bytes else self.encode_frame
+        identity = self._identity
 
         def encode_one(value: Any) -> bytes:
-            data: bytes = encode(value)
+            # Raw bytes need no codec call.
+            data: bytes = value if identity and type(value) is bytes else encode(value)
             if len(data) > limit:
                 check_size(len(data))
             return data
