@@ -460,6 +460,15 @@ class Decoder:
         return self._frames.buffered
 
     @property
+    def passthrough(self) -> bool:
+        """Whether the values are the frames themselves (a raw-bytes stack).
+
+        Then :meth:`feed` returns what ``framer.feed`` returns and raises what
+        it raises, the first time; a hot loop may call the framer directly.
+        """
+        return self._decode_many is None
+
+    @property
     def framer(self) -> FrameDecoder:
         """The framing layer's decoder: its ``buffered`` is this decoder's, one call cheaper."""
         return self._frames

@@ -560,8 +560,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         # however quiet the server is, until the client closes it.
         self._idle_timeout = idle_timeout
         self._close_when_done = False
-        self._decoder: Decoder = pipeline.decoder()
-        self._framer = self._decoder.framer
+        self._use_decoder(pipeline.decoder())
         self._transport: asyncio.Transport | None = None
         self._write_paused = False
         # Why reading is paused, one bit per reason: 1 writes backed up, 2 inbox
@@ -604,6 +603,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             # Refused (max_connections, shutdown): the application never
             # saw it, so no disconnect hook runs for it either.
             self._router = None
+            self._watch_close = True
             transport.abort()
             return
         log.debug("%r: connected", self)
@@ -621,7 +621,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._replies = replies
         try:
             try:
-                values = self._decoder.feed(data)
+                values = self._feed(data)
             except (DecodeError, FramingError) as exc:
                 self._feed_failed(exc)
             else:
@@ -637,7 +637,9 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._replies = None
             if replies:
                 transport = self._transport
-                if transport is not None and not transport.is_closing():
+                # Only a close, an abort or a send (which set _watch_close)
+                # can have started closing the transport during this read.
+                if transport is not None and not (self._watch_close and transport.is_closing()):
                     try:
                         out = self._encode_many(replies)
                     except WirekitError:
@@ -658,6 +660,14 @@ class StreamConnection(Connection, asyncio.Protocol):
                 self._track_partial(now, completed)
             if completed and self._bucket is not None:
                 self._charge(now, completed)
+
+    def _use_decoder(self, decoder: Decoder) -> None:
+        self._decoder = decoder
+        self._framer = decoder.framer
+        # A raw-bytes stack's frames are its values: a read calls the framer
+        # itself. After an error the connection goes on with decoder.feed,
+        # which asks the framer for what follows, as a direct call would.
+        self._feed = decoder.framer.feed if decoder.passthrough else decoder.feed
 
     def _feed_failed(self, exc: DecodeError | FramingError) -> None:
         """Bad input in a read: keep the values before it, then recover or close."""
@@ -724,8 +734,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._close_error = error
             self._partial_since = None
             # Free what the peer made us hold now, not when the close completes.
-            self._decoder = self.pipeline.decoder()
-            self._framer = self._decoder.framer
+            self._use_decoder(self.pipeline.decoder())
             self.close()
             return
         remaining = timeout - (now - since)
