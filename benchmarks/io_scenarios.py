@@ -55,13 +55,6 @@ WIREKIT_LINES = ServerSpec(
 WIREKIT_UDP = ServerSpec(
     "wirekit-udp", "wirekit (udp, bytes)", "wirekit_echo.py", ("--app", "udp"), wirekit=True
 )
-WIREKIT_UDP_BATCH = ServerSpec(
-    "wirekit-udp-batch",
-    "wirekit (udp, framework.transports.udp)",
-    "wirekit_echo.py",
-    ("--app", "udp", "--udp-transport", "wirekit"),
-    wirekit=True,
-)
 WIREKIT_RAW_UVLOOP = ServerSpec(
     "wirekit-uvloop",
     "wirekit on uvloop",
@@ -237,13 +230,11 @@ def build_scenarios() -> list[Scenario]:
             key="udp",
             title=f"UDP echo, {len(datagram)}-byte datagrams, {UDP_IN_FLIGHT} in flight",
             load=Load("udp", datagram, window=UDP_IN_FLIGHT),
-            # First (the ratios' base): the transport the runtime is to use.
             servers=(
-                WIREKIT_UDP_BATCH,
+                WIREKIT_UDP,
                 UDP_ASYNCIO,
                 UDP_ASYNCIO_64K,
                 UDP_BLOCKING,
-                WIREKIT_UDP,
                 WIREKIT_UDP_UVLOOP,
                 UDP_UVLOOP,
             ),

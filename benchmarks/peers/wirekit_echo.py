@@ -8,9 +8,7 @@
 - ``lines``: newline framing + utf-8 codec, ``str`` values;
 - ``udp``: one datagram per frame, bytes codec.
 
-``--loop uvloop`` runs it on uvloop; ``--udp-transport wirekit`` serves UDP
-with :mod:`framework.transports.udp` (wired in here, from the benchmark
-side, until the runtime uses it). ``--profile PATH`` runs the server under
+``--loop uvloop`` runs it on uvloop. ``--profile PATH`` runs the server under
 cProfile and writes the stats to PATH when it shuts down (SIGTERM/SIGINT).
 """
 
@@ -74,21 +72,6 @@ def build(kind: str) -> tuple[App, str]:
     raise SystemExit(f"unknown app {kind!r}")
 
 
-def use_batch_udp_transport() -> None:
-    """Serve ``udp://`` with framework.transports.udp instead of asyncio's transport."""
-    import framework.runtime.server as server_module
-    from framework.transports import base
-    from framework.transports.udp import create_udp_endpoint
-
-    async def serve_datagrams(endpoint: Any, factory: Any, *, reuse_port: bool = False) -> Any:
-        transport, protocol = await create_udp_endpoint(
-            factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port
-        )
-        return transport, protocol, base._bound(endpoint, transport.get_extra_info("sockname"))
-
-    server_module.serve_datagrams = serve_datagrams  # type: ignore[assignment]
-
-
 def main() -> None:
     """Serve the chosen app on 127.0.0.1 until SIGTERM/SIGINT; announce the port."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,11 +87,8 @@ def main() -> None:
         metavar="N",
         help="raise max_connections to N, and lift the per-address limit (all load is local)",
     )
-    parser.add_argument("--udp-transport", choices=("asyncio", "wirekit"), default="asyncio")
     args = parser.parse_args()
     app, scheme = build(args.app)
-    if args.udp_transport == "wirekit":
-        use_batch_udp_transport()
     loop_factory = None
     if args.loop == "uvloop":
         try:
