@@ -120,8 +120,7 @@ def _fused_msgpack_messages(
 ) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]:
     """msgpack → typed message in one function, the same values and errors as the two stages.
 
-    Returns ``decode(frame)`` and ``decode_many(frames)``, the second a loop
-    over the frames of one read without a call per frame. A flat message
+    Returns ``decode(frame)`` and ``decode_many(frames)``. A flat message
     (scalar fields only) is built straight from the unpacked map, skipping
     the nesting check: a map of scalars is one level deep. Anything else
     takes the two stages' own path.
@@ -148,28 +147,7 @@ def _fused_msgpack_messages(
         check_depth(frame, value)
         return registry_decode(value)
 
-    def decode_many(frames: list[Any]) -> list[Any]:
-        messages: list[Any] = []
-        append = messages.append
-        for frame in frames:
-            try:
-                value = unpack(frame)
-            except Exception:
-                append(decode(frame))  # raises the precise DecodeError
-                continue
-            if type(value) is dict:
-                name = value.get(TYPE_KEY)
-                fast = fast_get(name) if type(name) is str else None
-                if fast is not None:
-                    message = fast(value)
-                    if message is not MISS:
-                        append(message)
-                        continue
-            check_depth(frame, value)
-            append(registry_decode(value))
-        return messages
-
-    return decode, decode_many
+    return decode, _each(decode)
 
 
 def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
