@@ -50,8 +50,9 @@ def _frozen_setters(
     same, provided the ``__init__`` really is only that. That is checked on
     the compiled ``__init__`` itself: it must be attrs-generated and name
     nothing but the setter getter and the fields (a validator, a converter,
-    a cached hash or a pre/post-init hook each add a name), and ``__new__``
-    must be object's. Anything else keeps calling the class.
+    a cached hash or a pre/post-init hook each add a name), ``__new__``
+    must be object's and the metaclass's ``__call__`` type's. Anything else
+    keeps calling the class.
     """
     init = cls.__dict__.get("__init__")
     code = getattr(init, "__code__", None)
@@ -60,8 +61,8 @@ def _frozen_setters(
     names = {field.name for field in fields}
     if code.co_names != ("_cached_setattr_get",) or set(code.co_consts) - {None} != names:
         return None
-    if getattr(cls, "__new__", None) is not _OBJECT_NEW:
-        return None
+    if getattr(cls, "__new__", None) is not _OBJECT_NEW or type(cls).__call__ is not type.__call__:
+        return None  # object.__new__ and no metaclass of its own between: nothing skipped
     setters = []
     for field in fields:
         slot = inspect.getattr_static(cls, field.name, None)

@@ -15,7 +15,17 @@ import sys
 from typing import Any
 
 import pytest
-from helpers_runtime import IoCounter, Ping, Pong, eventually, raw_peer, run, typed_pipeline, within
+from helpers_runtime import (
+    IoCounter,
+    Ping,
+    Pong,
+    eventually,
+    memory_url,
+    raw_peer,
+    run,
+    typed_pipeline,
+    within,
+)
 
 from framework import Pipeline
 from framework.app import App
@@ -259,3 +269,100 @@ def test_suspended_handler_is_cancelled_after_the_shutdown_timeout() -> None:
             await within(conn.receive())
 
     run(main())
+
+
+def test_async_fallback_tasks_count_against_max_inflight_handlers() -> None:
+    # Values nobody handles go to the fallback; an async fallback that
+    # suspends is in-flight work like any handler: past the limit, the rest
+    # of the read is held, in order.
+    pipeline = Pipeline(framing="newline", codecs="utf-8")
+    app = App(pipeline)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    @app.on(int)
+    def never(value: int, conn: Connection) -> None:
+        return None
+
+    @app.fallback
+    async def unhandled(error: Any, conn: Connection) -> str:
+        started.append(error.value)
+        await release.wait()
+        return f"late {error.value}"
+
+    async def main() -> None:
+        limits = Limits(max_inflight_handlers=2)
+        async with (
+            await app.start("tcp://127.0.0.1:0", limits=limits) as server,
+            raw_peer(server.url) as peer,
+        ):
+            peer.write(b"a\nb\nc\nd\ne\n")
+            await eventually(lambda: len(started) >= 2)
+            await asyncio.sleep(0.05)  # room for a wrong third start to show
+            assert started == ["a", "b"]
+            release.set()
+            await eventually(lambda: len(started) == 5)
+            assert started == ["a", "b", "c", "d", "e"]
+
+    run(main())
+
+
+def test_handlers_stop_when_the_peer_resets_an_in_process_connection_mid_read() -> None:
+    # A memory:// connection can be reset by its other end at any moment,
+    # here by a handler in the middle of a read: the rest of that read is
+    # not handled and nothing more is written or counted.
+    pipeline = Pipeline(framing="newline", codecs="utf-8")
+    app = App(pipeline)
+    handled: list[str] = []
+    clients: list[Connection] = []
+    served: list[Connection] = []
+
+    @app.on(str)
+    def handle(value: str, conn: Connection) -> str:
+        served.append(conn)
+        handled.append(value)
+        if value == "kill":
+            clients[0].abort()
+        return f"re {value}"
+
+    async def main() -> None:
+        async with await app.start(memory_url()) as server:
+            client = await connect(server.url, pipeline)
+            clients.append(client)
+            await client.send("first")
+            assert await within(client.receive()) == "re first"
+            client._transport.write(b"kill\nafter1\nafter2\n")  # type: ignore[attr-defined]
+            await eventually(lambda: served[-1].closed)
+            assert handled == ["first", "kill"]
+            assert served[-1].stats.frames_out == 1
+
+    run(main())
+
+
+def test_a_loop_whose_time_is_replaced_on_the_instance_keeps_its_own_clock() -> None:
+    # Test clocks sometimes replace loop.time on the loop itself: a
+    # connection must measure its activity with that clock, not the system's.
+    app = App(Pipeline(framing="newline", codecs="utf-8"))
+
+    @app.on(str)
+    def echo(value: str, conn: Connection) -> str:
+        return value
+
+    async def main() -> None:
+        async with (
+            await app.start("tcp://127.0.0.1:0", limits=Limits(idle_timeout=5.0)) as server,
+            await connect(server.url, app.pipeline) as conn,
+        ):
+            await conn.send("hello")
+            assert await within(conn.receive()) == "hello"
+            served = next(iter(server.connections))
+            now = asyncio.get_running_loop().time()
+            assert now - 5.0 < served._last_activity <= now  # type: ignore[attr-defined]
+
+    loop = asyncio.new_event_loop()
+    system = loop.time
+    loop.time = lambda: system() + 1000.0  # type: ignore[method-assign]
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()

@@ -540,11 +540,34 @@ class _Mutable:
     n: int
 
 
-@pytest.mark.parametrize("cls", [_Plain, _CachedHash, _Validated, _PostInit, _KwOnly, _Mutable])
+class _Counting(type):
+    """A metaclass that sees every instance its classes make."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__call__(*args, **kwargs)
+        calls.append(f"made {instance.n}")
+        return instance
+
+
+@attrs.frozen
+class _CountedBase(metaclass=_Counting):
+    pass
+
+
+@attrs.frozen
+class _Counted(_CountedBase):
+    x: float
+    n: int
+
+
+@pytest.mark.parametrize(
+    "cls", [_Plain, _CachedHash, _Validated, _PostInit, _KwOnly, _Mutable, _Counted]
+)
 def test_flat_messages_decode_to_what_their_class_builds(cls: type) -> None:
     # The fast path may build a plain frozen instance without calling its
-    # __init__; whatever __init__ would do besides setting fields (validate,
-    # cache a hash, run a hook) must still happen, through the class.
+    # __init__; whatever calling the class would do besides setting fields
+    # (validate, cache a hash, run a hook, a metaclass's __call__) must still
+    # happen, through the class.
     registry = MessageRegistry()
     registry.register(cls, "flat")
     calls.clear()
@@ -555,7 +578,8 @@ def test_flat_messages_decode_to_what_their_class_builds(cls: type) -> None:
     if cls is not _Mutable:
         assert hash(decoded) == hash(built)
     assert (decoded.x, decoded.n) == (1.5, 7)
-    assert calls == (["post-init 7", "post-init 7"] if cls is _PostInit else [])
+    hooked = {_PostInit: ["post-init 7", "post-init 7"], _Counted: ["made 7", "made 7"]}
+    assert calls == hooked.get(cls, [])
     if cls is _Validated:
         with pytest.raises(InvalidMessage):
             registry.decode({"type": "flat", "x": 1.5, "n": -1})

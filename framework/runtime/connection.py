@@ -292,8 +292,11 @@ class Connection:
                 last_kind = type(value)
                 handler = resolved.get(last_kind) or router.handler_for(last_kind)
             if handler is None:
-                self._unhandled(value)
+                self._unhandled(value)  # an async fallback starts a task
                 if self._closing():
+                    return
+                if len(tasks) >= limit:
+                    self._hold(rest)
                     return
                 continue
             try:
@@ -518,7 +521,9 @@ def _needs_await(result: Any) -> bool:
 
 def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     """``loop.time``, or what it calls when that is asyncio's own (one frame less per read)."""
-    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+    # The bound method, not the class's: a loop whose time() is replaced on
+    # the instance (a test's clock) keeps its own.
+    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
         return time.monotonic
     return loop.time
 
@@ -595,6 +600,11 @@ class StreamConnection(Connection, asyncio.Protocol):
         # they implement it: no isinstance check here.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        # A socket transport starts closing only when told to (close, abort,
+        # a failed write), never in the middle of our read; an in-process
+        # one (memory://, fault injection) can be reset or aborted by the
+        # other end at any moment: watch it from the start.
+        self._watch_close = transport.get_extra_info("socket") is None
         self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(
             high=self._limits.write_high_water, low=self._limits.write_low_water
