@@ -101,8 +101,9 @@ class Connection:
         # at the end of the loop iteration they finished in (see _finish).
         self._late: list[Any] = []
         # Set once the application may have closed the connection (close,
-        # abort, a send that can fail): until then the dispatch loop skips
-        # asking the transport whether it is closing after every handler.
+        # abort, a send that can fail), or from the start for a transport
+        # that can close on its own mid-read: until then the dispatch loop
+        # skips asking the transport whether it is closing after every handler.
         self._watch_close = False
 
     def __repr__(self) -> str:
@@ -647,8 +648,9 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._replies = None
             if replies:
                 transport = self._transport
-                # Only a close, an abort or a send (which set _watch_close)
-                # can have started closing the transport during this read.
+                # A socket transport can have started closing during this read
+                # only through a close, an abort or a send, which set
+                # _watch_close (in-process transports have it set throughout).
                 if transport is not None and not (self._watch_close and transport.is_closing()):
                     try:
                         out = self._encode_many(replies)
