@@ -115,15 +115,12 @@ def _is_builtin(codec: Codec) -> bool:
     return type(codec).__module__.startswith("framework.")
 
 
-def _fused_msgpack_messages(
-    codec: MsgpackCodec, registry: MessageRegistry
-) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]:
+def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> Callable[[Any], Any]:
     """msgpack → typed message in one function, the same values and errors as the two stages.
 
-    Returns ``decode(frame)`` and ``decode_many(frames)``. A flat message
-    (scalar fields only) is built straight from the unpacked map, skipping
-    the nesting check: a map of scalars is one level deep. Anything else
-    takes the two stages' own path.
+    A flat message (scalar fields only) is built straight from the unpacked
+    map, skipping the nesting check: a map of scalars is one level deep.
+    Anything else takes the two stages' own path.
     """
     unpack = codec.unpack
     codec_decode = codec.decode
@@ -147,7 +144,7 @@ def _fused_msgpack_messages(
         check_depth(frame, value)
         return registry_decode(value)
 
-    return decode, _each(decode)
+    return decode
 
 
 def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
@@ -165,6 +162,8 @@ def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]
 
 
 def _each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    """``decode`` over a read's frames, in one call."""
+
     def decode_many(frames: list[Any]) -> list[Any]:
         return [decode(frame) for frame in frames]
 
@@ -236,7 +235,8 @@ class Pipeline:
             and [type(c) for c in self.codecs] == [MsgpackCodec]
             and (self.codecs[0].max_depth or 1) >= 1  # type: ignore[attr-defined]
         ):
-            decode, decode_many = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
+            decode = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
+            decode_many = _each(decode)
         object.__setattr__(self, "_decode", decode)
         object.__setattr__(self, "_decode_many", decode_many)
         object.__setattr__(self, "_encode", _compose(encoders))
@@ -425,7 +425,7 @@ class Decoder:
         self._decode = decode
         # decode over a list of frames, as one call.
         self._decode_many = (
-            decode_many if decode_many is not None or decode is None else (_each(decode))
+            decode_many if decode_many is not None or decode is None else _each(decode)
         )
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
