@@ -247,10 +247,10 @@ class Connection:
     def _deliver(self, values: list[Any]) -> None:
         """Hand decoded values to the router, or queue them for ``receive``."""
         self.stats.frames_in += len(values)
-        self._route(values)
-
-    def _route(self, values: list[Any]) -> None:
         router = self._router
+        if router is not None and router._handlers and not self._held:
+            self._dispatch(router, values)  # the usual case, first
+            return
         # router.dispatches, without a property call per read.
         if router is None or not (router._handlers or router.fallback_handler is not None):
             self._inbox.extend(values)
@@ -637,13 +637,7 @@ class StreamConnection(Connection, asyncio.Protocol):
                 self._feed_failed(exc)
             else:
                 if values:
-                    # _deliver, one call shorter for the usual case.
-                    stats.frames_in += len(values)
-                    router = self._router
-                    if router is not None and router._handlers and not self._held:
-                        self._dispatch(router, values)
-                    else:
-                        self._route(values)
+                    self._deliver(values)
         finally:
             self._replies = None
             if replies:

@@ -159,17 +159,16 @@ class DatagramPeer(Connection):
         encode = server._encode
         if self._session is not None:
             encode = _sealer(self._session, self.pipeline.datagram_framing, encode)
-        if strict:
-            datagrams = [encode(value) for value in values]
-        else:
-            try:
-                if len(values) == 1:
-                    datagrams = [encode(values[0])]  # the usual reply, without a comprehension
-                else:
-                    datagrams = [encode(value) for value in values]
-            except WirekitError:
-                # One bad reply must not cost the others.
-                datagrams = self._encode_each(values, encode)
+        try:
+            if len(values) == 1:
+                datagrams = [encode(values[0])]  # the usual reply, without a comprehension
+            else:
+                datagrams = [encode(value) for value in values]
+        except WirekitError:
+            if strict:
+                raise
+            # One bad reply must not cost the others.
+            datagrams = self._encode_each(values, encode)
         factor = None if self._verified else server.limits.amplification_factor
         stats = self.stats
         for data in datagrams:
@@ -330,7 +329,7 @@ class DatagramServer(asyncio.DatagramProtocol):
                 bucket.rate,
             )
             return
-        if peer._tasks and len(peer._tasks) >= self.limits.max_inflight_handlers:
+        if len(peer._tasks) >= self.limits.max_inflight_handlers:
             # UDP cannot push back: a peer with too much work running loses
             # the datagram, as it would to a full socket buffer.
             stats.dropped_no_capacity += 1
@@ -358,13 +357,7 @@ class DatagramServer(asyncio.DatagramProtocol):
         replies: list[Any] = []
         peer._replies = replies
         try:
-            # peer._deliver, two calls shorter for the usual case.
-            peer.stats.frames_in += len(values)
-            router = peer._router
-            if router is not None and router._handlers and not peer._held:
-                peer._dispatch(router, values)
-            else:
-                peer._route(values)
+            peer._deliver(values)
         finally:
             peer._replies = None
             if replies and not peer._closed.done():
