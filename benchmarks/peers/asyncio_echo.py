@@ -13,6 +13,7 @@ import signal
 import struct
 
 import msgpack
+from _loops import run_on_loop
 
 HEADER = struct.Struct(">I")
 
@@ -79,19 +80,6 @@ async def main(port: int, recode: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.close()
-
-
-def run_on_loop(coro, use_uvloop):
-    """Run ``coro`` on asyncio's default loop or on uvloop (exit 3 if not installed)."""
-    factory = None
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            raise SystemExit(3) from None
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coro)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import asyncio
 import signal
 import socket
 
+from _loops import run_on_loop
+
 
 class Echo(asyncio.DatagramProtocol):
     """Send every datagram back to where it came from."""
@@ -48,19 +50,6 @@ def blocking(port: int) -> None:
     while True:
         data, addr = recvfrom(65536)
         sendto(data, addr)
-
-
-def run_on_loop(coro, use_uvloop):
-    """Run ``coro`` on asyncio's default loop or on uvloop (exit 3 if not installed)."""
-    factory = None
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            raise SystemExit(3) from None
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coro)
 
 
 if __name__ == "__main__":

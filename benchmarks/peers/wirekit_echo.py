@@ -20,6 +20,7 @@ import cProfile
 from typing import Any
 
 import attrs
+from _loops import loop_factory
 
 from framework import App, Pipeline, message
 from framework.limits import Limits
@@ -89,13 +90,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     app, scheme = build(args.app)
-    loop_factory = None
-    if args.loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise SystemExit(3) from None  # EXIT_NOT_INSTALLED: the benchmark skips it
-        loop_factory = uvloop.new_event_loop
+    factory = loop_factory(args.loop == "uvloop")
 
     def ready(server: Any) -> None:
         print("ready", server.endpoint.port, flush=True)
@@ -105,13 +100,13 @@ def main() -> None:
         limits = Limits(max_connections=args.max_connections, max_connections_per_peer=None)
     serve = app.serve(f"{scheme}://127.0.0.1:{args.port}", ready=ready, limits=limits)
     if args.profile is None:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve)
         return
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve)
     finally:
         profiler.disable()
