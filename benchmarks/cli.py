@@ -2,7 +2,9 @@
 
 ``python -m benchmarks io ...`` (or ``--suite io``) runs the I/O benchmark
 instead: see :mod:`benchmarks.io_cli`; ``python -m benchmarks idle`` measures
-memory per idle connection: see :mod:`benchmarks.idle_memory`.
+memory per idle connection: see :mod:`benchmarks.idle_memory`; ``python -m
+benchmarks hot-path`` hands a wirekit connection and the hand-written peer the
+same reads in one process: see :mod:`benchmarks.hot_path`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("core", "io", "idle"),
+        choices=("core", "io", "idle", "hot-path"),
         default="core",
         help="core: sans-I/O throughput (default); io: servers over loopback "
         "(same as `python -m benchmarks io`, see its --help)",
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _suite(argv: list[str]) -> tuple[str, list[str]]:
     """Split the suite choice (``io`` first, or ``--suite NAME``) from the other arguments."""
-    if argv[:1] in (["io"], ["core"], ["idle"]):
+    if argv[:1] in (["io"], ["core"], ["idle"], ["hot-path"]):
         return argv[0], argv[1:]
     for index, arg in enumerate(argv):
         if arg == "--suite" and index + 1 < len(argv):
@@ -81,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.idle_memory import main as idle_main
 
         return idle_main(argv)
+    if suite == "hot-path":
+        from benchmarks.hot_path import main as hot_path_main
+
+        return hot_path_main(argv)
     if suite != "core":
-        _parser().error(f"unknown suite {suite!r} (choose core, io or idle)")
+        _parser().error(f"unknown suite {suite!r} (choose core, io, idle or hot-path)")
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
