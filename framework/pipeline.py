@@ -543,10 +543,22 @@ class Encoder:
     connection: it is not safe to share between threads.
     """
 
-    __slots__ = ("encode_many",)
+    __slots__ = ("encode_many", "header", "header_limit")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.encode_many: Callable[[Iterable[Any]], bytes] = _build_encode_many(pipeline)
+        #: For raw bytes under a length prefix with no adjustment: ``header(n)``
+        #: is the header of an ``n``-byte frame, for any ``n`` up to
+        #: ``header_limit``, so a ``bytes`` value's wire form is
+        #: ``header(len(value)) + value``: a caller may frame such values as
+        #: they are produced instead of collecting them for ``encode_many``.
+        #: ``None`` for every other stack.
+        self.header: Callable[[int], bytes] | None = None
+        self.header_limit = -1
+        framing = pipeline.framing
+        if pipeline._identity and type(framing) is LengthPrefix and framing.length_adjustment == 0:
+            self.header = framing._struct.pack
+            self.header_limit = framing._encodable[1]
 
 
 def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:

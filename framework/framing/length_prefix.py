@@ -159,6 +159,10 @@ class _LengthPrefixDecoder(FrameDecoder):
     # (appending to a bytearray reallocates, and copies, on most appends:
     # quadratic in the number of chunks). The chunk that completes a frame is
     # then cut in place, without copying what follows the frame.
+    #
+    # ``buffered`` is a plain attribute, kept up to date by ``feed``: a
+    # connection reads it after every read (for ``frame_timeout``), and an
+    # attribute costs a fraction of a property call there.
     __slots__ = (
         "_adjust",
         "_failed",
@@ -170,7 +174,10 @@ class _LengthPrefixDecoder(FrameDecoder):
         "_offset",
         "_parts",
         "_unpack",
+        "buffered",
     )
+
+    buffered: int
 
     def __init__(self, framing: LengthPrefix) -> None:
         self._unpack = framing._struct.unpack_from
@@ -184,12 +191,7 @@ class _LengthPrefixDecoder(FrameDecoder):
         self._need = 0  # payload bytes the known header announced
         self._offset = 0  # stream offset of the first byte held
         self._failed: FramingError | None = None
-
-    @property
-    def buffered(self) -> int:
-        if self._parts:
-            return self._hsize + self._have
-        return len(self._head)
+        self.buffered = 0
 
     def feed(self, data: Buffer) -> list[bytes]:
         if self._failed is not None:
@@ -206,6 +208,7 @@ class _LengthPrefixDecoder(FrameDecoder):
             need = self._need
             if have < need:
                 self._have = have
+                self.buffered = self._hsize + have
                 return frames
             cut = len(data) - (have - need)
             if cut < len(data):
@@ -249,6 +252,7 @@ class _LengthPrefixDecoder(FrameDecoder):
                 self._have = end - body
                 self._need = length
                 self._offset += pos - start
+                self.buffered = end - pos
                 return frames
             append(buf[body:stop])
             pos = stop
@@ -256,6 +260,7 @@ class _LengthPrefixDecoder(FrameDecoder):
             if pos < end:
                 self._head = buf[pos:]
             self._offset += pos - start
+            self.buffered = end - pos
             return frames
         # A length over the limit, or negative: the stream is broken here.
         self._offset += pos - start
@@ -284,6 +289,7 @@ class _LengthPrefixDecoder(FrameDecoder):
         self._failed = error
         self._head = b""
         self._parts.clear()
+        self.buffered = 0
         return error
 
     def end(self) -> None:

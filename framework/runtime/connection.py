@@ -96,7 +96,14 @@ class Connection:
         # Decoded values not yet dispatched because max_inflight_handlers
         # async handlers are running; reading is paused meanwhile.
         self._held: collections.deque[Any] = collections.deque()
+        # The replies produced during the current read, written together
+        # when it ends (None outside a read). With a raw-bytes stack under a
+        # plain length prefix (see Encoder.header) they are held already
+        # framed, two chunks per reply (header and payload), so the dispatch
+        # loop frames a reply as it is produced and the read ends with a join.
         self._replies: list[Any] | None = None
+        self._header: Callable[[int], bytes] | None = None  # None: values, not chunks
+        self._header_limit = -1
         # Replies of async handlers that finished as tasks, written together
         # at the end of the loop iteration they finished in (see _finish).
         self._late: list[Any] = []
@@ -153,7 +160,7 @@ class Connection:
             # everything in the order the handlers produced it.
             pending = replies[:]
             replies.clear()
-            self._write_values(pending)
+            self._flush_replies(pending)
         self._write_values([value], strict=True)
 
     async def receive(self) -> Any:
@@ -208,6 +215,25 @@ class Connection:
         encoded is logged and counted, and the others still go out.
         """
         raise NotImplementedError
+
+    def _flush_replies(self, replies: list[Any]) -> None:
+        """Send the replies gathered so far in a read (the transport is open)."""
+        self._write_values(replies)
+
+    def _add_reply(self, value: Any) -> None:
+        """Add a reply to the current read's batch (``_replies`` is a list)."""
+        replies = self._replies
+        assert replies is not None
+        header = self._header
+        if header is None:
+            replies.append(value)
+        elif type(value) is bytes and len(value) <= self._header_limit:
+            replies += (header(len(value)), value)
+        else:
+            # Held framed: encode it now; a value that cannot be encoded is
+            # logged and dropped, as the batch's encoder would.
+            for wire in self._encode_each([value], self.pipeline.encode):
+                replies += (b"", wire)
 
     def _encode_each(self, values: list[Any], encode: Callable[[Any], bytes]) -> list[bytes]:
         """Encode replies one by one, logging and skipping those that fail."""
@@ -284,7 +310,17 @@ class Connection:
             return
         resolved = router._resolved
         replies = self._replies
-        reply = replies.append if replies is not None else self._write_one
+        # Framed as produced (see _replies): a bytes reply within the header's
+        # range is framed here, in the loop; any other goes through _add_reply.
+        header = self._header if replies is not None else None
+        most = self._header_limit
+        if replies is None:
+            reply: Callable[[Any], None] = self._write_one
+        elif header is None:
+            reply = replies.append
+        else:
+            reply = self._add_reply
+            chunk = replies.append
         plain = _PLAIN_REPLIES
         last_kind: type | None = None
         handler: Callable[[Any, Any], Any] | None = None
@@ -308,7 +344,10 @@ class Connection:
                     return
                 continue
             if result is not None:
-                if type(result) in plain or not _needs_await(result):
+                if header is not None and type(result) is bytes and (size := len(result)) <= most:
+                    chunk(header(size))
+                    chunk(result)
+                elif type(result) in plain or not _needs_await(result):
                     reply(result)
                 else:
                     self._run_async(result, value)
@@ -345,7 +384,7 @@ class Connection:
         if kind not in _PLAIN_REPLIES and _needs_await(result):
             self._run_async(result, subject)
         elif self._replies is not None:
-            self._replies.append(result)
+            self._add_reply(result)
         else:
             self._write_values([result])
 
@@ -384,7 +423,7 @@ class Connection:
         if self._replies is not None:
             # Finished during a read's dispatch (an eager task that did not
             # suspend): the reply joins that read's batch.
-            self._replies.append(result)
+            self._add_reply(result)
             return
         # Handlers finishing in the same loop iteration share one write.
         if not self._late:
@@ -459,7 +498,7 @@ class Connection:
             finally:
                 self._replies = None
                 if replies and not self._closing():
-                    self._write_values(replies)
+                    self._flush_replies(replies)
         if not self._held:
             self._resume_reading(8)
             if not self._tasks:
@@ -579,7 +618,10 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._now = _clock(self._loop)
         self._last_activity = self._now()
         self._idle_handle: asyncio.TimerHandle | None = None
-        self._encode_many = pipeline.encoder().encode_many
+        encoder = pipeline.encoder()
+        self._encode_many = encoder.encode_many
+        self._header = encoder.header
+        self._header_limit = encoder.header_limit
         # Limits on what a peer sends, for connections a server accepted
         # (those have on_made); a client trusts the server it chose.
         served = on_made is not None
@@ -637,7 +679,13 @@ class StreamConnection(Connection, asyncio.Protocol):
                 self._feed_failed(exc)
             else:
                 if values:
-                    self._deliver(values)
+                    # _deliver's usual case, inline: one call fewer per read.
+                    router = self._router
+                    if router is not None and router._handlers and not self._held:
+                        stats.frames_in += len(values)
+                        self._dispatch(router, values)
+                    else:
+                        self._deliver(values)
         finally:
             self._replies = None
             if replies:
@@ -646,15 +694,22 @@ class StreamConnection(Connection, asyncio.Protocol):
                 # only through a close, an abort or a send, which set
                 # _watch_close (in-process transports have it set throughout).
                 if transport is not None and not (self._watch_close and transport.is_closing()):
-                    try:
-                        out = self._encode_many(replies)
-                    except WirekitError:
-                        self._send_batch(transport, replies)  # drops only the bad replies
-                    else:
-                        if out:
-                            transport.write(out)
-                        stats.frames_out += len(replies)
+                    if self._header is not None:
+                        # Framed already (_flush_replies, inline: once per read).
+                        out = b"".join(replies)
+                        transport.write(out)
+                        stats.frames_out += len(replies) >> 1
                         stats.bytes_out += len(out)
+                    else:
+                        try:
+                            out = self._encode_many(replies)
+                        except WirekitError:
+                            self._send_batch(transport, replies)  # drops only the bad replies
+                        else:
+                            if out:
+                                transport.write(out)
+                            stats.frames_out += len(replies)
+                            stats.bytes_out += len(out)
             # Per read, not per frame, and cheap when off. While one frame
             # stays unfinished, reads that complete none change nothing.
             completed = stats.frames_in - frames_before
@@ -842,7 +897,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         if replies:
             # Replies produced earlier in this chunk go out before the close.
             self._replies = []
-            self._write_values(replies)
+            self._flush_replies(replies)
         # The idle timer now measures how long the flush takes: a peer that
         # reads nothing for another idle period is aborted (see _check_idle).
         self._last_activity = self._loop.time()
@@ -856,6 +911,18 @@ class StreamConnection(Connection, asyncio.Protocol):
     def _closing(self) -> bool:
         transport = self._transport
         return transport is None or transport.is_closing()
+
+    def _flush_replies(self, replies: list[Any]) -> None:
+        if self._header is None:
+            self._write_values(replies)
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        data = b"".join(replies)
+        transport.write(data)
+        self.stats.frames_out += len(replies) >> 1
+        self.stats.bytes_out += len(data)
 
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         transport = self._transport
