@@ -4,7 +4,7 @@ The loopback benchmark (``python -m benchmarks io``) shares two cores between
 the server, the load generator and the kernel, and its ratios move by tens of
 percent from one run to the next. This one takes the sockets away: a wirekit
 ``StreamConnection`` and the hand-written asyncio ``Protocol`` of
-``benchmarks/peers/asyncio_echo.py`` are handed the same reads through
+``benchmarks/peers/asyncio_echo.py`` (loaded from that script) are handed the same reads through
 ``data_received`` and write into the same null transport, so what is left is
 exactly the Python work each does per read. It is steady enough to measure a
 change of a few percent (best of several samples, interleaved), which is what
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import gc
+import importlib
 import os
 import re
 import shutil
@@ -31,29 +32,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import attrs
-import msgpack
-
-from framework import App, Pipeline, message
+from benchmarks.workloads import Position
+from framework import App, Pipeline
 from framework.limits import Limits
 from framework.runtime.connection import StreamConnection
 
 __all__ = ["main"]
 
 HEADER = struct.Struct(">I")
-
-
-@message("position")
-@attrs.frozen
-class Position:
-    """The typed message of the loopback benchmark."""
-
-    x: float
-    y: float
-    z: float
-    count: int
+PEERS = Path(__file__).resolve().parent / "peers"
 
 
 class NullTransport(asyncio.Transport):
@@ -92,55 +82,18 @@ class NullTransport(asyncio.Transport):
         self._sock.close()
 
 
-class HandWritten(asyncio.Protocol):
-    """The hand-written peer's echo, as in ``benchmarks/peers/asyncio_echo.py``."""
-
-    recode = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.pending = bytearray()
-        self.need = 4
-
-    def data_received(self, data: bytes) -> None:
-        pending = self.pending
-        if pending:
-            pending += data
-            if len(pending) < self.need:
-                return
-            buf = bytes(pending)
-            pending.clear()
-        else:
-            buf = data
-        unpack = HEADER.unpack_from
-        pack = HEADER.pack
-        recode = self.recode
-        out = []
-        pos = 0
-        end = len(buf)
-        self.need = 4
-        while end - pos >= 4:
-            length = unpack(buf, pos)[0]
-            stop = pos + 4 + length
-            if stop > end:
-                self.need = 4 + length
-                break
-            payload = buf[pos + 4 : stop]
-            if recode:
-                payload = msgpack.packb(msgpack.unpackb(payload))
-            out.append(pack(len(payload)))
-            out.append(payload)
-            pos = stop
-        if pos < end:
-            pending += memoryview(buf)[pos:]
-        if out:
-            self.transport.write(b"".join(out))
+def _peer_protocols() -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """The loopback benchmark's hand-written echo classes, from their script."""
+    # The peer scripts import their helper as a top-level module (they are
+    # run as scripts): put their folder on the path for them.
+    folder = str(PEERS)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = importlib.import_module("asyncio_echo")
+    return module.Echo, module.MsgpackEcho
 
 
-class HandWrittenMsgpack(HandWritten):
-    """The hand-written echo that decodes and re-encodes each msgpack payload."""
-
-    recode = True
+HandWritten, HandWrittenMsgpack = _peer_protocols()
 
 
 def _raw_app() -> App:
@@ -172,7 +125,7 @@ class Scenario:
     reads: list[bytes]
     frames: int  # frames in all the reads
     wirekit: Callable[[], App]
-    baseline: type[HandWritten]
+    baseline: type[asyncio.Protocol]
 
 
 def _scenarios() -> list[Scenario]:
