@@ -231,7 +231,9 @@ class Connection:
             replies += (header(len(value)), value)
         else:
             # Held framed: encode it now; a value that cannot be encoded is
-            # logged and dropped, as the batch's encoder would.
+            # logged and dropped, as the batch's encoder would. Its wire form
+            # holds its header: an empty chunk before it keeps two chunks per
+            # reply, which frames_out counts on.
             for wire in self._encode_each([value], self.pipeline.encode):
                 replies += (b"", wire)
 
@@ -312,13 +314,14 @@ class Connection:
         replies = self._replies
         # Framed as produced (see _replies): a bytes reply within the header's
         # range is framed here, in the loop; any other goes through _add_reply.
-        header = self._header if replies is not None else None
+        header = None
         most = self._header_limit
         if replies is None:
             reply: Callable[[Any], None] = self._write_one
-        elif header is None:
+        elif self._header is None:
             reply = replies.append
         else:
+            header = self._header
             reply = self._add_reply
             chunk = replies.append
         plain = _PLAIN_REPLIES
