@@ -38,7 +38,14 @@ from framework.limits import Limits
 from framework.pipeline import Pipeline
 from framework.ratelimit import TokenBucket
 from framework.router import Router
-from framework.runtime.connection import Connection, ConnectionClosed, _clock, _kind
+from framework.runtime.connection import (
+    _PLAIN_REPLIES,
+    Connection,
+    ConnectionClosed,
+    _clock,
+    _kind,
+    _needs_await,
+)
 from framework.security import AuthSession
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
@@ -230,6 +237,13 @@ class DatagramPeer(Connection):
         self._watch_close = True
         if self._late:
             self._flush_late()
+        replies = self._replies
+        if replies:
+            # Replies returned before the close, earlier in this datagram,
+            # still go out (as on a stream); nothing after it does.
+            pending = replies[:]
+            replies.clear()
+            self._write_values(pending)
         self._server._forget(self)
 
     def abort(self) -> None:
@@ -260,6 +274,10 @@ class DatagramServer(asyncio.DatagramProtocol):
         if framing.max_frame_size is not None:
             self._max_size = min(self._max_size, framing.max_frame_size)
         self._responder = framing.auth.responder() if framing.auth is not None else None
+        # Stacks whose datagrams need no check before decoding (see
+        # datagram_received); cleared when reading stops.
+        self._plain = self._responder is None
+        self._raw = pipeline._identity and not framing.packed
         self._drop_log = _DropLog()
 
     def _log_drop(self, kind: str, message: str, *args: Any) -> None:
@@ -272,8 +290,77 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._schedule_sweep()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        peer = self.peers.get(addr)
+        payload = data
+        if (
+            self._plain
+            and peer is not None
+            and len(data) <= self._max_size
+            and peer._bucket is None
+            and not peer._tasks
+        ):
+            # The usual datagram: from a known peer, with nothing to check
+            # before decoding (no auth, no rate limit, no handler running).
+            self.stats.received += 1
+            peer.stats.bytes_in += len(data)
+            peer.last_activity = self._now()
+        else:
+            admitted = self._admit(data, addr, peer)
+            if admitted is None:
+                return
+            peer, payload = admitted
+        if self._raw:
+            # A raw stack's value is the datagram itself (its size is
+            # checked above against the framing's limit too).
+            value = payload if type(payload) is bytes else bytes(payload)
+        else:
+            try:
+                values = self._decode(payload)
+            except WirekitError as exc:
+                values = self._undecodable(peer, exc)
+            if len(values) != 1:
+                if values:  # packed framing: several values to one datagram
+                    self._deliver(peer, values)
+                return
+            value = values[0]
+        handler = self.router._resolved.get(type(value))
+        if handler is None or peer._held:
+            # Not yet resolved, unhandled, queued or held: the general path.
+            self._deliver(peer, [value])
+            return
+        # _dispatch's work for one value, without its loop, its batch or
+        # a call per step.
+        peer.stats.frames_in += 1
+        try:
+            result = handler(value, peer)
+        except Exception:
+            peer._handler_failed(value)
+            return
+        if result is None:
+            return
+        if type(result) in _PLAIN_REPLIES or not _needs_await(result):
+            if not peer._closed.done():
+                peer._write_values([result])
+        else:
+            peer._run_async(result, value)
+
+    def _deliver(self, peer: DatagramPeer, values: list[Any]) -> None:
+        """Hand one datagram's values to the peer; its replies go out together."""
+        replies: list[Any] = []
+        peer._replies = replies
+        try:
+            peer._deliver(values)
+        finally:
+            peer._replies = None
+            if replies and not peer._closed.done():
+                peer._write_values(replies)
+
+    def _admit(
+        self, data: bytes, addr: Any, peer: DatagramPeer | None
+    ) -> tuple[DatagramPeer, bytes] | None:
+        """Every check before decoding, in order; the peer and the payload, or None if dropped."""
         if not self._reading:
-            return  # shutting down: start no new work
+            return None  # shutting down: start no new work
         stats = self.stats
         stats.received += 1
         if len(data) > self._max_size:
@@ -285,7 +372,7 @@ class DatagramServer(asyncio.DatagramProtocol):
                 addr,
                 self._max_size,
             )
-            return
+            return None
         session: AuthSession | None = None
         payload = data
         if self._responder is not None:
@@ -295,16 +382,15 @@ class DatagramServer(asyncio.DatagramProtocol):
             except ReplayedDatagram as exc:
                 stats.dropped_replayed += 1
                 self._log_drop("replayed", "dropped datagram from %s: %s", addr, exc)
-                return
+                return None
             except AuthenticationError as exc:
                 stats.dropped_unauthenticated += 1
                 self._log_drop("unauthenticated", "dropped datagram from %s: %s", addr, exc)
-                return
-        peer = self.peers.get(addr)
+                return None
         if peer is None:
             if len(self.peers) >= self.limits.max_peers:
                 stats.dropped_no_capacity += 1
-                return
+                return None
             peer = DatagramPeer(self, addr)
             self.peers[addr] = peer
             if session is not None:
@@ -328,40 +414,29 @@ class DatagramServer(asyncio.DatagramProtocol):
                 peer,
                 bucket.rate,
             )
-            return
+            return None
         if len(peer._tasks) >= self.limits.max_inflight_handlers:
             # UDP cannot push back: a peer with too much work running loses
             # the datagram, as it would to a full socket buffer.
             stats.dropped_no_capacity += 1
-            return
-        try:
-            values = self._decode(payload)
-        except FrameTooLarge as exc:
+            return None
+        return peer, payload
+
+    def _undecodable(self, peer: DatagramPeer, exc: WirekitError) -> list[Any]:
+        """Count and report a datagram that failed to decode; the values before the bad one."""
+        values = exc.decoded
+        exc.decoded = []
+        if isinstance(exc, FrameTooLarge):
             # Over the pipeline's own datagram limit (Datagram.max_frame_size),
             # or, packed, a frame over the stream framing's: the frames
             # before it are good and are delivered, as for any other error.
-            values = exc.decoded
-            exc.decoded = []
-            stats.dropped_oversize += 1
+            self.stats.dropped_oversize += 1
             peer.stats.errors += 1
             self._log_drop("oversize", "%r: dropped datagram: %s", peer, exc)
-            if not values:
-                return
-        except WirekitError as exc:
+        else:
             # A packed datagram's good frames still count; the bad one is dropped.
-            values = exc.decoded
-            exc.decoded = []
             peer._bad_input(exc, fatal=False)
-            if not values:
-                return
-        replies: list[Any] = []
-        peer._replies = replies
-        try:
-            peer._deliver(values)
-        finally:
-            peer._replies = None
-            if replies and not peer._closed.done():
-                peer._write_values(replies)
+        return values
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable) for a datagram we sent: not fatal.
@@ -396,6 +471,7 @@ class DatagramServer(asyncio.DatagramProtocol):
     def stop_reading(self) -> None:
         """Ignore further datagrams (graceful shutdown)."""
         self._reading = False
+        self._plain = False
 
     def close(self) -> None:
         """Close the socket."""
