@@ -307,23 +307,23 @@ class Connection:
         limit = self._limits.max_inflight_handlers
         tasks = self._tasks
         rest = iter(values)
-        if len(tasks) >= limit:
+        if tasks and len(tasks) >= limit:
             self._hold(rest)
             return
         resolved = router._resolved
         replies = self._replies
         # Framed as produced (see _replies): a bytes reply within the header's
         # range is framed here, in the loop; any other goes through _add_reply.
-        header = None
+        header = self._header
         most = self._header_limit
         if replies is None:
+            header = None
             reply: Callable[[Any], None] = self._write_one
-        elif self._header is None:
-            reply = replies.append
-        else:
-            header = self._header
+        elif header is not None:
             reply = self._add_reply
             chunk = replies.append
+        else:
+            reply = replies.append
         plain = _PLAIN_REPLIES
         last_kind: type | None = None
         handler: Callable[[Any, Any], Any] | None = None
@@ -672,20 +672,23 @@ class StreamConnection(Connection, asyncio.Protocol):
         stats = self.stats
         stats.bytes_in += len(data)
         self._last_activity = now = self._now()
-        frames_before = stats.frames_in
         replies: list[Any] = []
         self._replies = replies
+        completed = 0
         try:
             try:
                 values = self._feed(data)
             except (DecodeError, FramingError) as exc:
+                completed = stats.frames_in
                 self._feed_failed(exc)
+                completed = stats.frames_in - completed
             else:
                 if values:
+                    completed = len(values)
                     # _deliver's usual case, inline: one call fewer per read.
                     router = self._router
                     if router is not None and router._handlers and not self._held:
-                        stats.frames_in += len(values)
+                        stats.frames_in += completed
                         self._dispatch(router, values)
                     else:
                         self._deliver(values)
@@ -715,11 +718,10 @@ class StreamConnection(Connection, asyncio.Protocol):
                             stats.bytes_out += len(out)
             # Per read, not per frame, and cheap when off. While one frame
             # stays unfinished, reads that complete none change nothing.
-            completed = stats.frames_in - frames_before
             if (
                 self._frame_timeout is not None
-                and (completed or self._partial_since is None)
                 and (self._partial_since is not None or self._framer.buffered)
+                and (completed or self._partial_since is None)
             ):
                 self._track_partial(now, completed)
             if completed and self._bucket is not None:
