@@ -30,7 +30,7 @@ from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
-from framework._flat import MISS, flat_decoder, flat_encoder
+from framework._flat import MISS, flat_decoder, flat_encoder, wire_decoder
 from framework.codecs._base import Codec
 from framework.errors import (
     ConfigError,
@@ -295,6 +295,7 @@ class MessageRegistry(Codec):
         # Generated fast paths for flat classes (see framework._flat).
         self._fast_decode: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self._fast_encode: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        self._wire_decode: dict[bytes, Callable[[bytes], Any]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -327,6 +328,9 @@ class MessageRegistry(Codec):
         if fast_decode is not None and fast_encode is not None:
             self._fast_decode[name] = fast_decode
             self._fast_encode[cls] = fast_encode
+        wire = wire_decoder(cls, TYPE_KEY, name)
+        if wire is not None:
+            self._wire_decode[wire[0]] = wire[1]
         return cls
 
     def type_name(self, cls: type) -> str:
@@ -376,6 +380,14 @@ class MessageRegistry(Codec):
         complete path (fast, then general) everything else uses.
         """
         return self._fast_decode
+
+    def wire_decoders(self) -> dict[bytes, Callable[[bytes], Any]]:
+        """Envelope prefix → msgspec decoder of a whole msgpack frame (see ``framework._flat``).
+
+        Empty without msgspec. A decoder raises on anything it does not
+        accept; the caller then takes the msgpack path, which decides.
+        """
+        return self._wire_decode
 
     def fast_encoders(self) -> dict[type, Callable[[Any], dict[str, Any]]]:
         """Class → specialised envelope builder of a flat class (see :meth:`encode`)."""

@@ -127,8 +127,27 @@ def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> C
     check_depth = codec.check_depth
     registry_decode = registry.decode
     fast_get = registry.fast_decoders().get
+    # msgspec's whole-frame decoders, keyed by the envelope's first bytes:
+    # only where the codec sets no size limit (msgspec would not apply it).
+    wire = registry.wire_decoders()
+    if codec.has_size_limits:
+        wire = {}
+    wire_get = wire.get
+    # The type name's fixstr header (the byte after the type key) gives the
+    # prefix's length; a frame of any other shape matches no prefix.
+    name_at = 2 + len(TYPE_KEY)
 
     def decode(frame: Any) -> Any:
+        if wire:
+            try:
+                whole = wire_get(frame[: name_at + 1 + (frame[name_at] & 0x1F)])
+            except (IndexError, TypeError):  # too short; a bytearray's slice
+                whole = None
+            if whole is not None:
+                try:
+                    return whole(frame)
+                except Exception:
+                    pass  # refused: the msgpack path below decides, precisely
         try:
             value = unpack(frame)
         except Exception:

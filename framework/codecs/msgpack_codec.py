@@ -109,6 +109,20 @@ class MsgpackCodec(Codec):
             )
 
     @property
+    def has_size_limits(self) -> bool:
+        """Whether any ``max_*_len`` limit is set (``max_depth`` aside)."""
+        return any(
+            limit is not None
+            for limit in (
+                self.max_str_len,
+                self.max_bin_len,
+                self.max_array_len,
+                self.max_map_len,
+                self.max_ext_len,
+            )
+        )
+
+    @property
     def unpack(self) -> Callable[[Any], Any]:
         """The bare ``unpackb`` with this codec's size limits: no error translation, no depth check.
 
