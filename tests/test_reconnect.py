@@ -94,14 +94,18 @@ def test_values_sent_while_the_server_is_down_arrive_in_order_after_it_restarts(
     run(main(), timeout=10)
 
 
-def test_on_connect_runs_before_the_queue_is_flushed_so_it_can_resubscribe() -> None:
+def test_on_connect_runs_before_the_queue_is_flushed_so_it_can_resubscribe(
+    tmp_path: Path,
+) -> None:
     app, seen = recording_app()
 
     async def subscribe(conn: Connection) -> None:
         await conn.send("subscribe")
 
     async def main() -> None:
-        server = await app.start("tcp://127.0.0.1:0")
+        # A Unix socket, not a TCP port: between the two servers another
+        # test could be given the freed port, and the client would reach it.
+        server = await app.start(f"unix://{tmp_path}/server.sock")
         async with ReconnectingClient(
             server.url, app.pipeline, backoff=FAST, on_connect=subscribe
         ) as client:
