@@ -15,7 +15,10 @@ gets a *wire* decoder: msgspec parses a whole msgpack envelope straight
 into the class, in C, about twice as fast as unpacking a map and building
 the instance from it. It is only offered where msgspec accepts exactly what
 the general path accepts (see :func:`wire_decoder`); whatever it refuses
-goes to the general path, which decides.
+goes to the general path, which decides. A flat class's *wire* encoder
+writes, through msgspec, the very bytes msgpack writes for its envelope,
+or answers ``None`` and leaves the value to msgpack (see
+:func:`wire_encoder`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ except ImportError:  # optional: wirekit[msgspec]
 #: The msgspec module, or ``None``: wire decoders are made only with it.
 msgspec: Any = _msgspec
 
-__all__ = ["MISS", "flat_decoder", "flat_encoder", "wire_decoder"]
+__all__ = ["MISS", "flat_decoder", "flat_encoder", "wire_decoder", "wire_encoder"]
 
 #: Returned by a fast decoder that cannot decide: use the general path.
 MISS: Any = object()
@@ -192,3 +195,55 @@ def wire_decoder(
     except (TypeError, ValueError):  # a type msgspec cannot resolve: keep the Python path
         return None
     return bytes([0x80 | (len(fields) + 1)]) + key + name, decoder.decode
+
+
+#: Values both msgpack and msgspec write alike, byte for byte. msgspec also
+#: writes types msgpack refuses (datetime, UUID, Enum...): those values
+#: take the msgpack path, which raises the pipeline's error.
+_SAME_BYTES = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def wire_encoder(cls: type, type_key: str, type_name: str) -> Callable[[Any], bytes | None] | None:
+    """A msgspec encoder of ``cls``'s envelopes, or ``None`` without msgspec or a flat class.
+
+    It writes what msgpack writes for the envelope (a map: the type key,
+    then the fields in their order), through a msgspec ``Struct`` tagged
+    with the type name. It answers ``None`` for an instance holding a value
+    of another type than int, float, str, bytes, bool or None (attrs does
+    not check field types), and for anything msgspec refuses (an int past
+    64 bits): the caller then takes the msgpack path, which decides.
+    """
+    if msgspec is None:
+        return None
+    fields = _flat_fields(cls)
+    if fields is None or any(f.name.startswith("_") or f.name == type_key for f in fields):
+        return None
+    try:
+        wire = msgspec.defstruct(
+            f"{cls.__name__}Wire",
+            [(field.name, Any) for field in fields],
+            tag_field=type_key,
+            tag=type_name,
+        )
+    except (TypeError, ValueError):
+        return None
+    names = [f"a{index}" for index in range(len(fields))]
+    checks = " and ".join(f"type({name}) in same" for name in names)
+    lines = [
+        "def encode(v, wire=wire, pack=pack, same=same, type=type, Exception=Exception):",
+        *(f"    {name} = v.{field.name}" for name, field in zip(names, fields, strict=True)),
+        f"    if {checks}:",
+        "        try:",
+        f"            return pack(wire({', '.join(names)}))",
+        "        except Exception:",
+        "            pass",
+        "    return None",
+    ]
+    namespace: dict[str, Any] = {
+        "wire": wire,
+        "pack": msgspec.msgpack.Encoder().encode,
+        "same": _SAME_BYTES,
+    }
+    exec("\n".join(lines), namespace)  # source built from attrs field names only
+    encode: Callable[[Any], bytes | None] = namespace["encode"]
+    return encode

@@ -30,7 +30,7 @@ from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
-from framework._flat import MISS, flat_decoder, flat_encoder, wire_decoder
+from framework._flat import MISS, flat_decoder, flat_encoder, wire_decoder, wire_encoder
 from framework.codecs._base import Codec
 from framework.errors import (
     ConfigError,
@@ -296,6 +296,7 @@ class MessageRegistry(Codec):
         self._fast_decode: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self._fast_encode: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._wire_decode: dict[bytes, Callable[[bytes], Any]] = {}
+        self._wire_encode: dict[type, Callable[[Any], bytes | None]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -331,6 +332,9 @@ class MessageRegistry(Codec):
         wire = wire_decoder(cls, TYPE_KEY, name)
         if wire is not None:
             self._wire_decode[wire[0]] = wire[1]
+        wire_encode = wire_encoder(cls, TYPE_KEY, name)
+        if wire_encode is not None:
+            self._wire_encode[cls] = wire_encode
         return cls
 
     def type_name(self, cls: type) -> str:
@@ -388,6 +392,14 @@ class MessageRegistry(Codec):
         accept; the caller then takes the msgpack path, which decides.
         """
         return self._wire_decode
+
+    def wire_encoders(self) -> dict[type, Callable[[Any], bytes | None]]:
+        """Class → msgspec encoder of a whole msgpack envelope (see ``framework._flat``).
+
+        Empty without msgspec. An encoder writes what msgpack writes for
+        :meth:`encode`'s map, or answers ``None``: then use msgpack.
+        """
+        return self._wire_encode
 
     def fast_encoders(self) -> dict[type, Callable[[Any], dict[str, Any]]]:
         """Class → specialised envelope builder of a flat class (see :meth:`encode`)."""

@@ -592,9 +592,15 @@ def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:
     if registry is None:
         return pack
     fast_get = registry.fast_encoders().get
+    wire_get = registry.wire_encoders().get
     envelope = registry.encode
 
     def encode(value: Any) -> bytes:
+        wire = wire_get(type(value))
+        if wire is not None:
+            frame = wire(value)
+            if frame is not None:
+                return frame
         fast = fast_get(type(value))
         return pack(fast(value) if fast is not None else envelope(value))
 
@@ -623,6 +629,7 @@ def _packed_length_prefixed(
     new_packer = codec.packer
     registry = pipeline.messages
     fast_get = registry.fast_encoders().get if registry is not None else None
+    wire_get = registry.wire_encoders().get if registry is not None else None
     envelope = registry.encode if registry is not None else None
     packer: Any = None
 
@@ -646,9 +653,15 @@ def _packed_length_prefixed(
                         packer = None  # do not keep a big buffer alive
             else:
                 assert envelope is not None
+                assert wire_get is not None
                 for value in values:
-                    fast = fast_get(type(value))
-                    frame = pack(fast(value) if fast is not None else envelope(value))
+                    # msgspec's writer of a flat class, when installed: the
+                    # same bytes; None sends the value on to msgpack.
+                    wire = wire_get(type(value))
+                    frame = wire(value) if wire is not None else None
+                    if frame is None:
+                        fast = fast_get(type(value))
+                        frame = pack(fast(value) if fast is not None else envelope(value))
                     size = len(frame)
                     append(pack_header(size - adjust) if low <= size <= high else header(size))
                     append(frame)

@@ -1,4 +1,4 @@
-"""msgspec's whole-frame decoding of flat messages agrees with the msgpack path.
+"""msgspec's paths for flat messages agree with the msgpack ones, byte for byte.
 
 With msgspec installed, a frame that starts as wirekit writes an envelope
 of a flat frozen class is decoded by msgspec in one step (see
@@ -8,6 +8,11 @@ types, or refuses it with the same error, as a pipeline built without
 msgspec. The frames below start with a registered prefix (so the msgspec
 path is tried) and then hold any entries: missing, repeated, unknown or
 non-string keys, values of every msgpack type, trailing bytes.
+
+On the way out, msgspec writes a flat class's envelopes: for any instance,
+whatever its fields hold (attrs does not check their types), a pipeline
+writes the same bytes as one built without msgspec, or raises the same
+error, in every encoding path (one frame, a batch, a connection's encoder).
 """
 
 from __future__ import annotations
@@ -202,3 +207,51 @@ def test_a_codec_with_size_limits_keeps_the_python_path() -> None:
     frame = REFERENCE.encode_frame(Tagged("abc", b"", False, 1))
     with pytest.raises(WirekitError):
         pipeline.decode_frame(frame)
+
+
+anything = st.one_of(
+    values,
+    st.integers(min_value=-(2**70), max_value=2**70),  # past 64 bits: msgpack refuses
+    st.datetimes(),  # msgspec writes these, msgpack refuses
+    st.uuids(),
+    st.sampled_from([float("nan"), -0.0, 2**63, 2**64, -(2**63) - 1, object()]),
+)
+
+
+def written(pipeline: Pipeline, values: list[Any]) -> tuple[str, Any]:
+    results: list[Any] = []
+    for encode in (
+        pipeline.encode_frame,
+        lambda value: pipeline.encode(value),
+        lambda value: pipeline.encode_many([value, value]),
+        lambda value: pipeline.encoder().encode_many([value]),
+    ):
+        for value in values:
+            try:
+                results.append(encode(value))
+            except WirekitError as exc:
+                results.append((type(exc).__name__, str(exc)))
+    try:
+        results.append(pipeline.encoder().encode_many(values))
+    except WirekitError as exc:
+        results.append((type(exc).__name__, str(exc)))
+    return "written", results
+
+
+@st.composite
+def instances(draw: st.DrawFn) -> Any:
+    cls = draw(st.sampled_from(CLASSES))
+    # attrs checks no types: an instance may hold anything.
+    fields = [draw(anything) if draw(st.booleans()) else draw(scalars) for _ in FIELDS[cls]]
+    return cls(*fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(instances(), min_size=1, max_size=4))
+def test_an_instance_is_written_alike_with_and_without_msgspec(batch: list[Any]) -> None:
+    assert written(FAST, batch) == written(REFERENCE, batch)
+
+
+def test_flat_classes_get_a_wire_encoder_and_the_reference_none() -> None:
+    assert set(FAST.messages.wire_encoders()) == set(CLASSES)  # type: ignore[union-attr]
+    assert REFERENCE.messages.wire_encoders() == {}  # type: ignore[union-attr]
