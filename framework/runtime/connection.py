@@ -154,13 +154,9 @@ class Connection:
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
         if self._late:
             self._flush_late()
-        replies = self._replies
-        if replies:
-            # Replies returned earlier in this chunk go first: the peer sees
-            # everything in the order the handlers produced it.
-            pending = replies[:]
-            replies.clear()
-            self._flush_replies(pending)
+        # Replies returned earlier in this chunk go first: the peer sees
+        # everything in the order the handlers produced it.
+        self._flush_gathered()
         self._write_values([value], strict=True)
 
     async def receive(self) -> Any:
@@ -219,6 +215,14 @@ class Connection:
     def _flush_replies(self, replies: list[Any]) -> None:
         """Send the replies gathered so far in a read (the transport is open)."""
         self._write_values(replies)
+
+    def _flush_gathered(self) -> None:
+        """Send the replies this read has gathered so far; the read's batch empties."""
+        replies = self._replies
+        if replies:
+            pending = replies[:]
+            replies.clear()
+            self._flush_replies(pending)
 
     def _add_reply(self, value: Any) -> None:
         """Add a reply to the current read's batch (``_replies`` is a list)."""
@@ -898,11 +902,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             return
         if self._late:
             self._flush_late()
-        replies = self._replies
-        if replies:
-            # Replies produced earlier in this chunk go out before the close.
-            self._replies = []
-            self._flush_replies(replies)
+        self._flush_gathered()  # replies produced earlier in this chunk go out first
         # The idle timer now measures how long the flush takes: a peer that
         # reads nothing for another idle period is aborted (see _check_idle).
         self._last_activity = self._loop.time()

@@ -237,13 +237,9 @@ class DatagramPeer(Connection):
         self._watch_close = True
         if self._late:
             self._flush_late()
-        replies = self._replies
-        if replies:
-            # Replies returned before the close, earlier in this datagram,
-            # still go out (as on a stream); nothing after it does.
-            pending = replies[:]
-            replies.clear()
-            self._write_values(pending)
+        # Replies returned before the close, earlier in this datagram, still
+        # go out (as on a stream); nothing after it does.
+        self._flush_gathered()
         self._server._forget(self)
 
     def abort(self) -> None:
