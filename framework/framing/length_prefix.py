@@ -233,8 +233,19 @@ class _LengthPrefixDecoder(FrameDecoder):
         append = frames.append
         end = len(buf)
         start = pos
-        # The loop runs once per frame. Without an adjustment (the usual
-        # header) a length cannot be negative: one test fewer per frame.
+        if not adjust and limit >= end:
+            # The usual header, and a limit above the chunk's size: a frame
+            # that fits in the chunk is within the limit and its length is
+            # not negative, so this loop, once per frame, tests neither. A
+            # frame that does not fit leaves it, to the loop below.
+            last = end - hsize
+            while pos <= last:
+                body = pos + hsize
+                stop = body + unpack(buf, pos)[0]
+                if stop > end:
+                    break
+                append(buf[body:stop])
+                pos = stop
         while end - pos >= hsize:
             body = pos + hsize
             length = unpack(buf, pos)[0]
