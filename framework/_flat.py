@@ -203,15 +203,22 @@ def wire_decoder(
 _SAME_BYTES = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def wire_encoder(cls: type, type_key: str, type_name: str) -> Callable[[Any], bytes | None] | None:
-    """A msgspec encoder of ``cls``'s envelopes, or ``None`` without msgspec or a flat class.
+def wire_encoder(
+    cls: type, type_key: str, type_name: str
+) -> tuple[Callable[[Any], bytes | None], Callable[[list[Any]], list[bytes] | None]] | None:
+    """msgspec writers of ``cls``'s envelopes, of one value and of a list.
 
-    It writes what msgpack writes for the envelope (a map: the type key,
+    ``None`` without msgspec, or for a class that is not flat.
+
+    Each writes what msgpack writes for the envelope (a map: the type key,
     then the fields in their order), through a msgspec ``Struct`` tagged
-    with the type name. It answers ``None`` for an instance holding a value
-    of another type than int, float, str, bytes, bool or None (attrs does
-    not check field types), and for anything msgspec refuses (an int past
-    64 bits): the caller then takes the msgpack path, which decides.
+    with the type name. The first takes one instance and answers ``None``
+    for an instance holding a value of another type than int, float, str,
+    bytes, bool or None (attrs does not check field types), and for
+    anything msgspec refuses (an int past 64 bits): the caller then takes
+    the msgpack path, which decides. The second takes a list of instances
+    of exactly ``cls`` and gives their frames, or ``None`` if any one of
+    them would get ``None``: one call per read's replies, not per value.
     """
     if msgspec is None:
         return None
@@ -228,16 +235,39 @@ def wire_encoder(cls: type, type_key: str, type_name: str) -> Callable[[Any], by
     except (TypeError, ValueError):
         return None
     names = [f"a{index}" for index in range(len(fields))]
-    checks = " and ".join(f"type({name}) in same" for name in names)
+    loads = [f"{name} = v.{field.name}" for name, field in zip(names, fields, strict=True)]
+    # The declared types first (identity tests, the usual case), then any
+    # type both write alike (an int in a float field, a None).
+    declared = " and ".join(
+        f"type({name}) is {_SCALARS[field.type]}"  # type: ignore[index]
+        for name, field in zip(names, fields, strict=True)
+    )
+    alike = " and ".join(f"type({name}) in same" for name in names)
+    build = f"wire({', '.join(names)})"
     lines = [
-        "def encode(v, wire=wire, pack=pack, same=same, type=type, Exception=Exception):",
-        *(f"    {name} = v.{field.name}" for name, field in zip(names, fields, strict=True)),
-        f"    if {checks}:",
+        "def encode(v, wire=wire, pack=pack, same=same, type=type, Exception=Exception,"
+        " int=int, float=float, str=str, bytes=bytes, bool=bool):",
+        *(f"    {line}" for line in loads),
+        f"    if ({declared}) or ({alike}):",
         "        try:",
-        f"            return pack(wire({', '.join(names)}))",
+        f"            return pack({build})",
         "        except Exception:",
         "            pass",
         "    return None",
+        "",
+        "def encode_all(values, wire=wire, pack=pack, same=same, type=type, Exception=Exception,"
+        " int=int, float=float, str=str, bytes=bytes, bool=bool):",
+        "    frames = []",
+        "    append = frames.append",
+        "    try:",
+        "        for v in values:",
+        *(f"            {line}" for line in loads),
+        f"            if not ({declared}) and not ({alike}):",
+        "                return None",
+        f"            append(pack({build}))",
+        "    except Exception:",
+        "        return None",
+        "    return frames",
     ]
     namespace: dict[str, Any] = {
         "wire": wire,
@@ -246,4 +276,5 @@ def wire_encoder(cls: type, type_key: str, type_name: str) -> Callable[[Any], by
     }
     exec("\n".join(lines), namespace)  # source built from attrs field names only
     encode: Callable[[Any], bytes | None] = namespace["encode"]
-    return encode
+    encode_all: Callable[[list[Any]], list[bytes] | None] = namespace["encode_all"]
+    return encode, encode_all

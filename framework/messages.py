@@ -297,6 +297,7 @@ class MessageRegistry(Codec):
         self._fast_encode: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._wire_decode: dict[bytes, Callable[[bytes], Any]] = {}
         self._wire_encode: dict[type, Callable[[Any], bytes | None]] = {}
+        self._wire_encode_all: dict[type, Callable[[list[Any]], list[bytes] | None]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -334,7 +335,7 @@ class MessageRegistry(Codec):
             self._wire_decode[wire[0]] = wire[1]
         wire_encode = wire_encoder(cls, TYPE_KEY, name)
         if wire_encode is not None:
-            self._wire_encode[cls] = wire_encode
+            self._wire_encode[cls], self._wire_encode_all[cls] = wire_encode
         return cls
 
     def type_name(self, cls: type) -> str:
@@ -400,6 +401,14 @@ class MessageRegistry(Codec):
         :meth:`encode`'s map, or answers ``None``: then use msgpack.
         """
         return self._wire_encode
+
+    def wire_batch_encoders(self) -> dict[type, Callable[[list[Any]], list[bytes] | None]]:
+        """Class → msgspec encoder of a list of its instances into their frames.
+
+        Empty without msgspec. It answers ``None`` where :meth:`wire_encoders`'
+        function would answer ``None`` for any one of the instances.
+        """
+        return self._wire_encode_all
 
     def fast_encoders(self) -> dict[type, Callable[[Any], dict[str, Any]]]:
         """Class → specialised envelope builder of a flat class (see :meth:`encode`)."""

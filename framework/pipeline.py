@@ -10,6 +10,7 @@ nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import attrs
@@ -115,12 +116,15 @@ def _is_builtin(codec: Codec) -> bool:
     return type(codec).__module__.startswith("framework.")
 
 
-def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> Callable[[Any], Any]:
+def _fused_msgpack_messages(
+    codec: MsgpackCodec, registry: MessageRegistry
+) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]:
     """msgpack → typed message in one function, the same values and errors as the two stages.
 
     A flat message (scalar fields only) is built straight from the unpacked
     map, skipping the nesting check: a map of scalars is one level deep.
-    Anything else takes the two stages' own path.
+    Anything else takes the two stages' own path. Returns the decoder of
+    one frame and that of a read's frames.
     """
     unpack = codec.unpack
     codec_decode = codec.decode
@@ -163,7 +167,27 @@ def _fused_msgpack_messages(codec: MsgpackCodec, registry: MessageRegistry) -> C
         check_depth(frame, value)
         return registry_decode(value)
 
-    return decode
+    if not wire:
+        return decode, _each(decode)
+    starts = bytes.startswith
+
+    def decode_many(frames: list[Any]) -> list[Any]:
+        # A read's frames are most often all one message class: msgspec then
+        # decodes them in one C loop, after a C loop has checked that each
+        # starts with that class's prefix. A frame of another class, or one
+        # msgspec refuses, sends the whole read through decode, which decides.
+        if frames:
+            first = frames[0]
+            try:
+                prefix = first[: name_at + 1 + (first[name_at] & 0x1F)]
+                whole = wire_get(prefix)
+                if whole is not None and all(map(starts, frames, repeat(prefix))):
+                    return list(map(whole, frames))
+            except Exception:
+                pass  # too short, not bytes, or refused
+        return [decode(frame) for frame in frames]
+
+    return decode, decode_many
 
 
 def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
@@ -254,8 +278,7 @@ class Pipeline:
             and [type(c) for c in self.codecs] == [MsgpackCodec]
             and (self.codecs[0].max_depth or 1) >= 1  # type: ignore[attr-defined]
         ):
-            decode = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
-            decode_many = _each(decode)
+            decode, decode_many = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
         object.__setattr__(self, "_decode", decode)
         object.__setattr__(self, "_decode_many", decode_many)
         object.__setattr__(self, "_encode", _compose(encoders))
@@ -607,6 +630,29 @@ def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:
     return encode
 
 
+def _wire_batch(
+    registry: MessageRegistry | None,
+) -> Callable[[list[Any]], list[bytes] | None] | None:
+    """A read's replies → their frames by msgspec, when all are of one flat class; else ``None``.
+
+    ``None`` in place of the function where the registry has no msgspec
+    encoders (no msgspec, or no flat class).
+    """
+    encoders = registry.wire_batch_encoders() if registry is not None else {}
+    if not encoders:
+        return None
+    get = encoders.get
+
+    def frames_of(values: list[Any]) -> list[bytes] | None:
+        kinds = set(map(type, values))
+        if len(kinds) != 1:
+            return None
+        encode_all = get(kinds.pop())
+        return encode_all(values) if encode_all is not None else None
+
+    return frames_of
+
+
 def _packed_length_prefixed(
     pipeline: Pipeline, precise: Callable[[Iterable[Any]], bytes]
 ) -> Callable[[Iterable[Any]], bytes]:
@@ -630,13 +676,23 @@ def _packed_length_prefixed(
     registry = pipeline.messages
     fast_get = registry.fast_encoders().get if registry is not None else None
     wire_get = registry.wire_encoders().get if registry is not None else None
+    batch = _wire_batch(registry)
     envelope = registry.encode if registry is not None else None
     packer: Any = None
+    unadjust = (-adjust).__add__
 
     def packed_length_prefixed(values: Iterable[Any]) -> bytes:
         nonlocal packer
         if type(values) is not list:
             values = list(values)  # a retry must see them again
+        if batch is not None and len(values) > 1:
+            frames = batch(values)
+            if frames is not None:
+                # Every header in one C loop, where every size is in range.
+                sizes = list(map(len, frames))
+                if low <= min(sizes) and max(sizes) <= high:
+                    headers = map(pack_header, map(unadjust, sizes) if adjust else sizes)
+                    return b"".join(chain.from_iterable(zip(headers, frames, strict=True)))
         if packer is None:
             packer = new_packer()
         pack = packer.pack
@@ -763,8 +819,15 @@ def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
     encode_frame = encode
     if type(framing) is MsgpackStream:
         packed = framing.encode_packed
+        batch = _wire_batch(pipeline.messages)
 
         def msgpack_stream(values: Iterable[Any]) -> bytes:
+            if batch is not None:
+                if type(values) is not list:
+                    values = list(values)
+                frames = batch(values) if len(values) > 1 else None
+                if frames is not None:
+                    return packed(frames)
             return packed([encode_frame(value) for value in values])
 
         return msgpack_stream
