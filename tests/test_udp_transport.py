@@ -178,10 +178,11 @@ def test_pause_and_resume_reading_and_write_buffer_limits() -> None:
 
 
 def test_is_uvloop_tells_the_loops_apart() -> None:
-    async def main() -> None:
-        assert not is_uvloop(asyncio.get_running_loop())
-
-    run(main())
+    selector = asyncio.SelectorEventLoop()
+    try:
+        assert not is_uvloop(selector)
+    finally:
+        selector.close()
     uvloop = pytest.importorskip("uvloop")
     loop = uvloop.new_event_loop()
     try:

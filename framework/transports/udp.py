@@ -1,4 +1,4 @@
-"""A UDP transport for asyncio's selector loops that reads every ready datagram at once.
+"""A UDP transport that reads every ready datagram at once and sends a read's replies together.
 
 asyncio's own datagram transport makes one ``recvfrom(256 KiB)`` call per
 event-loop iteration: a 256 KiB allocation per datagram (shrunk afterwards)
@@ -6,11 +6,15 @@ and a trip through the selector for each one. :class:`UdpTransport` reads
 into one reused buffer sized to the largest datagram accepted plus one
 byte, copies out only the bytes received, and keeps reading until the socket
 has nothing more (or a budget is spent, so other connections get their
-turn). It presents the ``asyncio.DatagramTransport`` interface, so a
+turn). What the protocol sends meanwhile goes out once the read's datagrams
+are handled, a run of one size to one address in one system call where
+Linux's UDP segmentation offload allows (see :meth:`UdpTransport._send_batch`).
+It presents the ``asyncio.DatagramTransport`` interface, so a
 ``DatagramProtocol`` cannot tell the difference.
 
-uvloop's UDP transport is already native and faster: :func:`create_udp_endpoint`
-hands uvloop's loops to ``loop.create_datagram_endpoint``.
+It runs on any loop with ``add_reader`` and ``add_writer``, uvloop's
+included: there it replaces uvloop's native transport, which sends each
+datagram with its own system call (measured on the performance page).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +42,27 @@ WRITE_HIGH_WATER = 64 * 1024
 #: The largest payload a UDP datagram can carry (over IPv6; 65,507 over IPv4).
 MAX_UDP_PAYLOAD = 65_527
 
+#: Whether a read's replies may be sent with Linux's UDP segmentation
+#: offload (kernel 4.18+): several datagrams of one size to one address in
+#: one system call. A socket whose kernel refuses it stops trying.
+GSO = sys.platform.startswith("linux")
+#: ``UDP_SEGMENT`` from linux/udp.h (Python 3.11's socket module lacks it).
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+#: Datagrams per segmented send: the kernel's limit (UDP_MAX_SEGMENTS).
+GSO_MAX_SEGMENTS = 64
+#: Segments no larger than this fit in one packet of any IPv6 route (its
+#: 1,280-byte minimum MTU less the headers); a larger one would be refused.
+GSO_MAX_SEGMENT = 1_232
+#: Payload per segmented send: below the 64 KiB of one IP datagram.
+GSO_MAX_BYTES = 60_000
+_NO_GSO = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+_GSO_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
 Address = Any
 
 
 def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` is a uvloop loop (whose own UDP transport is native)."""
+    """Whether ``loop`` is a uvloop loop."""
     return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
@@ -78,6 +99,8 @@ class UdpTransport(asyncio.DatagramTransport):
         self._low_water = WRITE_HIGH_WATER // 4
         self._writing_paused = False
         self._reading = False
+        self._batch: list[tuple[bytes, Address]] | None = None  # a read's sends, until it ends
+        self._gso = GSO and sock.type == socket.SOCK_DGRAM and sock.family in _GSO_FAMILIES
         self._closing = False
         self._lost = False
         self._extra: dict[str, Any] = {"socket": sock}
@@ -112,19 +135,29 @@ class UdpTransport(asyncio.DatagramTransport):
         recvfrom_into = self._sock.recvfrom_into
         view = self._view
         received = self._protocol.datagram_received
-        for _ in range(READ_BUDGET):
-            if not self._reading:
-                return  # closed or paused by the protocol meanwhile
-            try:
-                size, addr = recvfrom_into(view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ICMP errors reported on the socket (port unreachable after
-                # a send on a connected socket): the protocol decides.
-                self._protocol.error_received(exc)
-                continue
-            received(bytes(view[:size]), addr)
+        # What the protocol sends while handling these datagrams is sent
+        # when they are all handled, as few system calls as it takes (see
+        # _send_batch): the replies to one read, like a stream's.
+        batch: list[tuple[bytes, Address]] = []
+        self._batch = batch
+        try:
+            for _ in range(READ_BUDGET):
+                if not self._reading:
+                    return  # closed or paused by the protocol meanwhile
+                try:
+                    size, addr = recvfrom_into(view)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    # ICMP errors reported on the socket (port unreachable after
+                    # a send on a connected socket): the protocol decides.
+                    self._protocol.error_received(exc)
+                    continue
+                received(bytes(view[:size]), addr)
+        finally:
+            self._batch = None
+            if batch:
+                self._send_batch(batch)
 
     def pause_reading(self) -> None:
         """Stop reading until :meth:`resume_reading`."""
@@ -155,6 +188,14 @@ class UdpTransport(asyncio.DatagramTransport):
             return  # like asyncio: a datagram to a closing transport is dropped
         if self._connected and addr is not None and addr != self._extra.get("peername"):
             raise ValueError(f"invalid address: must be None or {self._extra.get('peername')}")
+        batch = self._batch
+        if batch is not None and not self._send_queue:
+            # During a read: sent once the read's datagrams are handled.
+            batch.append((data if type(data) is bytes else bytes(data), addr))
+            return
+        self._send_one(data, addr)
+
+    def _send_one(self, data: Any, addr: Address) -> None:
         if not self._send_queue:
             try:
                 if addr is None:
@@ -170,6 +211,60 @@ class UdpTransport(asyncio.DatagramTransport):
         self._send_queue.append((bytes(data), addr))
         self._queued += len(data)
         self._maybe_pause_writing()
+
+    def _send_batch(self, batch: list[tuple[bytes, Address]]) -> None:
+        """Send a read's datagrams in order; a run of one size to one address in one call.
+
+        With Linux's UDP segmentation offload (``UDP_SEGMENT``), one
+        ``sendmsg`` hands the kernel up to 64 datagrams of one size for one
+        address (the last may be shorter), and the kernel sends them as
+        that many datagrams: the peer cannot tell. Where the kernel or the
+        route refuses it, the transport stops asking and sends each on its
+        own, as it does any datagram not in such a run.
+        """
+        count = len(batch)
+        if count == 1:  # the usual read of a quiet socket: nothing to gather
+            self._send_one(*batch[0])
+            return
+        index = 0
+        while index < count:
+            data, addr = batch[index]
+            size = len(data)
+            stop = index + 1
+            if self._gso and 0 < size <= GSO_MAX_SEGMENT:
+                limit = min(count, index + GSO_MAX_SEGMENTS, index + GSO_MAX_BYTES // size)
+                while stop < limit and batch[stop][1] == addr and len(batch[stop][0]) == size:
+                    stop += 1
+                if stop < limit and batch[stop][1] == addr and 0 < len(batch[stop][0]) < size:
+                    stop += 1  # a shorter last segment
+            if stop - index > 1 and self._send_segments(batch[index:stop], size, addr):
+                index = stop
+                continue
+            for data, addr in batch[index:stop]:
+                self._send_one(data, addr)
+            index = stop
+
+    def _send_segments(self, run: list[tuple[bytes, Address]], size: int, addr: Address) -> bool:
+        """Send ``run`` in one segmented ``sendmsg``; ``False``: send each on its own."""
+        if self._send_queue:
+            return False
+        option = [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+        payload = [b"".join([data for data, _addr in run])]
+        try:
+            if addr is None:
+                self._sock.sendmsg(payload, option)
+            else:
+                self._sock.sendmsg(payload, option, 0, addr)
+        except (BlockingIOError, InterruptedError):
+            return False  # the first on its own waits for the socket, the rest queue behind
+        except OSError as exc:
+            if exc.errno in _NO_GSO:
+                log.debug("%r: segmentation offload refused (%s): one by one now", self, exc)
+                self._gso = False
+            else:
+                self._protocol.error_received(exc)
+            return False
+        return True
 
     def _write_ready(self) -> None:
         queue = self._send_queue
@@ -291,17 +386,10 @@ async def create_udp_endpoint(
     """Open a UDP socket like ``loop.create_datagram_endpoint``, with a :class:`UdpTransport`.
 
     Bind to ``local_addr`` (a server) or connect to ``remote_addr`` (a
-    client). On uvloop, whose own UDP transport is native, this is
-    ``loop.create_datagram_endpoint`` itself. Raises ``OSError`` as it does.
+    client), on any event loop, uvloop's included. Raises ``OSError`` as
+    ``loop.create_datagram_endpoint`` does.
     """
     loop = asyncio.get_running_loop()
-    if is_uvloop(loop):
-        return await loop.create_datagram_endpoint(
-            factory,
-            local_addr=local_addr,
-            remote_addr=remote_addr,
-            reuse_port=reuse_port or None,
-        )
     if (local_addr is None) == (remote_addr is None):
         raise ValueError("give exactly one of local_addr and remote_addr")
     host, port = local_addr if local_addr is not None else remote_addr  # type: ignore[misc]
