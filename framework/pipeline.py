@@ -176,7 +176,8 @@ def _fused_msgpack_messages(
         # decodes them in one C loop, after a C loop has checked that each
         # starts with that class's prefix. A frame of another class, or one
         # msgspec refuses, sends the whole read through decode, which decides.
-        if frames:
+        # A read of one frame (request/response) saves nothing that way.
+        if len(frames) > 1:
             first = frames[0]
             try:
                 prefix = first[: name_at + 1 + (first[name_at] & 0x1F)]
