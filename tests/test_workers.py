@@ -288,16 +288,22 @@ def test_app_run_with_workers_serves_from_several_processes(project: Path) -> No
         "app.run(sys.argv[1], workers=2, ready=ready)\n",
         encoding="utf-8",
     )
-    with subprocess.Popen(
-        [sys.executable, "main.py", "tcp://127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{project}"},
-    ) as proc:
+    errors = project / "stderr.txt"
+    with (
+        errors.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "main.py", "tcp://127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{project}"},
+        ) as proc,
+    ):
         try:
             assert proc.stdout is not None
             lines = [proc.stdout.readline().split() for _ in range(2)]
+            assert all(len(line) == 3 for line in lines), (lines, errors.read_text())
             urls = {line[1] for line in lines}
             pids = {int(line[2]) for line in lines}
             assert len(urls) == 1  # one port, resolved once for both
