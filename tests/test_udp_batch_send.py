@@ -112,6 +112,17 @@ def payload(index: int, size: int) -> bytes:
     return (stamp * (size // len(stamp) + 1))[:size]
 
 
+def replying(planned: list[bytes]) -> Scripted:
+    """A protocol that answers each datagram with ``planned``, to its sender."""
+    return Scripted(lambda data, addr: [(each, addr) for each in planned])
+
+
+async def burst(client: socket.socket, transport: UdpTransport, planned: list[bytes]) -> None:
+    """Ask for ``planned`` and check that the client gets it, whole and in order."""
+    client.sendto(b"go", transport.get_extra_info("sockname"))
+    assert await receive(client, len(planned)) == planned
+
+
 sends = st.lists(
     st.tuples(
         st.integers(0, 2),  # to which peer
@@ -153,10 +164,8 @@ def test_a_run_to_one_peer_goes_out_in_one_send_per_64_datagrams() -> None:
         client = peer()
         # 100 of one size, then a shorter one: it ends the second run.
         planned = [payload(i, 56) for i in range(100)] + [b"end"]
-        protocol = Scripted(lambda data, addr: [(p, addr) for p in planned])
-        transport, sock = await server(protocol)
-        client.sendto(b"go", transport.get_extra_info("sockname"))
-        assert await receive(client, len(planned)) == planned
+        transport, sock = await server(replying(planned))
+        await burst(client, transport, planned)
         assert (sock.segmented, sock.single) == (2, 0)
         transport.close()
         client.close()
@@ -168,11 +177,10 @@ def test_a_kernel_that_refuses_segmentation_gets_each_datagram_on_its_own() -> N
     async def main() -> None:
         client = peer()
         planned = [payload(i, 56) for i in range(10)]
-        transport, sock = await server(Scripted(lambda data, addr: [(p, addr) for p in planned]))
+        transport, sock = await server(replying(planned))
         sock.refusals.append(OSError(errno.EIO, "no checksum offload"))
         for _ in range(2):
-            client.sendto(b"go", transport.get_extra_info("sockname"))
-            assert await receive(client, len(planned)) == planned
+            await burst(client, transport, planned)
         # Asked once, then never again on this socket.
         assert (sock.segmented, sock.single, sock.refusals) == (0, 20, [])
         transport.close()
@@ -190,15 +198,13 @@ def test_a_send_error_goes_to_the_protocol_and_the_datagrams_still_go(
     async def main() -> None:
         client = peer()
         planned = [payload(i, 56) for i in range(10)]
-        protocol = Scripted(lambda data, addr: [(p, addr) for p in planned])
+        protocol = replying(planned)
         transport, sock = await server(protocol)
         sock.refusals.append(refusal)
-        client.sendto(b"go", transport.get_extra_info("sockname"))
-        assert await receive(client, len(planned)) == planned
+        await burst(client, transport, planned)
         # A socket error is the peer's or the buffer's, not segmentation's:
         # the next read's run is segmented again.
-        client.sendto(b"go", transport.get_extra_info("sockname"))
-        assert await receive(client, len(planned)) == planned
+        await burst(client, transport, planned)
         assert sock.segmented == 1
         assert protocol.errors == ([] if isinstance(refusal, BlockingIOError) else [refusal])
         transport.close()
@@ -211,11 +217,10 @@ def test_what_was_sent_before_a_close_in_the_same_read_still_goes() -> None:
     async def main() -> None:
         client = peer()
         planned = [payload(i, 56) for i in range(5)]
-        protocol = Scripted(lambda data, addr: [(p, addr) for p in planned])
+        protocol = replying(planned)
         protocol.close_after = True
         transport, _sock = await server(protocol)
-        client.sendto(b"go", transport.get_extra_info("sockname"))
-        assert await receive(client, len(planned)) == planned
+        await burst(client, transport, planned)
         await eventually(lambda: protocol.lost == [None])
         client.close()
 
