@@ -10,6 +10,7 @@ in order, whatever the kernel accepts or refuses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import sys
@@ -246,3 +247,38 @@ def test_uvloop_gets_the_same_transport() -> None:
         loop.run_until_complete(asyncio.wait_for(main(), 10))
     finally:
         loop.close()
+
+
+def test_a_handler_that_sends_much_does_not_hold_it_all_back() -> None:
+    async def main() -> None:
+        client = peer()
+        planned = [payload(i, 1_000) for i in range(200)]  # 200 KB in one read
+        seen_during: list[int] = []
+
+        def script(data: bytes, addr: Any) -> list[tuple[bytes, Any]]:
+            return [(each, addr) for each in planned]
+
+        class Watching(Scripted):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                super().datagram_received(data, addr)
+                # Still inside the read: what has reached the client already?
+                count = 0
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        received.append(client.recv(65536))
+                        count += 1
+                seen_during.append(count)
+
+        received: list[bytes] = []
+        transport, sock = await server(Watching(script))
+        client.sendto(b"go", transport.get_extra_info("sockname"))
+        await eventually(lambda: bool(seen_during))
+        # Flushed at each segmented send's worth, not at the end of the read.
+        assert seen_during[0] >= 100
+        received += await receive(client, len(planned) - len(received))
+        assert received == planned
+        assert sock.single == 0
+        transport.close()
+        client.close()
+
+    run(main())

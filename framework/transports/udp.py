@@ -100,6 +100,7 @@ class UdpTransport(asyncio.DatagramTransport):
         self._writing_paused = False
         self._reading = False
         self._batch: list[tuple[bytes, Address]] | None = None  # a read's sends, until it ends
+        self._batched = 0  # bytes in _batch
         self._gso = GSO and sock.type == socket.SOCK_DGRAM and sock.family in _GSO_FAMILIES
         self._closing = False
         self._lost = False
@@ -156,6 +157,7 @@ class UdpTransport(asyncio.DatagramTransport):
                 received(bytes(view[:size]), addr)
         finally:
             self._batch = None
+            self._batched = 0
             if batch:
                 self._send_batch(batch)
 
@@ -190,8 +192,17 @@ class UdpTransport(asyncio.DatagramTransport):
             raise ValueError(f"invalid address: must be None or {self._extra.get('peername')}")
         batch = self._batch
         if batch is not None and not self._send_queue:
-            # During a read: sent once the read's datagrams are handled.
-            batch.append((data if type(data) is bytes else bytes(data), addr))
+            # During a read: sent once the read's datagrams are handled, or
+            # as soon as they make a segmented send's worth (so a handler
+            # that sends much holds no more than that back).
+            data = data if type(data) is bytes else bytes(data)
+            batch.append((data, addr))
+            self._batched += len(data)
+            if self._batched >= GSO_MAX_BYTES:
+                pending = batch[:]
+                batch.clear()  # what error_received sends meanwhile joins the next
+                self._batched = 0
+                self._send_batch(pending)
             return
         self._send_one(data, addr)
 
