@@ -15,7 +15,7 @@ from framework.app import App
 from framework.limits import Limits
 from framework.runtime import connect
 from framework.transports import base
-from framework.transports.udp import UdpTransport, create_udp_endpoint, is_uvloop
+from framework.transports.udp import UdpTransport, create_udp_endpoint
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -175,20 +175,6 @@ def test_pause_and_resume_reading_and_write_buffer_limits() -> None:
         transport.close()
 
     run(main())
-
-
-def test_is_uvloop_tells_the_loops_apart() -> None:
-    selector = asyncio.SelectorEventLoop()
-    try:
-        assert not is_uvloop(selector)
-    finally:
-        selector.close()
-    uvloop = pytest.importorskip("uvloop")
-    loop = uvloop.new_event_loop()
-    try:
-        assert is_uvloop(loop)
-    finally:
-        loop.close()
 
 
 def test_the_datagram_runtime_serves_over_it(monkeypatch: pytest.MonkeyPatch) -> None:

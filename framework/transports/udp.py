@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UdpTransport", "create_udp_endpoint", "is_uvloop"]
+__all__ = ["UdpTransport", "create_udp_endpoint"]
 
 log = logging.getLogger("wirekit.udp")
 
@@ -59,11 +59,6 @@ _NO_GSO = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.E
 _GSO_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 Address = Any
-
-
-def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` is a uvloop loop."""
-    return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
 class UdpTransport(asyncio.DatagramTransport):
