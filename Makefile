@@ -20,12 +20,12 @@ demo: $(STAMP)
 # which wirekit uses whenever it is installed. The UDP transport is wirekit's
 # own on both loops: its tests run on both.
 # A hang on uvloop can escape pytest-timeout's signal: the thread method ends it.
-UVLOOP_TESTS := tests/test_runtime_streams.py tests/test_runtime_udp.py tests/test_runtime_tls.py \
-	tests/test_runtime_limits.py tests/test_stream_limits.py tests/test_hot_path.py \
-	tests/test_shutdown.py tests/test_reconnect.py tests/test_peer_limits.py \
-	tests/test_udp_security.py tests/test_blocking.py tests/test_udp_transport.py \
-	tests/test_udp_batch_send.py \
-	tests/test_echo.py tests/test_game.py tests/test_rpc.py tests/test_chat.py
+UVLOOP_TESTS := tests/runtime/test_runtime_streams.py tests/runtime/test_runtime_udp.py tests/runtime/test_runtime_tls.py \
+	tests/runtime/test_runtime_limits.py tests/runtime/test_stream_limits.py tests/runtime/test_hot_path.py \
+	tests/runtime/test_shutdown.py tests/runtime/test_reconnect.py tests/runtime/test_peer_limits.py \
+	tests/runtime/test_udp_security.py tests/runtime/test_blocking.py tests/runtime/test_udp_transport.py \
+	tests/runtime/test_udp_batch_send.py \
+	tests/protocols/test_echo.py tests/protocols/test_game.py tests/protocols/test_rpc.py tests/protocols/test_chat.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n auto

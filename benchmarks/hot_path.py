@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks.workloads import Position
 from framework import App, Pipeline
-from framework.limits import Limits
+from framework.core.limits import Limits
 from framework.runtime.connection import StreamConnection
 
 __all__ = ["main"]

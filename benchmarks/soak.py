@@ -15,7 +15,7 @@ connection, never inferred.
 
 The clients are plain non-blocking sockets driven by ``epoll`` (no wirekit,
 no asyncio), each kind in its own process, so the server's core is the one
-being measured. ``tests/test_load.py`` uses the same app and clients at a
+being measured. ``tests/runtime/test_load.py`` uses the same app and clients at a
 size CI can afford; this module runs the full size and the soak.
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from framework.codecs import (
+from framework.core.codecs import (
     BytesCodec,
     Codec,
     JsonCodec,
@@ -23,8 +23,8 @@ from framework.codecs import (
     make_codec,
     register_codec,
 )
-from framework.endpoints import Endpoint, parse_url
-from framework.errors import (
+from framework.core.endpoints import Endpoint, parse_url
+from framework.core.errors import (
     AuthenticationError,
     CodecError,
     ConfigError,
@@ -44,7 +44,7 @@ from framework.errors import (
     WirekitError,
     WorkerError,
 )
-from framework.framing import (
+from framework.core.framing import (
     Datagram,
     Delimited,
     FrameDecoder,
@@ -55,17 +55,15 @@ from framework.framing import (
     make_framing,
     register_framing,
 )
-from framework.limits import Limits
-from framework.messages import TYPE_KEY, MessageRegistry, message, message_type_name
-from framework.pipeline import Decoder, Pipeline
-from framework.ratelimit import TokenBucket
-from framework.router import Router
-from framework.security import AuthResponder, AuthSession, HmacAuth, ReplayWindow
+from framework.core.limits import Limits
+from framework.core.messages import TYPE_KEY, MessageRegistry, message, message_type_name
+from framework.core.pipeline import Decoder, Pipeline
+from framework.core.ratelimit import TokenBucket
+from framework.core.router import Router
+from framework.core.security import AuthResponder, AuthSession, HmacAuth, ReplayWindow
 
 if TYPE_CHECKING:
-    from framework.app import App
-    from framework.blocking import BlockingClient, ServerThread
-    from framework.config import Config, load_config, load_protocol
+    from framework.cli.config import Config, load_config, load_protocol
     from framework.runtime import (
         Backoff,
         Connection,
@@ -76,15 +74,17 @@ if TYPE_CHECKING:
         Server,
         connect,
     )
+    from framework.runtime.app import App
+    from framework.runtime.blocking import BlockingClient, ServerThread
     from framework.runtime.datagram import DatagramStats
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
 _LAZY = {
-    "App": "framework.app",
+    "App": "framework.runtime.app",
     "Backoff": "framework.runtime",
-    "BlockingClient": "framework.blocking",
-    "Config": "framework.config",
+    "BlockingClient": "framework.runtime.blocking",
+    "Config": "framework.cli.config",
     "Connection": "framework.runtime",
     "ConnectionClosed": "framework.runtime",
     "ConnectionStats": "framework.runtime",
@@ -92,11 +92,11 @@ _LAZY = {
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",
-    "ServerThread": "framework.blocking",
+    "ServerThread": "framework.runtime.blocking",
     "TlsOptions": "framework.runtime.tls",
     "connect": "framework.runtime",
-    "load_config": "framework.config",
-    "load_protocol": "framework.config",
+    "load_config": "framework.cli.config",
+    "load_protocol": "framework.cli.config",
 }
 
 

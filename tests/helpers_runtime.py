@@ -23,10 +23,10 @@ import attrs
 import pytest
 
 from framework import Pipeline, message
-from framework.app import App
-from framework.endpoints import parse_url
+from framework.core.endpoints import parse_url
+from framework.runtime.app import App
 from framework.runtime.tls import TlsOptions
-from framework.transports.base import open_stream
+from framework.runtime.transports.base import open_stream
 
 T = TypeVar("T")
 

@@ -35,9 +35,9 @@ import pytest
 
 import framework
 import framework.testing
-from framework.cli import _parser as cli_parser
-from framework.config import _TOP_KEYS as CONFIG_KEYS
-from framework.limits import Limits
+from framework.cli.commands import _parser as cli_parser
+from framework.cli.config import _TOP_KEYS as CONFIG_KEYS
+from framework.core.limits import Limits
 from framework.runtime.tls import TlsOptions
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,12 +25,12 @@ from fuzz.framers import MSGPACK_LIMITS
 from fuzz.runner import parse
 from fuzz.targets import TARGETS
 
-from framework.app import App
-from framework.codecs import JsonCodec
-from framework.errors import DecodeError
-from framework.framing import Datagram, Delimited, LengthPrefix, MsgpackStream
-from framework.pipeline import Pipeline
-from framework.transports import memory
+from framework.core.codecs import JsonCodec
+from framework.core.errors import DecodeError
+from framework.core.framing import Datagram, Delimited, LengthPrefix, MsgpackStream
+from framework.core.pipeline import Pipeline
+from framework.runtime.app import App
+from framework.runtime.transports import memory
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -23,7 +23,7 @@ import attrs
 from _loops import loop_factory
 
 from framework import App, Pipeline, message
-from framework.limits import Limits
+from framework.core.limits import Limits
 
 
 @message("position")

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Generator
 from typing import Any
 
-from framework.endpoints import Endpoint, parse_url
-from framework.errors import TransportError
-from framework.limits import Limits
-from framework.pipeline import Pipeline
+from framework.core.endpoints import Endpoint, parse_url
+from framework.core.errors import TransportError
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
 from framework.runtime.connection import Connection, StreamConnection
 from framework.runtime.datagram import DatagramClient
 from framework.runtime.tls import TlsOptions, not_tls_error
-from framework.transports import open_datagram, open_stream
+from framework.runtime.transports import open_datagram, open_stream
 
 __all__ = ["connect"]
 

@@ -16,14 +16,13 @@ import inspect
 import itertools
 import logging
 import sys
-import time
 import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
-from framework.errors import (
+from framework.core.errors import (
     DecodeError,
     FrameTimeout,
     FramingError,
@@ -31,13 +30,14 @@ from framework.errors import (
     UnknownMessageType,
     WirekitError,
 )
-from framework.limits import Limits
-from framework.pipeline import Pipeline
-from framework.ratelimit import TokenBucket
-from framework.router import Router
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.core.ratelimit import TokenBucket
+from framework.core.router import Router
+from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
 
 if TYPE_CHECKING:
-    from framework.pipeline import Decoder
+    from framework.core.pipeline import Decoder
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "StreamConnection"]
 
@@ -146,7 +146,7 @@ class Connection:
         """Encode and queue ``value`` for sending without waiting for the peer.
 
         Raises :class:`ConnectionClosed` once the connection is closing, and
-        :class:`~framework.errors.EncodeError` (or a framing error) when the
+        :class:`~framework.core.errors.EncodeError` (or a framing error) when the
         value cannot be encoded: nothing is sent then.
         """
         self._watch_close = True
@@ -328,7 +328,7 @@ class Connection:
             chunk = replies.append
         else:
             reply = replies.append
-        plain = _PLAIN_REPLIES
+        plain = PLAIN_REPLIES
         last_kind: type | None = None
         handler: Callable[[Any, Any], Any] | None = None
         for value in rest:
@@ -354,7 +354,7 @@ class Connection:
                 if header is not None and type(result) is bytes and (size := len(result)) <= most:
                     chunk(header(size))
                     chunk(result)
-                elif type(result) in plain or not _needs_await(result):
+                elif type(result) in plain or not needs_await(result):
                     reply(result)
                 else:
                     self._run_async(result, value)
@@ -388,7 +388,7 @@ class Connection:
         if result is None:
             return
         kind = type(result)
-        if kind not in _PLAIN_REPLIES and _needs_await(result):
+        if kind not in PLAIN_REPLIES and needs_await(result):
             self._run_async(result, subject)
         elif self._replies is not None:
             self._add_reply(result)
@@ -451,7 +451,7 @@ class Connection:
 
     def _handler_failed(self, subject: Any) -> None:
         self.stats.errors += 1
-        log.exception("%r: handler for %s raised", self, _kind(subject))
+        log.exception("%r: handler for %s raised", self, describe(subject))
         if self._handler_errors == "close":
             self.close()
 
@@ -552,29 +552,6 @@ class Connection:
                 task.cancel()
 
 
-# Reply types seen not to be awaitable: inspect.isawaitable costs more than
-# the rest of a reply's dispatch, so ask once per type, not once per reply.
-_PLAIN_REPLIES: set[type] = set()
-
-
-def _needs_await(result: Any) -> bool:
-    if inspect.isawaitable(result):
-        return True
-    # Generators can become awaitable (types.coroutine): never cache them.
-    if not isinstance(result, types.GeneratorType):
-        _PLAIN_REPLIES.add(type(result))
-    return False
-
-
-def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time``, or what it calls when that is asyncio's own (one frame less per read)."""
-    # The bound method, not the class's: a loop whose time() is replaced on
-    # the instance (a test's clock) keeps its own.
-    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
-        return time.monotonic
-    return loop.time
-
-
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
 # and all; 3.11 has no such option (see Connection._run_async).
 _EAGER_TASKS = sys.version_info >= (3, 12)
@@ -585,12 +562,6 @@ async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
         await awaitable
     except Exception:
         log.exception("%r: hook %s raised", conn, getattr(hook, "__name__", hook))
-
-
-def _kind(subject: Any) -> str:
-    if isinstance(subject, WirekitError):
-        return f"fallback ({type(subject).__name__})"
-    return type(subject).__qualname__
 
 
 class StreamConnection(Connection, asyncio.Protocol):
@@ -622,7 +593,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._on_made = on_made
         self._on_lost = on_lost
-        self._now = _clock(self._loop)
+        self._now = loop_clock(self._loop)
         self._last_activity = self._now()
         self._idle_handle: asyncio.TimerHandle | None = None
         encoder = pipeline.encoder()

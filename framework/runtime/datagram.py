@@ -32,21 +32,15 @@ from typing import Any, cast
 
 import attrs
 
-from framework.errors import AuthenticationError, FrameTooLarge, ReplayedDatagram, WirekitError
-from framework.framing import Datagram
-from framework.limits import Limits
-from framework.pipeline import Pipeline
-from framework.ratelimit import TokenBucket
-from framework.router import Router
-from framework.runtime.connection import (
-    _PLAIN_REPLIES,
-    Connection,
-    ConnectionClosed,
-    _clock,
-    _kind,
-    _needs_await,
-)
-from framework.security import AuthSession
+from framework.core.errors import AuthenticationError, FrameTooLarge, ReplayedDatagram, WirekitError
+from framework.core.framing import Datagram
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.core.ratelimit import TokenBucket
+from framework.core.router import Router
+from framework.core.security import AuthSession
+from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -220,7 +214,7 @@ class DatagramPeer(Connection):
         # error (closing would only forget its state; its next datagram
         # would make a new virtual connection anyway).
         self.stats.errors += 1
-        log.exception("%r: handler for %s raised", self, _kind(subject))
+        log.exception("%r: handler for %s raised", self, describe(subject))
 
     def _pause_inbox(self) -> None:
         # Nobody may ever call receive() on a server's peer: keep the newest
@@ -282,7 +276,7 @@ class DatagramServer(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
-        self._now = _clock(asyncio.get_running_loop())
+        self._now = loop_clock(asyncio.get_running_loop())
         self._schedule_sweep()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -334,7 +328,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             return
         if result is None:
             return
-        if type(result) in _PLAIN_REPLIES or not _needs_await(result):
+        if type(result) in PLAIN_REPLIES or not needs_await(result):
             if not peer._closed.done():
                 peer._write_values([result])
         else:

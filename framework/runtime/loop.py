@@ -9,7 +9,7 @@ made once per process, in this order:
 3. otherwise uvloop if it can be imported, else asyncio's default loop.
 
 Asking for uvloop explicitly (argument ``True`` or ``WIREKIT_UVLOOP=1``)
-when it is not installed is a :class:`~framework.errors.ConfigError`: a
+when it is not installed is a :class:`~framework.core.errors.ConfigError`: a
 deployment that expects it should not silently run without it.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import Any, TypeVar
 
-from framework.errors import ConfigError
+from framework.core.errors import ConfigError
 
 __all__ = ["ENV_VAR", "choose_loop", "describe_loop", "loop_name", "run"]
 

@@ -31,11 +31,11 @@ from typing import Any
 
 import attrs
 
-from framework._registry import check_limit
-from framework.endpoints import Endpoint, parse_url
-from framework.errors import ConfigError, SendQueueFull, TransportError, WirekitError
-from framework.limits import Limits
-from framework.pipeline import Pipeline
+from framework.core._registry import check_limit
+from framework.core.endpoints import Endpoint, parse_url
+from framework.core.errors import ConfigError, SendQueueFull, TransportError, WirekitError
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
 from framework.runtime.client import connect
 from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.tls import TlsOptions

@@ -12,16 +12,16 @@ from typing import Any
 
 import attrs
 
-from framework.endpoints import Endpoint, parse_url
-from framework.errors import ConfigError
-from framework.limits import Limits
-from framework.pipeline import Pipeline
-from framework.router import Router
+from framework.core.endpoints import Endpoint, parse_url
+from framework.core.errors import ConfigError
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.core.router import Router
 from framework.runtime.connection import Connection, StreamConnection
 from framework.runtime.datagram import DatagramServer, DatagramStats
 from framework.runtime.shutdown import linger_close
 from framework.runtime.tls import TlsAcceptor, TlsOptions
-from framework.transports import StreamListener, serve_datagrams, serve_stream
+from framework.runtime.transports import StreamListener, serve_datagrams, serve_stream
 
 __all__ = ["Server", "start_server"]
 
@@ -115,7 +115,7 @@ class Server:
 
         New connections get the new certificate; connections already open
         keep the one they were set up with. The files are checked first: on
-        any error (a :class:`~framework.errors.ConfigError` naming the file)
+        any error (a :class:`~framework.core.errors.ConfigError` naming the file)
         the server goes on with what it had. ``wirekit serve`` calls this on
         SIGHUP.
         """

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import attrs
 
-from framework.errors import ConfigError, TransportError
+from framework.core.errors import ConfigError, TransportError
 
 __all__ = ["TlsOptions", "not_tls_error"]
 

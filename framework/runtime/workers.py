@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from framework.endpoints import Endpoint, parse_url
-from framework.errors import ConfigError, TransportError, WirekitError, WorkerError
-from framework.limits import Limits
+from framework.core.endpoints import Endpoint, parse_url
+from framework.core.errors import ConfigError, TransportError, WirekitError, WorkerError
+from framework.core.limits import Limits
 from framework.runtime import loop as loops
 from framework.runtime.tls import TlsOptions
 
 if TYPE_CHECKING:
-    from framework.app import App
+    from framework.runtime.app import App
 
 __all__ = ["MAX_RESTARTS", "RESTART_WINDOW", "WorkerError", "check_workers", "serve_workers"]
 

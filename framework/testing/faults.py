@@ -27,10 +27,15 @@ from typing import Any, Literal
 
 import attrs
 
-from framework.endpoints import parse_url
-from framework.errors import ConfigError
-from framework.transports import memory
-from framework.transports.memory import Link, MemoryDatagramTransport, MemoryTransport, Route
+from framework.core.endpoints import parse_url
+from framework.core.errors import ConfigError
+from framework.runtime.transports import memory
+from framework.runtime.transports.memory import (
+    Link,
+    MemoryDatagramTransport,
+    MemoryTransport,
+    Route,
+)
 
 __all__ = ["DatagramFaults", "FaultStats", "Injection", "StreamFaults", "inject"]
 

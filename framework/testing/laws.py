@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import settings as Settings  # noqa: N812 - a type, used as one
 from hypothesis import strategies as st
 
-from framework.codecs import Codec
-from framework.errors import (
+from framework.core.codecs import Codec
+from framework.core.errors import (
     ConfigError,
     DecodeError,
     FrameTooLarge,
@@ -31,8 +31,8 @@ from framework.errors import (
     InvalidFrame,
     WirekitError,
 )
-from framework.framing import Delimited, Framing, MsgpackStream
-from framework.pipeline import Pipeline
+from framework.core.framing import Delimited, Framing, MsgpackStream
+from framework.core.pipeline import Pipeline
 from framework.testing.strategies import (
     chunkings,
     codec_values,

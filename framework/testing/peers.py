@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from framework.endpoints import parse_url
+from framework.core.endpoints import parse_url
 from framework.runtime.connection import ConnectionClosed
-from framework.transports.base import open_stream
+from framework.runtime.transports.base import open_stream
 
 __all__ = ["ScriptedPeer"]
 

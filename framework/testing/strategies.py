@@ -18,10 +18,17 @@ import attrs
 import msgpack
 from hypothesis import strategies as st
 
-from framework.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec, exceeds_depth
-from framework.errors import ConfigError
-from framework.framing import Datagram, Delimited, Framing, LengthPrefix, MsgpackStream
-from framework.messages import MessageRegistry
+from framework.core.codecs import (
+    BytesCodec,
+    Codec,
+    JsonCodec,
+    MsgpackCodec,
+    Utf8Codec,
+    exceeds_depth,
+)
+from framework.core.errors import ConfigError
+from framework.core.framing import Datagram, Delimited, Framing, LengthPrefix, MsgpackStream
+from framework.core.messages import MessageRegistry
 
 __all__ = [
     "chunkings",

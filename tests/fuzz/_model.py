@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from framework.messages import MessageRegistry, message
+from framework.core.messages import MessageRegistry, message
 
 __all__ = ["CLASSES", "Blob", "Color", "Level", "Ping", "Point", "Position", "Route", "registry"]
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import atheris
 
-from framework.errors import DecodeError, FramingError, IncompleteFrame, InvalidFrame
-from framework.framing import Framing
+from framework.core.errors import DecodeError, FramingError, IncompleteFrame, InvalidFrame
+from framework.core.framing import Framing
 from framework.testing import BUFFER_SLACK
 
 __all__ = [

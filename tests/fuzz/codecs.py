@@ -16,8 +16,8 @@ from typing import Any
 
 import msgpack
 
-from framework.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec
-from framework.errors import DecodeError, EncodeError
+from framework.core.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec
+from framework.core.errors import DecodeError, EncodeError
 
 from ._support import BUFFER_KINDS, Input, Target, seed, shows_json_bug
 

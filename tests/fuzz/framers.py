@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 
-from framework.errors import FrameTooLarge, FramingError, IncompleteFrame
-from framework.framing import Datagram, Delimited, Framing, LengthPrefix, MsgpackStream
-from framework.pipeline import Pipeline
+from framework.core.errors import FrameTooLarge, FramingError, IncompleteFrame
+from framework.core.framing import Datagram, Delimited, Framing, LengthPrefix, MsgpackStream
+from framework.core.pipeline import Pipeline
 
 from ._support import (
     KNOWN_BUGS,

@@ -19,15 +19,15 @@ from typing import Any
 
 import msgpack
 
-from framework.codecs import JsonCodec, MsgpackCodec
-from framework.errors import (
+from framework.core.codecs import JsonCodec, MsgpackCodec
+from framework.core.errors import (
     DecodeError,
     EncodeError,
     InvalidMessage,
     MessageError,
     UnknownMessageType,
 )
-from framework.messages import TYPE_KEY, MessageRegistry
+from framework.core.messages import TYPE_KEY, MessageRegistry
 
 from . import _model
 from ._support import Input, Target, seed

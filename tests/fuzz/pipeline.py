@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from framework.errors import EncodeError
-from framework.framing import Delimited, LengthPrefix, MsgpackStream
-from framework.pipeline import Pipeline
+from framework.core.errors import EncodeError
+from framework.core.framing import Delimited, LengthPrefix, MsgpackStream
+from framework.core.pipeline import Pipeline
 
 from . import _model
 from ._support import Input, Target, Trace, drive, seed, shows_json_bug, split

@@ -1,5 +1,5 @@
 # ruff: noqa: PT017 - invariant checks in a fuzz target, not pytest assertions
-"""Fuzz target for the datagram authentication stage (``framework.security``).
+"""Fuzz target for the datagram authentication stage (``framework.core.security``).
 
 One input is a run of datagrams a server receives. Each goes to a fresh
 ``AuthResponder`` (two sessions at most, a 32-number window, two keys), and
@@ -25,8 +25,8 @@ import hmac
 import struct
 from typing import Any
 
-from framework.errors import AuthenticationError, ReplayedDatagram
-from framework.security import HmacAuth
+from framework.core.errors import AuthenticationError, ReplayedDatagram
+from framework.core.security import HmacAuth
 
 from ._support import Input, Target, seed, split
 

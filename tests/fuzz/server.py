@@ -29,12 +29,12 @@ from typing import Any
 
 import msgpack
 
-from framework.app import App
-from framework.framing import MsgpackStream
-from framework.limits import Limits
-from framework.pipeline import Pipeline
+from framework.core.framing import MsgpackStream
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.runtime.app import App
 from framework.runtime.server import Server
-from framework.transports import memory
+from framework.runtime.transports import memory
 
 from . import _model
 from ._support import Input, Target, Trace, drive, encodable, seed, split

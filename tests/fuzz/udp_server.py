@@ -23,13 +23,13 @@ import collections
 import itertools
 from typing import Any
 
-from framework.app import App
-from framework.errors import FrameTooLarge, WirekitError
-from framework.framing import Datagram, LengthPrefix
-from framework.limits import Limits
-from framework.pipeline import Pipeline
+from framework.core.errors import FrameTooLarge, WirekitError
+from framework.core.framing import Datagram, LengthPrefix
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.runtime.app import App
 from framework.runtime.server import Server
-from framework.transports import memory
+from framework.runtime.transports import memory
 
 from . import _model
 from ._support import KNOWN_BUGS, Input, Target, seed, split

@@ -1,0 +1,275 @@
+"""The wirekit command, end to end, as subprocesses on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 20
+
+
+def wirekit(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "framework", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def running(*args: str, banner: str = "serving") -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "framework", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as proc:
+        try:
+            stream = proc.stdout if banner == "serving" else proc.stderr
+            assert stream is not None
+            line = stream.readline()
+            match = re.search(r"((?:tcp|udp|tls|unix|memory)://\S+)", line)
+            assert match, f"no URL in the start line {line!r}"
+            yield proc, match.group(1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "udp"])
+def test_serve_then_send_prints_replies_as_json_lines(scheme: str) -> None:
+    with running("serve", "protocols.echo", "--url", f"{scheme}://127.0.0.1:0") as (_, url):
+        result = wirekit("send", url, '{"hello": "world"}', "[1, 2, 3]", '"text"')
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"hello": "world"},
+        [1, 2, 3],
+        "text",
+    ]
+
+
+def test_serve_exits_cleanly_on_sigint() -> None:
+    with running("serve", "protocols.echo", "--url", "tcp://127.0.0.1:0") as (proc, _):
+        pass
+    assert proc.returncode == 0
+
+
+def test_send_reads_json_lines_from_stdin_with_framing_and_codec_flags() -> None:
+    flags = ("--framing", "newline", "--codec", "json")
+    with running("serve", "protocols.echo", "--url", "tcp://127.0.0.1:0", *flags) as (_, url):
+        result = wirekit("send", url, "-", *flags, stdin='{"a": 1}\n\n[true]\n')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['{"a": 1}', "[true]"]
+
+
+def test_serve_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        'protocol = "protocols.echo"\nurl = "tcp://127.0.0.1:0"\n'
+        '[framing]\nname = "newline"\n[codec]\nname = "utf-8"\n'
+    )
+    with running("serve", str(config)) as (_, url):
+        result = wirekit("send", url, '"hi there"', "--framing", "newline", "--codec", "utf-8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['"hi there"']
+
+
+def test_listen_prints_every_value_received() -> None:
+    with running("listen", "udp://127.0.0.1:0", "--codec", "json", banner="listening") as (
+        proc,
+        url,
+    ):
+        host, port = url.removeprefix("udp://").rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b'{"x": 1.5}', (host, int(port)))
+            sock.sendto(b"[1, 2]", (host, int(port)))
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+    assert lines == ['{"x": 1.5}', "[1, 2]"]
+
+
+def test_send_times_out_with_one_clear_line() -> None:
+    with running("serve", "protocols.echo", "--url", "tcp://127.0.0.1:0") as (_, url):
+        result = wirekit("send", url, "1", "--expect", "2", "--timeout", "0.5")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["1"]
+    assert "timed out" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("send", f"tcp://127.0.0.1:{free_port()}", "1"), "cannot connect"),
+        (("serve", "protocols.nope"), "no protocol module named 'protocols.nope'"),
+        (("serve", "protocols.echo", "--url", "ftp://x"), "scheme 'ftp' is unknown"),
+        (("serve", "protocols.echo", "--framing", "smoke-signals"), "unknown framing"),
+        (("serve", "missing.toml"), "no such config file"),
+        (("send", "tcp://127.0.0.1:1", "{not json"), "not a JSON value"),
+    ],
+)
+def test_errors_print_one_line_and_exit_non_zero(args: tuple[str, ...], expected: str) -> None:
+    result = wirekit(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = wirekit("serve", "protocols.echo", "--url", f"tcp://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_is_a_usage_error() -> None:
+    result = wirekit("serve", "protocols.echo", "--colour", "blue")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --colour" in result.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = wirekit("--debug", "serve", "protocols.nope")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "wirekit"
+    assert script.exists()
+    result = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ},
+    )
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("protocol", "scheme"),
+    [
+        ("protocols.echo", "tcp"),
+        ("protocols.chat", "tcp"),
+        ("protocols.rpc", "unix"),
+        ("protocols.game", "udp"),
+        ("protocols.game", "tcp"),
+    ],
+)
+def test_every_protocol_serves_from_the_command_line(
+    protocol: str, scheme: str, tmp_path: Path
+) -> None:
+    url = f"unix://{tmp_path}/p.sock" if scheme == "unix" else f"{scheme}://127.0.0.1:0"
+    with running("serve", protocol, "--url", url) as (proc, bound):
+        assert bound.startswith(f"{scheme}://")
+        assert proc.poll() is None
+    assert proc.returncode == 0
+
+
+def start_lines(*args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The stdout banner and the stderr line that follows it, of ``wirekit serve ARGS``."""
+    inherited = {key: value for key, value in os.environ.items() if key != "WIREKIT_UVLOOP"}
+    environment = {**inherited, **(env or {})}
+    with subprocess.Popen(
+        [sys.executable, "-m", "framework", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=environment,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            return proc.stdout.readline(), proc.stderr.readline()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_serve_names_its_event_loop_and_no_uvloop_turns_uvloop_off() -> None:
+    url = ("--url", "tcp://127.0.0.1:0")
+    banner, loop_line = start_lines("protocols.echo", *url, "--no-uvloop")
+    assert banner.startswith("wirekit: serving protocols.echo on tcp://127.0.0.1:")
+    assert loop_line.strip() == "wirekit: event loop: asyncio"
+    _banner, loop_line = start_lines("protocols.echo", *url, env={"WIREKIT_UVLOOP": "0"})
+    assert loop_line.strip() == "wirekit: event loop: asyncio"
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an optional extra
+        expected = "asyncio"
+    else:
+        expected = f"uvloop {uvloop.__version__}"
+    _banner, loop_line = start_lines("protocols.echo", *url)
+    assert loop_line.strip() == f"wirekit: event loop: {expected}"
+
+
+def test_serve_on_sighup_reloads_the_tls_certificate(tmp_path: Path) -> None:
+    import trustme
+
+    cas = []
+    for name in ("old", "new"):
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(tmp_path / f"{name}-ca.pem"))
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / f"{name}.pem"))
+        cas.append(str(tmp_path / f"{name}-ca.pem"))
+    old_ca, new_ca = cas
+    live = tmp_path / "live.pem"
+    live.write_bytes((tmp_path / "old.pem").read_bytes())
+    args = ("serve", "protocols.echo", "--url", "tls://127.0.0.1:0", "--tls-cert", str(live))
+    with running(*args) as (proc, url):
+        assert wirekit("send", url, "1", "--tls-ca", old_ca).returncode == 0
+        live.write_bytes((tmp_path / "new.pem").read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while (result := wirekit("send", url, "2", "--tls-ca", new_ca)).returncode != 0:
+            assert time.monotonic() < deadline, result.stderr
+        assert result.stdout.strip() == "2"
+        refused = wirekit("send", url, "3", "--tls-ca", old_ca)
+        assert refused.returncode == 1
+        assert "TLS handshake" in refused.stderr
+    assert proc.returncode == 0
+
+
+def test_a_tls_client_on_a_plain_port_is_told_so_in_one_line() -> None:
+    with running("serve", "protocols.echo", "--url", "tcp://127.0.0.1:0") as (_, url):
+        result = wirekit("send", url.replace("tcp://", "tls://"), "1")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "does not seem to speak TLS" in result.stderr
