@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import signal
+from collections.abc import Callable
 from typing import Any
 
 from framework.core.endpoints import Endpoint
-from framework.core.errors import ConfigError, WirekitError
+from framework.core.errors import ConfigError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.loop import loop_name
+from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
+from framework.runtime.workers import serve_workers
 
 __all__ = ["App"]
-
-log = logging.getLogger("wirekit.app")
 
 
 class App(Router):
@@ -95,7 +91,7 @@ class App(Router):
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
         reuse_port: bool = False,
-        ready: Any = None,
+        ready: Callable[[Server], None] | None = None,
     ) -> None:
         """Serve ``url`` until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
@@ -103,54 +99,10 @@ class App(Router):
         listens. SIGHUP reloads a TLS server's certificate
         (:meth:`Server.reload_tls`). A second SIGINT or SIGTERM during the
         shutdown does not cut it short: ``limits.shutdown_timeout`` bounds it.
+        The signals are :mod:`framework.runtime.lifecycle`'s.
         """
         server = await self.start(url, limits=limits, tls=tls, reuse_port=reuse_port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        log.info("serving %s on %s (pid %d)", server.url, loop_name(loop), os.getpid())
-
-        def on_stop(signum: int) -> None:
-            if stop.is_set():
-                log.info("%s: already shutting down", signal.Signals(signum).name)
-            stop.set()
-
-        def on_hup() -> None:
-            if server.endpoint.scheme != "tls":
-                log.info("SIGHUP: %s has no certificate to reload", server.url)
-                return
-            try:
-                server.reload_tls()
-            except WirekitError as exc:
-                log.error("SIGHUP: keeping the old TLS certificate: %s", exc)
-
-        installed = []
-        # Handlers go in before `ready` announces the server: whoever reacts
-        # to the announcement with a signal must get a graceful shutdown.
-        # They stay in during the shutdown, so a second signal cannot cut it
-        # short (restoring the defaults then would let it kill the process).
-        handlers: list[tuple[signal.Signals, Any, tuple[Any, ...]]] = [
-            (signal.SIGINT, on_stop, (signal.SIGINT,)),
-            (signal.SIGTERM, on_stop, (signal.SIGTERM,)),
-        ]
-        if hasattr(signal, "SIGHUP"):
-            handlers.append((signal.SIGHUP, on_hup, ()))
-        for sig, handler, args in handlers:
-            try:
-                loop.add_signal_handler(sig, handler, *args)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or no signals on this platform
-        try:
-            if ready is not None:
-                ready(server)
-            await stop.wait()
-            log.info("shutting down %s", server.url)
-        finally:
-            try:
-                await server.close()
-            finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
+        await serve_until_stopped(server, ready)
 
     def run(
         self,
@@ -168,8 +120,6 @@ class App(Router):
         ``False`` never, ``True`` requires it. ``options`` are :meth:`serve`'s.
         """
         if workers != 1:
-            from framework.runtime.workers import serve_workers
-
             serve_workers(self, url, workers=workers, uvloop=uvloop, **options)
             return
         run_loop(self.serve(url, **options), uvloop=uvloop)

@@ -30,25 +30,29 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import wait
 from multiprocessing.context import ForkProcess
 from multiprocessing.queues import SimpleQueue
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import ConfigError, TransportError, WirekitError, WorkerError
 from framework.core.limits import Limits
+from framework.runtime import lifecycle
 from framework.runtime import loop as loops
 from framework.runtime.tls import TlsOptions
 
-if TYPE_CHECKING:
-    from framework.runtime.app import App
-
-__all__ = ["MAX_RESTARTS", "RESTART_WINDOW", "WorkerError", "check_workers", "serve_workers"]
+__all__ = [
+    "MAX_RESTARTS",
+    "RESTART_WINDOW",
+    "Servable",
+    "WorkerError",
+    "check_workers",
+    "serve_workers",
+]
 
 log = logging.getLogger("wirekit.workers")
 
@@ -61,6 +65,20 @@ RESTART_WINDOW = 60.0
 _STOP_MARGIN = 5.0
 # How often the supervisor looks at its flags between events.
 _POLL = 0.1
+
+
+class Servable(Protocol):
+    """What a worker runs: an app's ``serve`` (:meth:`framework.runtime.app.App.serve`)."""
+
+    def serve(
+        self,
+        url: str | Endpoint,
+        *,
+        limits: Limits | None = ...,
+        tls: TlsOptions | None = ...,
+        reuse_port: bool = ...,
+        ready: Callable[[Any], None] | None = ...,
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 def check_workers(endpoint: Endpoint, workers: int) -> None:
@@ -120,7 +138,7 @@ class _Worker:
 class _Supervisor:
     def __init__(
         self,
-        app: App,
+        app: Servable,
         endpoint: Endpoint,
         workers: int,
         options: dict[str, Any],
@@ -140,12 +158,12 @@ class _Supervisor:
 
     # -- signals -----------------------------------------------------------------------
 
-    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+    def _on_stop(self, signum: int) -> None:
         if not self.stopping:
             log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
         self.stopping = True
 
-    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+    def _on_hup(self) -> None:
         self._signal_all(signal.SIGHUP)
 
     def _signal_all(self, signum: int) -> None:
@@ -169,14 +187,10 @@ class _Supervisor:
         log.debug("worker %d started, pid %s", index, process.pid)
 
     def run(self, announce: Callable[[str, list[int]], None] | None) -> None:
-        previous = {
-            sig: signal.signal(sig, handler)
-            for sig, handler in (
-                (signal.SIGINT, self._on_stop),
-                (signal.SIGTERM, self._on_stop),
-                (signal.SIGHUP, self._on_hup),
-            )
-        }
+        with lifecycle.supervisor_signals(self._on_stop, self._on_hup):
+            self._run(announce)
+
+    def _run(self, announce: Callable[[str, list[int]], None] | None) -> None:
         try:
             self.placeholder = _placeholder(self.endpoint)
             port = self.placeholder.getsockname()[1]
@@ -203,8 +217,6 @@ class _Supervisor:
         finally:
             if self.placeholder is not None:
                 self.placeholder.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _events(self) -> list[Any]:
         sentinels = [w.process.sentinel for w in self.workers.values()]
@@ -292,9 +304,7 @@ def _worker_main(supervisor: _Supervisor, index: int) -> None:
     """The body of a worker process (forked: it shares the parent's app)."""
     # The parent's handlers came with the fork; this process has its own
     # shutdown, installed by App.serve. Until then a signal ends it plainly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    lifecycle.worker_signals()
     if supervisor.placeholder is not None:
         supervisor.placeholder.close()  # the parent's copy is the one that matters
     queue = supervisor.queue
@@ -319,7 +329,7 @@ def _worker_main(supervisor: _Supervisor, index: int) -> None:
 
 
 def serve_workers(
-    app: App,
+    app: Servable,
     url: str | Endpoint,
     *,
     workers: int,
