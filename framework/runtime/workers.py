@@ -182,41 +182,48 @@ class _Supervisor:
             name=f"wirekit-worker-{index}",
             daemon=False,
         )
-        process.start()
-        self.workers[index] = _Worker(index, process, time.monotonic())
+        # A stop signal during the fork waits until the worker is on record
+        # (so _stop_all reaches it) and the child has its own handlers.
+        with lifecycle.signals_held():
+            process.start()
+            self.workers[index] = _Worker(index, process, time.monotonic())
         log.debug("worker %d started, pid %s", index, process.pid)
 
     def run(self, announce: Callable[[str, list[int]], None] | None) -> None:
         with lifecycle.supervisor_signals(self._on_stop, self._on_hup):
-            self._run(announce)
+            try:
+                self._serve(announce)
+            except BaseException:
+                self._stop_all()
+                raise
+            finally:
+                if self.placeholder is not None:
+                    self.placeholder.close()
+            # Every way out of _serve comes here, a stop signal in the middle
+            # of the start-up included: no worker outlives this process.
+            killed = self._stop_all()
+        if killed:
+            raise WorkerError(f"workers {killed} did not stop in time and were killed")
 
-    def _run(self, announce: Callable[[str, list[int]], None] | None) -> None:
-        try:
-            self.placeholder = _placeholder(self.endpoint)
-            port = self.placeholder.getsockname()[1]
-            self.endpoint = attrs.evolve(self.endpoint, port=port)
-            for index in range(self.count):
-                self._spawn(index)
-            self._wait_ready()
-            # Every worker listens: the placeholder has done its job (and a
-            # UDP placeholder would otherwise get its share of datagrams).
-            self.placeholder.close()
-            self.placeholder = None
+    def _serve(self, announce: Callable[[str, list[int]], None] | None) -> None:
+        """Start the workers, announce them, supervise; return once asked to stop."""
+        self.placeholder = _placeholder(self.endpoint)
+        port = self.placeholder.getsockname()[1]
+        self.endpoint = attrs.evolve(self.endpoint, port=port)
+        for index in range(self.count):
             if self._stopped():
                 return
-            if announce is not None:
-                announce(self.endpoint.url, [w.process.pid or 0 for w in self.workers.values()])
-            self._supervise()
-        except BaseException:
-            self._stop_all()
-            raise
-        else:
-            killed = self._stop_all()
-            if killed:
-                raise WorkerError(f"workers {killed} did not stop in time and were killed")
-        finally:
-            if self.placeholder is not None:
-                self.placeholder.close()
+            self._spawn(index)
+        self._wait_ready()
+        # Every worker listens: the placeholder has done its job (and a
+        # UDP placeholder would otherwise get its share of datagrams).
+        self.placeholder.close()
+        self.placeholder = None
+        if self._stopped():
+            return
+        if announce is not None:
+            announce(self.endpoint.url, [w.process.pid or 0 for w in self.workers.values()])
+        self._supervise()
 
     def _events(self) -> list[Any]:
         sentinels = [w.process.sentinel for w in self.workers.values()]
@@ -237,6 +244,8 @@ class _Supervisor:
         while not self.stopping and not all(w.ready for w in self.workers.values()):
             self._events()
             self._drain_messages()
+            if self._stopped():
+                return  # a worker a stop signal ended (Ctrl-C reaches them all) is no error
             for worker in self.workers.values():
                 if not worker.ready and not worker.process.is_alive():
                     self._drain_messages()  # its error, if it managed to send one
@@ -302,6 +311,15 @@ class _Supervisor:
 
 def _worker_main(supervisor: _Supervisor, index: int) -> None:
     """The body of a worker process (forked: it shares the parent's app)."""
+    try:
+        _worker_serve(supervisor, index)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every process of the terminal's group, this one
+        # perhaps before App.serve has its handlers: a plain exit, no traceback.
+        sys.exit(130)
+
+
+def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     # The parent's handlers came with the fork; this process has its own
     # shutdown, installed by App.serve. Until then a signal ends it plainly.
     lifecycle.worker_signals()
@@ -324,8 +342,6 @@ def _worker_main(supervisor: _Supervisor, index: int) -> None:
     except (WirekitError, OSError) as exc:
         queue.put(("error", index, str(exc)))
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 def serve_workers(
