@@ -31,9 +31,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from multiprocessing.connection import wait
-from multiprocessing.context import ForkProcess
-from multiprocessing.queues import SimpleQueue
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkContext, ForkProcess
 from typing import Any, Protocol
 
 import attrs
@@ -127,6 +126,32 @@ def _placeholder(endpoint: Endpoint) -> socket.socket:
     return sock
 
 
+class _Reports:
+    """What workers tell the parent ("ready", "error"): one pipe, workers write, the parent reads.
+
+    A pipe's reading end is a public ``multiprocessing`` connection, which
+    :func:`multiprocessing.connection.wait` watches along with the workers'
+    sentinels: the parent wakes for a report or a death, whichever comes first.
+    """
+
+    def __init__(self, context: ForkContext) -> None:
+        self.reader, self._writer = context.Pipe(duplex=False)
+        # Several workers write to the one pipe: the lock keeps each report whole.
+        self._lock = context.Lock()
+
+    def send(self, kind: str, index: int, text: str) -> None:
+        """Report from a worker (``index``) to the parent."""
+        with self._lock:
+            self._writer.send((kind, index, text))
+
+    def received(self) -> list[tuple[str, int, str]]:
+        """Every report that has arrived, without waiting."""
+        reports = []
+        while self.reader.poll():
+            reports.append(self.reader.recv())
+        return reports
+
+
 @attrs.define
 class _Worker:
     index: int
@@ -150,7 +175,7 @@ class _Supervisor:
         self.options = options
         self.uvloop = uvloop
         self.context = multiprocessing.get_context("fork")
-        self.queue: SimpleQueue[tuple[str, int, str]] = self.context.SimpleQueue()
+        self.reports = _Reports(self.context)
         self.workers: dict[int, _Worker] = {}
         self.placeholder: socket.socket | None = None
         self.stopping = False
@@ -227,11 +252,11 @@ class _Supervisor:
 
     def _events(self) -> list[Any]:
         sentinels = [w.process.sentinel for w in self.workers.values()]
-        return wait([self.queue._reader, *sentinels], timeout=_POLL)  # type: ignore[attr-defined]
+        watched: list[Connection | int] = [self.reports.reader, *sentinels]
+        return wait(watched, timeout=_POLL)
 
     def _drain_messages(self) -> None:
-        while not self.queue.empty():
-            kind, index, text = self.queue.get()
+        for kind, index, text in self.reports.received():
             worker = self.workers.get(index)
             if kind == "ready" and worker is not None:
                 worker.ready = True
@@ -325,10 +350,10 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     lifecycle.worker_signals()
     if supervisor.placeholder is not None:
         supervisor.placeholder.close()  # the parent's copy is the one that matters
-    queue = supervisor.queue
+    reports = supervisor.reports
 
     def ready(server: Any) -> None:
-        queue.put(("ready", index, server.url))
+        reports.send("ready", index, server.url)
         user_ready = supervisor.options.get("ready")
         if user_ready is not None:
             user_ready(server)
@@ -340,7 +365,7 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
             uvloop=supervisor.uvloop,
         )
     except (WirekitError, OSError) as exc:
-        queue.put(("error", index, str(exc)))
+        reports.send("error", index, str(exc))
         sys.exit(1)
 
 
