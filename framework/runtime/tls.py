@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
 
 from framework.core.errors import ConfigError, TransportError
+from framework.runtime.transports.tls_layer import ServerTls
 
 __all__ = ["TlsOptions", "not_tls_error"]
 
@@ -138,52 +138,6 @@ def not_tls_error(url: str, error: BaseException | None) -> TransportError | Non
     )
 
 
-class _Discard(asyncio.Protocol):
-    """The TCP side of a TLS connection being closed: drops what the peer still sends."""
-
-    def __init__(self, tls: sslproto.SSLProtocol) -> None:
-        self._tls = tls
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._tls.connection_lost(exc)
-
-
-class _ServerTls(sslproto.SSLProtocol):
-    """asyncio's TLS layer, with a lingering close.
-
-    Closing sends ``close_notify`` after the data and waits for the peer's.
-    A peer that pipelines requests sends more data first, which OpenSSL
-    reports as an error, and asyncio then aborts the TCP connection: the
-    reset throws away replies the peer has not read yet. Here, that case
-    half-closes TCP instead (``close_notify`` and everything before it
-    stay queued), drops the peer's late bytes, and closes once the peer has
-    closed too, as :mod:`framework.runtime.shutdown` does for plain TCP.
-    """
-
-    def _on_shutdown_complete(self, shutdown_exc: BaseException | None) -> None:
-        # asyncio's private attributes, which typeshed does not describe.
-        tcp: Any = self._transport
-        late_data = getattr(shutdown_exc, "reason", None) == "APPLICATION_DATA_AFTER_CLOSE_NOTIFY"
-        if not late_data or tcp is None or tcp.is_closing() or not tcp.can_write_eof():
-            super()._on_shutdown_complete(shutdown_exc)  # type: ignore[misc]
-            return
-        handle: Any = getattr(self, "_shutdown_timeout_handle", None)
-        if handle is not None:
-            # ssl_shutdown_timeout no longer applies: the server's own
-            # shutdown deadline aborts a peer that never closes.
-            handle.cancel()
-            self._shutdown_timeout_handle = None
-        tcp.set_protocol(_Discard(self))
-        tcp.write_eof()
-        tcp.resume_reading()
-
-
 class TlsAcceptor(asyncio.Protocol):
     """The first protocol of every connection to a TLS port (see the module docstring).
 
@@ -244,7 +198,7 @@ class TlsAcceptor(asyncio.Protocol):
         waiter.add_done_callback(self._handshake_done)
         # asyncio's own TLS-over-a-transport machinery (what start_tls uses),
         # fed the bytes this protocol has already read.
-        tls = _ServerTls(
+        tls = ServerTls(
             loop,
             self._factory(),
             self._context(),

@@ -7,13 +7,13 @@ import os
 import socket
 import ssl
 import stat
-from asyncio import sslproto
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from framework.core.endpoints import Endpoint
 from framework.core.errors import ConfigError, TransportError
 from framework.runtime.transports import memory
+from framework.runtime.transports.tls_layer import app_transport, client_tls
 from framework.runtime.transports.udp import create_udp_endpoint
 
 __all__ = [
@@ -171,25 +171,14 @@ async def _open_tls(
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     protocol = factory()
-    tls = sslproto.SSLProtocol(
-        loop,
-        protocol,
-        context,
-        waiter,
-        server_side=False,
-        server_hostname=server_hostname,
-        # typeshed says int; asyncio takes any number of seconds.
-        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
-    )
+    tls = client_tls(protocol, context, waiter, server_hostname, handshake_timeout)
     tcp, _ = await loop.create_connection(lambda: tls, endpoint.host, endpoint.port)
     try:
         await waiter
     except BaseException:
         tcp.close()
         raise
-    # The application's end of the TLS layer, which asyncio keeps private.
-    app_transport: asyncio.Transport = cast(Any, tls)._app_transport
-    return app_transport, protocol
+    return app_transport(tls), protocol
 
 
 async def open_stream(
