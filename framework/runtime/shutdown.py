@@ -17,8 +17,24 @@ The cure is the "lingering close" of HTTP servers (Apache, nginx):
 3. wait for the peer to close its side, which it does once it has read
    everything (the server's ``close()`` bounds that wait, then aborts).
 
+The linger is for replies in flight only. A connection with nothing left
+for the peer and nothing from it (asyncio's write buffer empty, every byte
+acknowledged, no unread input: see :mod:`framework.runtime.transports.queued`)
+closes at once: an idle peer that never reads nor closes would otherwise
+hold the shutdown for its whole timeout. A lingering peer that has
+acknowledged everything, the end of stream included, and sent nothing
+since the shutdown began is closed too, without waiting for its own close.
+A peer that still sends is waited for: closing first would answer its next
+bytes with a reset, which can cost it replies it has received but not read.
+Where the kernel's counts are unknown (not Linux), every connection lingers.
+Replies of handlers that have finished are written before this runs
+(``Connection`` flushes them in the loop iteration they finish in).
+
 TLS cannot half-close in asyncio (``can_write_eof()`` is false): a TLS
-connection gets the usual close, whose ``close_notify`` follows the data.
+connection gets the usual close, whose ``close_notify`` follows the data;
+its TLS layer lingers the same way, and does not wait for the peer's own
+``close_notify`` once the peer is quiet and has everything
+(:mod:`framework.runtime.transports.tls_layer`).
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import asyncio
 import logging
 
 from framework.runtime.connection import StreamConnection
+from framework.runtime.transports.queued import queued_for_peer, unread_from_peer, when_delivered
 
 __all__ = ["linger_close"]
 
@@ -67,13 +84,20 @@ def linger_close(conn: StreamConnection) -> None:
     """Close ``conn`` gracefully for a shutdown: half-close, drain, then close.
 
     Reading from the peer must already be stopped (no handler starts). Its
-    ``wait_closed()`` ends when the peer has closed too.
+    ``wait_closed()`` ends when the peer has closed too, or when it is
+    quiet and has everything (at once if nothing was in flight).
     """
     transport = conn._transport
-    if transport is None or transport.is_closing() or not transport.can_write_eof():
+    if (
+        transport is None
+        or transport.is_closing()
+        or not transport.can_write_eof()
+        or (queued_for_peer(transport) == 0 and unread_from_peer(transport) == 0)
+    ):
         conn.close()
         return
     lingering = _Lingering(conn)
     transport.set_protocol(lingering)
     transport.write_eof()
     transport.resume_reading()
+    when_delivered(transport, transport.close, quiet=lambda: lingering.discarded == 0)

@@ -13,6 +13,8 @@ import asyncio
 import collections
 import logging
 import random
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from helpers_runtime import (
     TlsFiles,
     client_options,
+    echo_app,
     eventually,
     run,
     server_options,
@@ -27,6 +30,7 @@ from helpers_runtime import (
     tls_files,
 )
 
+from framework.core.endpoints import parse_url
 from framework.core.errors import TransportError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
@@ -216,3 +220,81 @@ def test_connections_arriving_during_shutdown_are_refused_not_served() -> None:
         await closing
 
     run(main())
+
+
+# A shutdown timeout no test waits for: a close that lingers until it runs
+# out makes the test fail on its own (much shorter) timeout instead.
+UNREACHED_TIMEOUT = 30.0
+
+
+def idle_client(url: str, tls: TlsFiles) -> socket.socket:
+    """A blocking socket connected to ``url`` (TLS handshake done) that reads nothing."""
+    endpoint = parse_url(url)
+    if endpoint.scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(endpoint.path)
+        return sock
+    sock = socket.create_connection((endpoint.host, endpoint.port))
+    if endpoint.scheme == "tls":
+        context = ssl.create_default_context(cafile=tls.ca)
+        return context.wrap_socket(sock, server_hostname=endpoint.host)
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server sent, up to its end of stream (a reset raises)."""
+    sock.settimeout(5)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("transport", ["tcp", "tls", "unix"])
+def test_an_idle_client_does_not_hold_the_shutdown(
+    transport: str, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """Nothing in flight: the connection closes at once, not at the shutdown timeout."""
+    app = echo_app(Pipeline(framing="length-prefix", codecs="msgpack"))
+
+    async def main() -> bytes:
+        server = await app.start(
+            server_url(transport, tmp_path),
+            limits=Limits(shutdown_timeout=UNREACHED_TIMEOUT),
+            **server_options(transport, tls_files),
+        )
+        loop = asyncio.get_running_loop()
+        client = await loop.run_in_executor(None, idle_client, server.url, tls_files)
+        with client:
+            await eventually(lambda: len(server.connections) == 1)
+            await server.close()  # within run()'s timeout unit, far below 30 s
+            return await loop.run_in_executor(None, read_to_end, client)
+
+    # The idle client then reads an orderly end of stream, not a reset.
+    assert run(main()) == b""
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("transport", ["tcp", "tls", "unix"])
+def test_an_idle_client_that_has_not_read_its_reply_gets_it_then_the_end(
+    transport: str, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    app = echo_app(Pipeline(framing="length-prefix", codecs="msgpack"))
+    request = app.pipeline.encode({"n": 1, "pad": "x" * 4096})
+
+    async def main() -> bytes:
+        server = await app.start(
+            server_url(transport, tmp_path),
+            limits=Limits(shutdown_timeout=UNREACHED_TIMEOUT),
+            **server_options(transport, tls_files),
+        )
+        loop = asyncio.get_running_loop()
+        client = await loop.run_in_executor(None, idle_client, server.url, tls_files)
+        with client:
+            await loop.run_in_executor(None, client.sendall, request)
+            await eventually(lambda: any(conn.stats.frames_out == 1 for conn in server.connections))
+            await server.close()
+            return await loop.run_in_executor(None, read_to_end, client)
+
+    assert run(main()) == request  # the echo, whole, then an end of stream

@@ -31,14 +31,14 @@ def test_asyncio_still_has_every_sslproto_internal_the_tls_layer_uses() -> None:
 
 
 def test_the_check_notices_a_missing_internal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(sslproto.SSLProtocol, "_on_shutdown_complete")
-    assert "asyncio.sslproto.SSLProtocol._on_shutdown_complete" in tls_layer.missing_internals()
+    monkeypatch.delattr(sslproto.SSLProtocol, "_start_shutdown")
+    assert "asyncio.sslproto.SSLProtocol._start_shutdown" in tls_layer.missing_internals()
 
 
 def test_the_private_names_the_tls_layer_uses_are_all_listed() -> None:
     """Every ``self._x``/``tls._x`` the module reads off asyncio's class is in INTERNALS."""
     source = Path(tls_layer.__file__).read_text(encoding="utf-8")
-    ours = {"_tls", "_stop_shutdown_timer"}
+    ours = {"_tls", "_close_began", "_delivered", "_stop_shutdown_timer"}
     used = {
         node.attr
         for node in ast.walk(ast.parse(source))

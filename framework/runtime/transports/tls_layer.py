@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from asyncio import sslproto
-from typing import Any
+from typing import Any, cast
+
+from framework.runtime.transports.queued import when_delivered
 
 __all__ = ["INTERNALS", "ServerTls", "app_transport", "client_tls", "missing_internals"]
 
@@ -26,11 +28,14 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "_app_transport",
         "_on_shutdown_complete",
         "_shutdown_timeout_handle",
+        "_start_shutdown",
+        "_state",
         "_transport",
         "buffer_updated",
         "connection_made",
         "get_buffer",
     ),
+    "SSLProtocolState": ("SHUTDOWN",),
 }
 
 
@@ -55,11 +60,11 @@ def missing_internals() -> list[str]:
 class _Discard(asyncio.Protocol):
     """The TCP side of a TLS connection being closed: drops what the peer still sends."""
 
-    def __init__(self, tls: sslproto.SSLProtocol) -> None:
+    def __init__(self, tls: ServerTls) -> None:
         self._tls = tls
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self._tls.peer_spoke = True
 
     def eof_received(self) -> bool | None:
         return None
@@ -72,13 +77,42 @@ class ServerTls(sslproto.SSLProtocol):
     """asyncio's TLS layer for a server, with a lingering close.
 
     Closing sends ``close_notify`` after the data and waits for the peer's.
-    A peer that pipelines requests sends more data first, which OpenSSL
-    reports as an error, and asyncio then aborts the TCP connection: the
-    reset throws away replies the peer has not read yet. Here, that case
-    half-closes TCP instead (``close_notify`` and everything before it
-    stay queued), drops the peer's late bytes, and closes once the peer has
-    closed too, as :mod:`framework.runtime.shutdown` does for plain TCP.
+    Two cases do better:
+
+    - A peer that has sent nothing since the close began and has
+      everything, ``close_notify`` included (the kernel reports every byte
+      acknowledged, see
+      :func:`~framework.runtime.transports.queued.when_delivered`): TCP
+      closes without waiting for an answer the peer may never send (an
+      idle client), which TLS does not require of the side that closes
+      first.
+    - A peer that pipelines requests sends more data before its
+      ``close_notify``, which OpenSSL reports as an error, and asyncio then
+      aborts the TCP connection: the reset throws away replies the peer has
+      not read yet. Here that case half-closes TCP instead (``close_notify``
+      and everything before it stay queued), drops the peer's late bytes,
+      and closes once the peer has closed too, as
+      :mod:`framework.runtime.shutdown` does for plain TCP.
     """
+
+    #: Whether the peer has sent anything since the close began.
+    peer_spoke = False
+    _close_began = False
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._close_began:
+            self.peer_spoke = True
+        super().buffer_updated(nbytes)
+
+    def _start_shutdown(self) -> None:
+        self._close_began = True
+        super()._start_shutdown()
+        tcp: Any = self._transport
+        # Private state, which typeshed does not describe (see INTERNALS).
+        state = cast(Any, self)._state
+        if state is sslproto.SSLProtocolState.SHUTDOWN and tcp is not None:
+            # close_notify is written; asyncio now waits for the peer's.
+            when_delivered(tcp, self._delivered, quiet=lambda: not self.peer_spoke)
 
     def _on_shutdown_complete(self, shutdown_exc: BaseException | None) -> None:
         tcp: Any = self._transport
@@ -92,6 +126,13 @@ class ServerTls(sslproto.SSLProtocol):
         tcp.set_protocol(_Discard(self))
         tcp.write_eof()
         tcp.resume_reading()
+
+    def _delivered(self) -> None:
+        """The peer has everything, close_notify included: no need to wait for its answer."""
+        self._stop_shutdown_timer()
+        tcp: Any = self._transport
+        if tcp is not None and not tcp.is_closing():
+            tcp.close()
 
     def _stop_shutdown_timer(self) -> None:
         handle: Any = getattr(self, "_shutdown_timeout_handle", None)
