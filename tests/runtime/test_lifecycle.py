@@ -1,9 +1,13 @@
 """Signals at every moment of a server's life: no process is ever left behind.
 
-``wirekit serve --workers 2`` gets SIGINT or SIGTERM at each step of its
-start-up (before it forks, just after a fork, while its workers start
-listening, once it has announced them); whatever the moment, the parent
-exits and every worker it started has gone with it. psutil watches the
+The building blocks first, in this process (and a fork of it): the workers'
+parent's handlers come and go, a signal held during a fork is delivered
+after it, and a worker that gets a stop signal before it serves ends.
+
+Then the whole: ``wirekit serve --workers 2`` gets SIGINT or SIGTERM at each
+step of its start-up (before it forks, just after a fork, while its workers
+start listening, once it has announced them); whatever the moment, the
+parent exits and every worker it started has gone with it. psutil watches the
 processes: each run marks its environment, which forked workers inherit, so
 a worker that outlived its parent is still found.
 """
@@ -16,11 +20,14 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+
+from framework.runtime import lifecycle
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bounds each wait of a run: start-up steps take a fraction of it.
@@ -30,6 +37,49 @@ MARK = "WIREKIT_TEST_PROCESS_MARK"
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="workers need Linux's SO_REUSEPORT"
 )
+
+
+def test_supervisor_signals_route_stop_and_reload_then_restore_the_old_handlers() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    stops: list[int] = []
+    reloads: list[bool] = []
+    with lifecycle.supervisor_signals(stops.append, lambda: reloads.append(True)):
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGHUP)
+    assert stops == [signal.SIGTERM, signal.SIGINT]
+    assert reloads == [True]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_signal_held_back_arrives_when_the_hold_ends() -> None:
+    stops: list[int] = []
+    with lifecycle.supervisor_signals(stops.append, lambda: None):
+        with lifecycle.signals_held():
+            signal.raise_signal(signal.SIGTERM)
+            assert stops == []  # held: the handler has not run
+        assert stops == [signal.SIGTERM]
+
+
+def test_a_worker_signalled_during_its_fork_ends_once_it_has_the_default_handlers() -> None:
+    """The child does not swallow it with its copy of the parent's handler."""
+    stops: list[int] = []
+    with lifecycle.supervisor_signals(stops.append, lambda: None):
+        with lifecycle.signals_held(), warnings.catch_warnings():
+            # Python 3.12 warns about forking a process with threads (pytest's
+            # may have some): the child here only signals itself and exits.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+            if pid == 0:  # the child: signalled before it has its own handlers
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    lifecycle.worker_signals()  # SIGTERM's default ends the process here
+                finally:
+                    os._exit(0)  # only reached if the signal was swallowed
+        _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status), status
+    assert os.WTERMSIG(status) == signal.SIGTERM
+    assert stops == []  # the child's signal was its own
 
 
 def _children(parent: psutil.Process) -> list[psutil.Process]:
