@@ -8,7 +8,10 @@ forks ``workers`` processes that each run :meth:`App.serve` on that port with
 - SIGINT or SIGTERM: every worker gets SIGTERM and shuts down gracefully
   (handlers finish within ``Limits.shutdown_timeout``, replies are flushed).
   A worker still running after twice that, plus a margin, is killed, and the
-  parent reports it.
+  parent reports it. The same holds whenever the signal comes, while the
+  workers are still starting too: no worker outlives the parent. (The
+  handlers, and how a fork holds signals back, are
+  :mod:`framework.runtime.lifecycle`'s.)
 - SIGHUP is passed on: each TLS worker reloads its certificate.
 - A worker that dies while serving is logged and replaced. A worker that
   fails before it listens (a bad certificate, a port taken by another user)
