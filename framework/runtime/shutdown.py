@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from framework.runtime.connection import StreamConnection
+from framework.runtime.stream import StreamConnection
 
 __all__ = ["linger_close"]
 
