@@ -23,6 +23,7 @@ from framework.core.codecs import (
     make_codec,
     register_codec,
 )
+from framework.core.datagrams import DatagramStats
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import (
     AuthenticationError,
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
     )
     from framework.runtime.app import App
     from framework.runtime.blocking import BlockingClient, ServerThread
-    from framework.runtime.datagram import DatagramStats
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
@@ -88,7 +88,6 @@ _LAZY = {
     "Connection": "framework.runtime",
     "ConnectionClosed": "framework.runtime",
     "ConnectionStats": "framework.runtime",
-    "DatagramStats": "framework.runtime.datagram",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",

@@ -391,7 +391,8 @@ class Connection:
             self._run_async(result, subject)
         elif self._replies is not None:
             self._add_reply(result)
-        else:
+        elif not self.closed:
+            # A handler that closed its (UDP) peer sends nothing after that.
             self._write_values([result])
 
     def _run_async(self, awaitable: Any, subject: Any) -> None:
