@@ -100,6 +100,10 @@ class BadInput:
     fatal: bool
 
 
+#: What ``take`` returns as its failures when none failed (never appended to).
+_NONE_FAILED: list[tuple[Any, WirekitError]] = []
+
+
 class ReplyBatch:
     """The replies one read produces, written together when the read ends.
 
@@ -149,16 +153,16 @@ class ReplyBatch:
         The batch is empty afterwards. One reply that cannot be encoded costs
         only itself: the others are still in the bytes.
         """
-        # Emptied in place: a dispatch loop may still be appending to it.
         chunks = self.chunks
-        if not chunks:
-            return b"", 0, []
-        try:
-            if self.framed:
-                return b"".join(chunks), len(chunks) >> 1, []
-            return self.encode(chunks)
-        finally:
-            chunks.clear()
+        if self.framed:
+            taken = b"".join(chunks), len(chunks) >> 1, _NONE_FAILED
+        elif chunks:
+            taken = self.encode(chunks)
+        else:
+            taken = b"", 0, _NONE_FAILED
+        # Emptied in place: a dispatch loop may still be appending to it.
+        chunks.clear()
+        return taken
 
     def encode(
         self, values: list[Any], *, strict: bool = False
@@ -264,7 +268,10 @@ class StreamState:
             values = self.feed(data)
         except (DecodeError, FramingError) as exc:
             values = self._recover(exc)
-        if self.frame_timeout is not None and (self.partial_since is not None or self.buffered):
+        # Per read, not per frame, and cheap when off.
+        if self.frame_timeout is not None and (
+            self.partial_since is not None or self.framer.buffered
+        ):
             self._track_partial(now, len(values))
         if values and self.bucket is not None:
             self._charge(now, len(values))
