@@ -29,6 +29,7 @@ from framework.core.errors import (
     AuthenticationError,
     CodecError,
     ConfigError,
+    ConnectionClosed,
     DecodeError,
     EncodeError,
     FrameTimeout,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from framework.runtime import (
         Backoff,
         Connection,
-        ConnectionClosed,
         ConnectionStats,
         ReconnectingClient,
         ReconnectStats,
@@ -86,7 +86,6 @@ _LAZY = {
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
-    "ConnectionClosed": "framework.runtime",
     "ConnectionStats": "framework.runtime",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",

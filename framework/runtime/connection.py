@@ -28,7 +28,7 @@ from framework.core.connection import (
     ReadPause,
 )
 from framework.core.errors import (
-    TransportError,
+    ConnectionClosed,
     UnknownMessageType,
     WirekitError,
 )
@@ -41,10 +41,6 @@ __all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
 
 log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
-
-
-class ConnectionClosed(TransportError):
-    """The connection is closed: ``receive`` has nothing more, ``send`` cannot send."""
 
 
 class Connection:
