@@ -12,6 +12,7 @@ The adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import inspect
@@ -43,7 +44,7 @@ log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
 
 
-class Connection:
+class Connection(abc.ABC):
     """One peer, seen the same way over every transport.
 
     Servers hand it to handlers; clients get it from
@@ -118,9 +119,6 @@ class Connection:
         """
         return not self.closed and not self._closing() and not self._backed_up()
 
-    def _backed_up(self) -> bool:
-        return False
-
     async def send(self, value: Any) -> None:
         """Encode and send ``value``; waits while the peer is not keeping up."""
         self.send_nowait(value)
@@ -170,14 +168,6 @@ class Connection:
         """Wait until the connection has ended."""
         await asyncio.shield(self._closed)
 
-    def close(self) -> None:
-        """Close gracefully: data already queued is sent first."""
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        """Close at once, dropping unsent data."""
-        raise NotImplementedError
-
     async def __aenter__(self) -> Connection:
         return self
 
@@ -185,16 +175,62 @@ class Connection:
         self.close()
         await self.wait_closed()
 
-    # -- what subclasses provide ---------------------------------------------------
+    # -- what each adapter provides: every one, none has a default ----------------
 
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close gracefully: data already queued is sent first."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+
+    @abc.abstractmethod
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
-        """Encode and send ``values``.
+        """Encode and send ``values`` (raises ``ConnectionClosed`` once closing).
 
         ``strict`` (the application's own ``send``): an encoding error
         propagates. Otherwise (handler replies) a value that cannot be
         encoded is logged and counted, and the others still go out.
         """
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _closing(self) -> bool:
+        """Whether the transport is closing or closed: nothing more can be sent."""
+
+    @abc.abstractmethod
+    def _backed_up(self) -> bool:
+        """Whether the data queued for the peer is over ``Limits.write_high_water``."""
+
+    @abc.abstractmethod
+    async def _drain(self) -> None:
+        """Wait until the peer has read enough of what is queued (``send``'s wait)."""
+
+    @abc.abstractmethod
+    def _pause_reading(self, reason: ReadPause) -> None:
+        """Stop reading from the peer for ``reason`` (reasons add up)."""
+
+    @abc.abstractmethod
+    def _resume_reading(self, reason: ReadPause) -> None:
+        """``reason`` is gone: read again once no other reason is left."""
+
+    @abc.abstractmethod
+    def _pause_inbox(self) -> None:
+        """``receive()``'s queue reached ``Limits.max_queued``: push back or drop."""
+
+    @abc.abstractmethod
+    def _resume_inbox(self) -> None:
+        """``receive()``'s queue fell to half ``Limits.max_queued``."""
+
+    @abc.abstractmethod
+    def _stop_reading(self) -> None:
+        """Read nothing more from the peer (graceful shutdown): no new work starts."""
+
+    @abc.abstractmethod
+    def _all_done(self) -> None:
+        """Every handler has finished and nothing is held (a half-closed stream may close)."""
+
+    # -- replies gathered during a read -------------------------------------------------
 
     def _start_batch(self) -> list[Any]:
         """An empty list to gather the replies of a dispatch in."""
@@ -230,27 +266,6 @@ class Connection:
                 log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
         return encoded
 
-    async def _drain(self) -> None:
-        return None
-
-    def _closing(self) -> bool:
-        return False
-
-    def _pause_inbox(self) -> None:
-        return None
-
-    def _resume_inbox(self) -> None:
-        return None
-
-    def _stop_reading(self) -> None:
-        """Read nothing more from the peer (graceful shutdown): no new work starts."""
-
-    def _pause_reading(self, reason: ReadPause) -> None:
-        return None
-
-    def _resume_reading(self, reason: ReadPause) -> None:
-        return None
-
     # -- dispatch, shared by every transport ----------------------------------------
 
     def _deliver(self, values: list[Any]) -> None:
@@ -260,7 +275,7 @@ class Connection:
         if router is not None and router._handlers and not self._held:
             self._dispatch(router, values)  # the usual case, first
             return
-        # router.dispatches, without a property call per read.
+        # Handlers or a fallback registered? Read without a property call per read.
         if router is None or not (router._handlers or router.fallback_handler is not None):
             if type(values[-1]) is BadInput:
                 # With nothing to hand it to, bad input is fatal: it comes last.
@@ -506,9 +521,6 @@ class Connection:
             self._resume_reading(ReadPause.HANDLERS_BUSY)
             if not self._tasks:
                 self._all_done()
-
-    def _all_done(self) -> None:
-        """Every handler has finished and nothing is held (see ``eof_received``)."""
 
     def _mark_closed(self, error: BaseException | None) -> None:
         self._watch_close = True

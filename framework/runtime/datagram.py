@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from framework.core.connection import BadInput
+from framework.core.connection import BadInput, ReadPause
 from framework.core.datagrams import (
     DatagramGate,
     DatagramStats,
@@ -200,6 +200,32 @@ class DatagramPeer(Connection):
 
     def _closing(self) -> bool:
         return self.closed
+
+    # -- what the Connection asks of its adapter, for one peer of a shared socket --
+
+    def _backed_up(self) -> bool:
+        # The socket is shared: its write buffer is not this peer's to watch.
+        return False
+
+    async def _drain(self) -> None:
+        return None  # a datagram is handed to the socket at once: nothing to wait for
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        # One peer of a shared socket cannot be paused: the gate drops its
+        # datagrams instead while max_inflight_handlers are running.
+        return None
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        return None
+
+    def _resume_inbox(self) -> None:
+        return None  # nothing was paused: _pause_inbox dropped the oldest values
+
+    def _stop_reading(self) -> None:
+        return None  # the server stops reading the whole socket (stop_reading)
+
+    def _all_done(self) -> None:
+        return None  # no half-closed stream to finish closing
 
     def close(self) -> None:
         """Forget this peer (its next datagram makes a new virtual connection)."""
@@ -477,6 +503,27 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         while len(self._inbox) > self._limits.max_queued:
             self._inbox.popleft()
             self.datagram_stats.count(Drop.NO_CAPACITY)
+
+    def _backed_up(self) -> bool:
+        return False  # datagrams are sent or dropped, never queued for this peer
+
+    async def _drain(self) -> None:
+        return None  # a datagram is handed to the socket at once: nothing to wait for
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        return None  # a client receives no handler work to hold back
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        return None
+
+    def _resume_inbox(self) -> None:
+        return None  # nothing was paused: _pause_inbox dropped the oldest values
+
+    def _stop_reading(self) -> None:
+        return None
+
+    def _all_done(self) -> None:
+        return None
 
     def close(self) -> None:
         """Close the socket."""
