@@ -37,8 +37,9 @@ from typing import Any
 
 from benchmarks.workloads import Position
 from framework import App, Pipeline
+from framework.core.connection import Role
 from framework.core.limits import Limits
-from framework.runtime.connection import StreamConnection
+from framework.runtime.stream import StreamConnection
 
 __all__ = ["main"]
 
@@ -166,7 +167,7 @@ def _wirekit_protocol(app: App) -> StreamConnection:
         limits=Limits(),
         on_made=lambda conn: True,
         on_lost=lambda conn: None,
-        idle_timeout=None,
+        role=Role.SERVER,
     )
 
 

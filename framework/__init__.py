@@ -23,11 +23,13 @@ from framework.core.codecs import (
     make_codec,
     register_codec,
 )
+from framework.core.datagrams import DatagramStats
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import (
     AuthenticationError,
     CodecError,
     ConfigError,
+    ConnectionClosed,
     DecodeError,
     EncodeError,
     FrameTimeout,
@@ -67,7 +69,6 @@ if TYPE_CHECKING:
     from framework.runtime import (
         Backoff,
         Connection,
-        ConnectionClosed,
         ConnectionStats,
         ReconnectingClient,
         ReconnectStats,
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
     )
     from framework.runtime.app import App
     from framework.runtime.blocking import BlockingClient, ServerThread
-    from framework.runtime.datagram import DatagramStats
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
@@ -86,9 +86,7 @@ _LAZY = {
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
-    "ConnectionClosed": "framework.runtime",
     "ConnectionStats": "framework.runtime",
-    "DatagramStats": "framework.runtime.datagram",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",

@@ -78,6 +78,16 @@ def test_the_core_exports_do_not_need_the_runtime() -> None:
         "MessageRegistry",
         "message",
         "WirekitError",
+        "ConnectionClosed",
     ]
     assert set(core) <= set(framework.__all__)
-    assert all(getattr(framework, name).__module__.startswith("framework.") for name in core)
+    assert all(getattr(framework, name).__module__.startswith("framework.core.") for name in core)
+
+
+def test_connection_closed_is_one_class_from_the_core_to_the_runtime() -> None:
+    import framework.core.errors
+    import framework.runtime
+
+    closed = framework.core.errors.ConnectionClosed
+    assert framework.ConnectionClosed is closed
+    assert framework.runtime.ConnectionClosed is closed  # what the runtime raises

@@ -8,9 +8,10 @@
     wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}' --codec msgpack
     wirekit listen udp://127.0.0.1:9000 --codec json
 
-Errors print one line and exit with status 1 (2 for bad usage); ``--debug``
-shows the traceback. Every command runs on uvloop when it is installed,
-unless ``WIREKIT_UVLOOP=0`` (or, for ``serve``, ``--no-uvloop``).
+A command's flags may come anywhere among its arguments. Errors print one
+line and exit with status 1; bad usage prints the command's usage and exits
+2. ``--debug`` shows the traceback. Every command runs on uvloop when it is
+installed, unless ``WIREKIT_UVLOOP=0`` (or, for ``serve``, ``--no-uvloop``).
 """
 
 from __future__ import annotations
@@ -73,12 +74,50 @@ def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# typeshed makes the class generic; at run time it cannot be subscripted.
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-commands whose flags may come anywhere among their positionals.
+
+    argparse's own sub-parsers parse a command's arguments in one pass, so an
+    optional positional list (``send URL [VALUE ...]``) is settled, empty, at
+    the first flag and a value after it is "unrecognized". Here the command's
+    parser reads them intermixed, and a usage error prints that command's
+    usage, not the top level's.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        name, *arguments = values
+        # argparse has checked the name against the choices before calling.
+        command: argparse.ArgumentParser = self.choices[name]
+        try:
+            parsed, extras = command.parse_known_intermixed_args(arguments)
+        except TypeError:
+            # Raised before parsing anything for a command intermixed parsing
+            # cannot read (a REMAINDER positional, sub-commands of its own):
+            # such a command from another package gets argparse's usual pass.
+            super().__call__(parser, namespace, values, option_string)
+            return
+        if extras:
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        setattr(namespace, self.dest, name)
+        for key, value in vars(parsed).items():
+            setattr(namespace, key, value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wirekit", description="Serve, poke and sniff wirekit protocols."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        action=_Commands, dest="command", required=True, metavar="COMMAND"
+    )
 
     serve = commands.add_parser("serve", help="serve a protocol module or a config file")
     serve.add_argument("target", help="protocol module (protocols.echo) or config file (.toml)")
@@ -101,7 +140,12 @@ def _parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("send", help="send values and print the replies as JSON lines")
     send.add_argument("url", help="endpoint to connect to")
-    send.add_argument("values", nargs="*", help="values as JSON ('-' reads JSON lines from stdin)")
+    send.add_argument(
+        "values",
+        nargs="*",
+        default=[],  # without a default, argparse calls a missing URL "url, values" missing
+        help="values as JSON ('-' reads JSON lines from stdin)",
+    )
     send.add_argument("--expect", type=int, help="replies to wait for (default: one per value)")
     send.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for replies")
     _add_pipeline_flags(send)

@@ -17,6 +17,7 @@
     │   ├── UnknownMessageType             its ``"type"`` names no registered class
     │   └── InvalidMessage                 a field is missing, extra or of the wrong type
     ├── TransportError                     the bytes could not be moved
+    │   ├── ConnectionClosed               send or receive on a connection that has ended
     │   ├── FrameTimeout                   a peer took too long to finish a frame
     │   └── SendQueueFull                  a reconnecting client's queue is full while it is down
     └── WorkerError                        a worker process could not start, or kept dying
@@ -38,6 +39,7 @@ __all__ = [
     "AuthenticationError",
     "CodecError",
     "ConfigError",
+    "ConnectionClosed",
     "DecodeError",
     "EncodeError",
     "FrameTimeout",
@@ -214,6 +216,14 @@ class TransportError(WirekitError):
     def __init__(self, message: str, *, peer: Any = None) -> None:
         super().__init__(message)
         self.peer = peer
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed: ``receive`` has nothing more, ``send`` cannot send.
+
+    When an error ended the connection (bad input, a reset), it is the
+    ``__cause__``.
+    """
 
 
 class FrameTimeout(TransportError):

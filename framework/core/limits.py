@@ -14,7 +14,12 @@ import attrs
 from framework.core._registry import check_limit, limit_validator
 from framework.core.errors import ConfigError
 
-__all__ = ["Limits"]
+__all__ = ["MAX_UDP_PAYLOAD", "Limits"]
+
+#: The largest payload one UDP datagram can carry over IPv4: the IP packet's
+#: 16-bit total length (65,535) less the 8-byte UDP header and the 20-byte
+#: IPv4 header. The default of every datagram limit, so one number rules them.
+MAX_UDP_PAYLOAD = 65_535 - 8 - 20
 
 
 def _positive(attribute: Any, value: Any, *, allow_none: bool, unit: str = " of seconds") -> None:
@@ -84,8 +89,8 @@ class Limits:
     #: keeps outstanding.
     max_inflight_handlers: int = attrs.field(default=1024, validator=_required_limit)
     #: Largest UDP datagram accepted; larger ones are dropped and counted.
-    #: 65,507 bytes is all an IPv4 UDP datagram can carry.
-    max_datagram_size: int = attrs.field(default=65_507, validator=_required_limit)
+    #: 65,507 bytes (MAX_UDP_PAYLOAD) is all an IPv4 UDP datagram can carry.
+    max_datagram_size: int = attrs.field(default=MAX_UDP_PAYLOAD, validator=_required_limit)
     #: UDP peers tracked at once; datagrams from further new peers are dropped.
     max_peers: int = attrs.field(default=10_000, validator=_required_limit)
     #: Seconds a stream peer may take to finish a frame it has started. A peer

@@ -7,7 +7,24 @@ never reads a clock of its own, so tests drive it with any numbers.
 
 from __future__ import annotations
 
+from framework.core.errors import ConfigError
+
 __all__ = ["TokenBucket"]
+
+
+def _number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
+    """``value`` as a float if it is a number above ``minimum`` (or equal, if inclusive)."""
+    # bool is an int, but True is no rate; the comparisons refuse NaN.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value >= minimum if inclusive else value > minimum)
+    ):
+        bound = f"at least {minimum:g}" if inclusive else f"above {minimum:g}"
+        raise ConfigError(
+            f"TokenBucket {name} must be a number {bound}, got {value!r}", option=name, value=value
+        )
+    return float(value)
 
 
 class TokenBucket:
@@ -17,17 +34,21 @@ class TokenBucket:
     token if there is one. :meth:`charge` is for traffic that must not be
     lost (frames already read from a stream): it always takes, may go into
     debt, and says how long the caller should stop reading to pay it back.
+
+    A ``rate`` that is not positive, or a ``burst`` below one token, raises
+    :class:`~framework.core.errors.ConfigError` naming the argument.
     """
 
     __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float | None = None, *, now: float) -> None:
-        if not rate > 0:
-            raise ValueError(f"rate must be positive, got {rate!r}")
-        self.rate = float(rate)
-        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
-        if not self.burst >= 1:
-            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self.rate = _number("rate", rate, minimum=0, inclusive=False)
+        # A burst below one token could never pay for a single frame.
+        self.burst = (
+            _number("burst", burst, minimum=1, inclusive=True)
+            if burst is not None
+            else max(1.0, self.rate)
+        )
         self._tokens = self.burst
         self._stamp = now
 

@@ -35,11 +35,6 @@ class Router:
         """The dispatch table: value class → handler (read-only view)."""
         return MappingProxyType(self._handlers)
 
-    @property
-    def dispatches(self) -> bool:
-        """Whether values go to handlers (some handler or a fallback is registered)."""
-        return bool(self._handlers) or self.fallback_handler is not None
-
     def on(self, cls: type) -> Callable[[F], F]:
         """Decorator: handle values of ``cls`` (and its subclasses) with the function."""
         if not isinstance(cls, type):

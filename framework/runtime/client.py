@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Generator
 from typing import Any
 
+from framework.core.connection import Role
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import TransportError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
-from framework.runtime.connection import Connection, StreamConnection
+from framework.runtime.connection import Connection
 from framework.runtime.datagram import DatagramClient
+from framework.runtime.stream import StreamConnection
 from framework.runtime.tls import TlsOptions, not_tls_error
 from framework.runtime.transports import open_datagram, open_stream
 
@@ -32,7 +34,7 @@ async def _open(
             ssl_context = (tls or TlsOptions()).client_context()
         opening = open_stream(
             endpoint,
-            lambda: StreamConnection(pipeline, router=None, limits=limits),
+            lambda: StreamConnection(pipeline, router=None, limits=limits, role=Role.CLIENT),
             ssl_context=ssl_context,
             server_hostname=tls.server_hostname if tls is not None else None,
             handshake_timeout=limits.handshake_timeout,

@@ -1,25 +1,12 @@
 """UDP: one datagram is one frame, and each peer address is a virtual connection.
 
 Handlers see the same :class:`~framework.runtime.connection.Connection` API
-as on a stream. A datagram that is too large or fails to decode is dropped
-and counted; the socket goes on serving every other peer.
-
-What a server does with each datagram, in order, each step dropping and
-counting what fails it (see :class:`DatagramStats`):
-
-1. size: over ``Limits.max_datagram_size`` or the datagram framing's
-   ``max_frame_size`` (``dropped_oversize``);
-2. authentication, when the datagram framing has ``auth``: forged,
-   truncated, unknown-key (``dropped_unauthenticated``) and replayed
-   (``dropped_replayed``) datagrams never reach a peer, a hook or a decoder;
-3. the peer's rate, when ``Limits.max_frames_per_second`` is set
-   (``dropped_rate_limited``);
-4. decoding (``dropped_undecodable``; the fallback handler sees the error).
-
-On the way out, a peer whose address is not verified (no authenticated
-datagram yet, no :meth:`DatagramPeer.verify_address`) is sent at most
-``Limits.amplification_factor`` times the bytes received from it; replies
-past that are dropped and counted (``dropped_amplification``).
+as on a stream. The rules (which datagrams get in, in what order they are
+checked, what a bad one costs, what may be sent to an unverified address)
+are the core's: :mod:`framework.core.datagrams`. This module is the asyncio
+glue: it hands each datagram to a :class:`~framework.core.datagrams.DatagramGate`
+and a peer's :class:`~framework.core.datagrams.PeerState`, counts and logs
+what they drop, and dispatches the rest.
 """
 
 from __future__ import annotations
@@ -30,17 +17,23 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import attrs
-
-from framework.core.errors import AuthenticationError, FrameTooLarge, ReplayedDatagram, WirekitError
+from framework.core.connection import BadInput, ReadPause
+from framework.core.datagrams import (
+    DatagramGate,
+    DatagramStats,
+    Drop,
+    Dropped,
+    PeerState,
+    decode_datagram,
+)
+from framework.core.errors import FrameTooLarge, WirekitError
 from framework.core.framing import Datagram
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
-from framework.core.ratelimit import TokenBucket
 from framework.core.router import Router
 from framework.core.security import AuthSession
 from framework.runtime.connection import Connection, ConnectionClosed
-from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
+from framework.runtime.dispatch import describe, loop_clock
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -50,30 +43,6 @@ log = logging.getLogger("wirekit.udp")
 #: Seconds between two log lines about drops of the same kind: a flood of
 #: bad datagrams must not become a flood of log lines.
 LOG_INTERVAL = 1.0
-
-
-@attrs.define
-class DatagramStats:
-    """Counters of a UDP socket, over all peers.
-
-    ``received`` counts every datagram that arrived; each ``dropped_*``
-    counts those dropped for one reason, ``dropped_amplification`` counts
-    datagrams the server did not send, and ``sent`` those it sent.
-    """
-
-    received: int = 0
-    dropped_oversize: int = 0
-    dropped_undecodable: int = 0
-    dropped_no_capacity: int = 0
-    #: Forged, truncated, unknown-key or misdirected (``AuthenticationError``).
-    dropped_unauthenticated: int = 0
-    #: Authentic but seen before, or older than the anti-replay window.
-    dropped_replayed: int = 0
-    #: Over the peer's ``Limits.max_frames_per_second``.
-    dropped_rate_limited: int = 0
-    #: Replies not sent: over ``Limits.amplification_factor`` to an unverified peer.
-    dropped_amplification: int = 0
-    sent: int = 0
 
 
 class _DropLog:
@@ -122,15 +91,13 @@ class DatagramPeer(Connection):
         )
         self.peer = addr
         self._server = server
-        self.last_activity = self._loop.time()
-        self._verified = False
-        # The authentication session of this address's client (auth only):
-        # replies are sealed for it.
-        self._session: AuthSession | None = None
-        self._bucket: TokenBucket | None = None
-        rate = server.limits.max_frames_per_second
-        if rate is not None:
-            self._bucket = TokenBucket(rate, server.limits.frame_burst, now=self.last_activity)
+        self._peer = PeerState(server.limits, now=self._loop.time())
+        self.stats = self._peer.stats
+
+    @property
+    def last_activity(self) -> float:
+        """When the peer's last datagram arrived, on the event loop's clock."""
+        return self._peer.last_activity
 
     @property
     def address_verified(self) -> bool:
@@ -140,7 +107,7 @@ class DatagramPeer(Connection):
         :meth:`verify_address` has been called. Until then the server sends
         it at most ``Limits.amplification_factor`` times what it received.
         """
-        return self._verified
+        return self._peer.verified
 
     def verify_address(self) -> None:
         """Declare the peer's address verified: lift the amplification bound.
@@ -150,7 +117,7 @@ class DatagramPeer(Connection):
         ``docs/howto/udp-security.md``). A spoofed source address cannot
         do that.
         """
-        self._verified = True
+        self._peer.verified = True
 
     def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
         server = self._server
@@ -158,8 +125,9 @@ class DatagramPeer(Connection):
         if transport is None or transport.is_closing():
             raise ConnectionClosed("UDP socket is closed", peer=self.peer)
         encode = server._encode
-        if self._session is not None:
-            encode = _sealer(self._session, self.pipeline.datagram_framing, encode)
+        state = self._peer
+        if state.session is not None:
+            encode = _sealer(state.session, self.pipeline.datagram_framing, encode)
         try:
             if len(values) == 1:
                 datagrams = [encode(values[0])]  # the usual reply, without a comprehension
@@ -170,22 +138,21 @@ class DatagramPeer(Connection):
                 raise
             # One bad reply must not cost the others.
             datagrams = self._encode_each(values, encode)
-        factor = None if self._verified else server.limits.amplification_factor
         stats = self.stats
         for data in datagrams:
-            if factor is not None and stats.bytes_out + len(data) > factor * stats.bytes_in:
+            if not state.may_send(len(data)):
                 # Not an error of the handler's: a spoofed source address
                 # must not turn this server into an amplifier.
-                server.stats.dropped_amplification += 1
+                server.stats.count(Drop.AMPLIFICATION)
                 server._log_drop(
-                    "amplification",
+                    Drop.AMPLIFICATION,
                     "%r: reply of %d bytes not sent: address not verified, %d bytes received, "
                     "%d sent (amplification_factor=%g)",
                     self,
                     len(data),
                     stats.bytes_in,
                     stats.bytes_out,
-                    factor,
+                    state.factor,
                 )
                 continue
             transport.sendto(data, self.peer)
@@ -196,13 +163,21 @@ class DatagramPeer(Connection):
     def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
         # A bad datagram costs only itself: count it, let the fallback see it.
         self.stats.errors += 1
-        self._server.stats.dropped_undecodable += 1
+        server = self._server
+        if isinstance(error, FrameTooLarge):
+            # Over the pipeline's own datagram limit (Datagram.max_frame_size),
+            # or, packed, a frame over the stream framing's: the frames
+            # before it were good and were delivered.
+            server.stats.count(Drop.OVERSIZE)
+            server._log_drop(Drop.OVERSIZE, "%r: dropped datagram: %s", self, error)
+            return
+        server.stats.count(Drop.UNDECODABLE)
         router = self._router
         if router is not None and router.fallback_handler is not None:
             self._call(router.fallback_handler, error, error)
         else:
-            self._server._log_drop(
-                "undecodable",
+            server._log_drop(
+                Drop.UNDECODABLE,
                 "%r: dropped datagram: %s: %s",
                 self,
                 type(error).__name__,
@@ -221,10 +196,36 @@ class DatagramPeer(Connection):
         # max_queued values, drop and count the rest.
         while len(self._inbox) > self._limits.max_queued:
             self._inbox.popleft()
-            self._server.stats.dropped_no_capacity += 1
+            self._server.stats.count(Drop.NO_CAPACITY)
 
     def _closing(self) -> bool:
         return self.closed
+
+    # -- what the Connection asks of its adapter, for one peer of a shared socket --
+
+    def _backed_up(self) -> bool:
+        # The socket is shared: its write buffer is not this peer's to watch.
+        return False
+
+    async def _drain(self) -> None:
+        return None  # a datagram is handed to the socket at once: nothing to wait for
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        # One peer of a shared socket cannot be paused: the gate drops its
+        # datagrams instead while max_inflight_handlers are running.
+        return None
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        return None
+
+    def _resume_inbox(self) -> None:
+        return None  # nothing was paused: _pause_inbox dropped the oldest values
+
+    def _stop_reading(self) -> None:
+        return None  # the server stops reading the whole socket (stop_reading)
+
+    def _all_done(self) -> None:
+        return None  # no half-closed stream to finish closing
 
     def close(self) -> None:
         """Forget this peer (its next datagram makes a new virtual connection)."""
@@ -260,18 +261,16 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._now: Callable[[], float] = time.monotonic
         self._reading = True
         framing = pipeline.datagram_framing
-        self._max_size = limits.max_datagram_size
-        if framing.max_frame_size is not None:
-            self._max_size = min(self._max_size, framing.max_frame_size)
-        self._responder = framing.auth.responder() if framing.auth is not None else None
-        # Stacks whose datagrams need no check before decoding (see
-        # datagram_received); cleared when reading stops.
-        self._plain = self._responder is None
+        responder = framing.auth.responder() if framing.auth is not None else None
+        self._gate = DatagramGate.for_server(_max_size(pipeline, limits), responder)
+        # Stacks whose datagrams need no check before decoding but their size
+        # (see datagram_received); cleared when reading stops.
+        self._plain = self._gate.plain
         self._raw = pipeline._identity and not framing.packed
         self._drop_log = _DropLog()
 
-    def _log_drop(self, kind: str, message: str, *args: Any) -> None:
-        self._drop_log(asyncio.get_running_loop().time(), kind, message, *args)
+    def _log_drop(self, kind: Drop, message: str, *args: Any) -> None:
+        self._drop_log(asyncio.get_running_loop().time(), kind.value, message, *args)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
@@ -285,15 +284,15 @@ class DatagramServer(asyncio.DatagramProtocol):
         if (
             self._plain
             and peer is not None
-            and len(data) <= self._max_size
-            and peer._bucket is None
+            and len(data) <= self._gate.max_size
+            and peer._peer.bucket is None
             and not peer._tasks
         ):
             # The usual datagram: from a known peer, with nothing to check
             # before decoding (no auth, no rate limit, no handler running).
             self.stats.received += 1
             peer.stats.bytes_in += len(data)
-            peer.last_activity = self._now()
+            peer._peer.last_activity = self._now()
         else:
             admitted = self._admit(data, addr, peer)
             if admitted is None:
@@ -304,12 +303,9 @@ class DatagramServer(asyncio.DatagramProtocol):
             # checked above against the framing's limit too).
             value = payload if type(payload) is bytes else bytes(payload)
         else:
-            try:
-                values = self._decode(payload)
-            except WirekitError as exc:
-                values = self._undecodable(peer, exc)
-            if len(values) != 1:
-                if values:  # packed framing: several values to one datagram
+            values = decode_datagram(self._decode, payload)
+            if len(values) != 1 or type(values[0]) is BadInput:
+                if values:  # packed framing, or a datagram that did not decode
                     self._deliver(peer, values)
                 return
             value = values[0]
@@ -318,21 +314,8 @@ class DatagramServer(asyncio.DatagramProtocol):
             # Not yet resolved, unhandled, queued or held: the general path.
             self._deliver(peer, [value])
             return
-        # _dispatch's work for one value, without its loop, its batch or
-        # a call per step.
         peer.stats.frames_in += 1
-        try:
-            result = handler(value, peer)
-        except Exception:
-            peer._handler_failed(value)
-            return
-        if result is None:
-            return
-        if type(result) in PLAIN_REPLIES or not needs_await(result):
-            if not peer._closed.done():
-                peer._write_values([result])
-        else:
-            peer._run_async(result, value)
+        peer._call(handler, value, value)
 
     def _deliver(self, peer: DatagramPeer, values: list[Any]) -> None:
         """Hand one datagram's values to the peer; its replies go out together."""
@@ -342,7 +325,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             peer._deliver(values)
         finally:
             peer._replies = None
-            if replies and not peer._closed.done():
+            if replies and not peer.closed:
                 peer._write_values(replies)
 
     def _admit(
@@ -353,80 +336,51 @@ class DatagramServer(asyncio.DatagramProtocol):
             return None  # shutting down: start no new work
         stats = self.stats
         stats.received += 1
-        if len(data) > self._max_size:
-            stats.dropped_oversize += 1
-            self._log_drop(
-                "oversize",
-                "dropped %d-byte datagram from %s: over max_datagram_size or max_frame_size (%d)",
-                len(data),
-                addr,
-                self._max_size,
-            )
+        opened = self._gate.check(data)
+        if isinstance(opened, Dropped):
+            stats.count(opened.reason)
+            if opened.error is not None:
+                self._log_drop(opened.reason, "dropped datagram from %s: %s", addr, opened.error)
+            else:
+                self._log_drop(
+                    opened.reason,
+                    "dropped %d-byte datagram from %s: "
+                    "over max_datagram_size or max_frame_size (%d)",
+                    len(data),
+                    addr,
+                    self._gate.max_size,
+                )
             return None
-        session: AuthSession | None = None
-        payload = data
-        if self._responder is not None:
-            # Before any state for this address: a forgery costs one HMAC.
-            try:
-                session, payload = self._responder.open(data)
-            except ReplayedDatagram as exc:
-                stats.dropped_replayed += 1
-                self._log_drop("replayed", "dropped datagram from %s: %s", addr, exc)
-                return None
-            except AuthenticationError as exc:
-                stats.dropped_unauthenticated += 1
-                self._log_drop("unauthenticated", "dropped datagram from %s: %s", addr, exc)
-                return None
+        session, payload = opened
         if peer is None:
             if len(self.peers) >= self.limits.max_peers:
-                stats.dropped_no_capacity += 1
+                stats.count(Drop.NO_CAPACITY)
                 return None
             peer = DatagramPeer(self, addr)
             self.peers[addr] = peer
             if session is not None:
-                peer._session = session
-                peer._verified = True
+                peer._peer.authenticated(session)
             peer._run_hooks(self.router.connect_hooks)
         elif session is not None:
             # An authentic datagram from this address: it is verified, and
             # replies go to the session it came from (a restarted client
             # has a new one).
-            peer._session = session
-            peer._verified = True
-        peer.stats.bytes_in += len(data)
-        now = peer.last_activity = self._now()
-        bucket = peer._bucket
-        if bucket is not None and not bucket.take(now):
-            stats.dropped_rate_limited += 1
-            self._log_drop(
-                "rate-limited",
-                "%r: dropped datagram: over max_frames_per_second=%g",
-                peer,
-                bucket.rate,
-            )
-            return None
-        if len(peer._tasks) >= self.limits.max_inflight_handlers:
-            # UDP cannot push back: a peer with too much work running loses
-            # the datagram, as it would to a full socket buffer.
-            stats.dropped_no_capacity += 1
+            peer._peer.authenticated(session)
+        state = peer._peer
+        busy = len(peer._tasks) >= self.limits.max_inflight_handlers
+        dropped = state.admit(self._now(), size=len(data), busy=busy)
+        if dropped is not None:
+            stats.count(dropped)
+            if dropped is Drop.RATE_LIMITED:
+                assert state.bucket is not None
+                self._log_drop(
+                    dropped,
+                    "%r: dropped datagram: over max_frames_per_second=%g",
+                    peer,
+                    state.bucket.rate,
+                )
             return None
         return peer, payload
-
-    def _undecodable(self, peer: DatagramPeer, exc: WirekitError) -> list[Any]:
-        """Count and report a datagram that failed to decode; the values before the bad one."""
-        values = exc.decoded
-        exc.decoded = []
-        if isinstance(exc, FrameTooLarge):
-            # Over the pipeline's own datagram limit (Datagram.max_frame_size),
-            # or, packed, a frame over the stream framing's: the frames
-            # before it are good and are delivered, as for any other error.
-            self.stats.dropped_oversize += 1
-            peer.stats.errors += 1
-            self._log_drop("oversize", "%r: dropped datagram: %s", peer, exc)
-        else:
-            # A packed datagram's good frames still count; the bad one is dropped.
-            peer._bad_input(exc, fatal=False)
-        return values
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable) for a datagram we sent: not fatal.
@@ -475,19 +429,15 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
     def __init__(self, pipeline: Pipeline, *, limits: Limits) -> None:
         super().__init__(pipeline, router=None, limits=limits)
         self.transport: asyncio.DatagramTransport | None = None
-        #: Datagrams from the server dropped, for any reason (see ``datagram_stats``).
-        self.dropped = 0
         #: Counters of this socket, by reason (``dropped_rate_limited`` and
         #: ``dropped_amplification`` are the server's and stay 0 here).
         self.datagram_stats = DatagramStats()
         framing = pipeline.datagram_framing
-        self._max_size = limits.max_datagram_size
-        if framing.max_frame_size is not None:
-            self._max_size = min(self._max_size, framing.max_frame_size)
         #: The authentication session (a fresh random session id per client), or None.
         self.session: AuthSession | None = (
             framing.auth.session() if framing.auth is not None else None
         )
+        self._gate = DatagramGate.for_client(_max_size(pipeline, limits), self.session)
         self._encode: Callable[[Any], bytes] = pipeline.encode_datagram
         if self.session is not None:
             self._encode = _sealer(self.session, framing, pipeline.encode_datagram)
@@ -508,31 +458,20 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         self.stats.bytes_in += len(data)
         stats = self.datagram_stats
         stats.received += 1
-        if len(data) > self._max_size:
-            self.dropped += 1
-            stats.dropped_oversize += 1
-            return
-        payload = data
-        if self.session is not None:
-            try:
-                payload = self.session.open(data)
-            except AuthenticationError as exc:
-                self.dropped += 1
+        opened = self._gate.check(data)
+        if isinstance(opened, Dropped):
+            stats.count(opened.reason)
+            if opened.error is not None:
                 self.stats.errors += 1
-                if isinstance(exc, ReplayedDatagram):
-                    stats.dropped_replayed += 1
-                else:
-                    stats.dropped_unauthenticated += 1
-                log.debug("%r: dropped datagram: %s", self, exc)
-                return
-        try:
-            values = self.pipeline.decode_datagram(payload)
-        except WirekitError as exc:
-            self.dropped += 1
-            stats.dropped_undecodable += 1
+                log.debug("%r: dropped datagram: %s", self, opened.error)
+            return
+        values = decode_datagram(self.pipeline.decode_datagram, opened[1])
+        if values and type(values[-1]) is BadInput:
+            # Nothing a client receives closes it: the bad datagram is dropped.
+            error = values.pop().error
+            stats.count(Drop.UNDECODABLE)
             self.stats.errors += 1
-            log.info("%r: dropped datagram: %s", self, exc)
-            values = exc.decoded
+            log.info("%r: dropped datagram: %s", self, error)
         if values:
             self._deliver(values)
 
@@ -563,8 +502,28 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         # UDP cannot push back; beyond max_queued, datagrams are dropped and counted.
         while len(self._inbox) > self._limits.max_queued:
             self._inbox.popleft()
-            self.dropped += 1
-            self.datagram_stats.dropped_no_capacity += 1
+            self.datagram_stats.count(Drop.NO_CAPACITY)
+
+    def _backed_up(self) -> bool:
+        return False  # datagrams are sent or dropped, never queued for this peer
+
+    async def _drain(self) -> None:
+        return None  # a datagram is handed to the socket at once: nothing to wait for
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        return None  # a client receives no handler work to hold back
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        return None
+
+    def _resume_inbox(self) -> None:
+        return None  # nothing was paused: _pause_inbox dropped the oldest values
+
+    def _stop_reading(self) -> None:
+        return None
+
+    def _all_done(self) -> None:
+        return None
 
     def close(self) -> None:
         """Close the socket."""
@@ -577,3 +536,11 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
         self._watch_close = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _max_size(pipeline: Pipeline, limits: Limits) -> int:
+    """The largest datagram accepted: the smaller of the two limits that bound it."""
+    framing = pipeline.datagram_framing
+    if framing.max_frame_size is None:
+        return limits.max_datagram_size
+    return min(limits.max_datagram_size, framing.max_frame_size)

@@ -12,14 +12,17 @@ from typing import Any
 
 import attrs
 
+from framework.core.connection import Role
+from framework.core.datagrams import DatagramStats
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import ConfigError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.connection import Connection, StreamConnection
-from framework.runtime.datagram import DatagramServer, DatagramStats
+from framework.runtime.connection import Connection
+from framework.runtime.datagram import DatagramServer
 from framework.runtime.shutdown import linger_close
+from framework.runtime.stream import StreamConnection
 from framework.runtime.tls import TlsAcceptor, TlsOptions
 from framework.runtime.transports import StreamListener, serve_datagrams, serve_stream
 
@@ -256,7 +259,7 @@ async def start_server(
             handler_errors=handler_errors,
             on_made=server._admit,
             on_lost=server._release,
-            idle_timeout=limits.idle_timeout,
+            role=Role.SERVER,
         )
 
     if endpoint.scheme != "tls":

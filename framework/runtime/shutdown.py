@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from framework.runtime.connection import StreamConnection
+from framework.runtime.stream import StreamConnection
 from framework.runtime.transports.queued import queued_for_peer, unread_from_peer, when_delivered
 
 __all__ = ["linger_close"]

@@ -1,7 +1,8 @@
-"""The wirekit command, end to end, as subprocesses on loopback."""
+"""The wirekit command, end to end, as subprocesses on loopback; and how it reads its arguments."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -15,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from framework.cli.commands import _Commands
+from framework.cli.commands import _parser as cli_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
@@ -67,6 +71,14 @@ def test_serve_then_send_prints_replies_as_json_lines(scheme: str) -> None:
         [1, 2, 3],
         "text",
     ]
+
+
+def test_send_takes_flags_after_the_url_and_among_the_values() -> None:
+    serve_flags = ("--framing", "newline", "--codec", "bytes")
+    with running("serve", "protocols.echo", *serve_flags, "--url", "tcp://127.0.0.1:0") as (_, url):
+        result = wirekit("send", url, "--codec", "bytes", '"one"', "--framing", "newline", '"two"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['"one"', '"two"']
 
 
 def test_serve_exits_cleanly_on_sigint() -> None:
@@ -158,6 +170,75 @@ def test_bad_flag_is_a_usage_error() -> None:
     result = wirekit("serve", "protocols.echo", "--colour", "blue")
     assert result.returncode == 2
     assert "unrecognized arguments: --colour" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("serve", "protocols.echo", "--colour", "blue"), "unrecognized arguments: --colour blue"),
+        (("send", "--codec", "json"), "the following arguments are required: url"),
+        (("listen", "udp://127.0.0.1:0", "--workers", "2"), "unrecognized arguments: --workers 2"),
+        (("rpc", "tcp://127.0.0.1:1"), "the following arguments are required: method"),
+    ],
+)
+def test_a_usage_error_prints_the_command_s_own_usage(args: tuple[str, ...], error: str) -> None:
+    result = wirekit(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: wirekit {args[0]} "), result.stderr
+    assert f"wirekit {args[0]}: error: {error}" in result.stderr
+    assert result.stdout == ""
+
+
+def parsed(*args: str) -> dict[str, object]:
+    return vars(cli_parser().parse_args(args))
+
+
+@pytest.mark.parametrize(
+    ("canonical", "reordered"),
+    [
+        (
+            ("serve", "protocols.echo", "--url", "udp://127.0.0.1:0", "--workers", "2"),
+            ("serve", "--url", "udp://127.0.0.1:0", "--workers", "2", "protocols.echo"),
+        ),
+        (
+            ("serve", "protocols.echo", "--codec", "json", "--no-uvloop"),
+            ("serve", "--codec", "json", "protocols.echo", "--no-uvloop"),
+        ),
+        (
+            ("send", "tcp://127.0.0.1:9000", "1", "2", "3", "--codec", "json", "--expect", "1"),
+            ("send", "--codec", "json", "tcp://127.0.0.1:9000", "1", "--expect", "1", "2", "3"),
+        ),
+        (
+            ("send", "tcp://127.0.0.1:9000", "-", "--framing", "newline"),
+            ("send", "--framing", "newline", "tcp://127.0.0.1:9000", "-"),
+        ),
+        (
+            ("listen", "udp://127.0.0.1:9555", "--codec", "json", "--codec", "utf-8"),
+            ("listen", "--codec", "json", "udp://127.0.0.1:9555", "--codec", "utf-8"),
+        ),
+        (
+            ("rpc", "tcp://127.0.0.1:9200", "add", "1", "2", "--timeout", "3"),
+            ("rpc", "tcp://127.0.0.1:9200", "--timeout", "3", "add", "1", "2"),
+        ),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_flags_may_come_before_after_or_among_the_positionals(
+    canonical: tuple[str, ...], reordered: tuple[str, ...]
+) -> None:
+    assert parsed(*reordered) == parsed(*canonical)
+
+
+def test_positionals_keep_their_order_around_flags() -> None:
+    args = parsed("send", "--expect", "0", "tcp://127.0.0.1:9000", "1", "--timeout", "2", "[2]")
+    assert (args["url"], args["values"], args["expect"], args["timeout"]) == (
+        "tcp://127.0.0.1:9000",
+        ["1", "[2]"],
+        0,
+        2.0,
+    )
+    assert parsed("send", "tcp://127.0.0.1:9000")["values"] == []
+    assert parsed("--debug", "demo", "--players", "2")["debug"] is True
 
 
 def test_debug_shows_the_traceback() -> None:
@@ -273,3 +354,20 @@ def test_a_tls_client_on_a_plain_port_is_told_so_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "does not seem to speak TLS" in result.stderr
+
+
+def test_a_command_intermixed_parsing_cannot_read_gets_argparse_s_usual_pass() -> None:
+    # A command from another package may take the rest of the line as is.
+    parser = argparse.ArgumentParser(prog="wirekit")
+    commands = parser.add_subparsers(action=_Commands, dest="command", required=True)
+    run = commands.add_parser("run")
+    run.add_argument("--verbose", action="store_true")
+    run.add_argument("program")
+    run.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(["run", "--verbose", "ls", "-l", "--all"])
+    assert (args.command, args.program, args.rest, args.verbose) == (
+        "run",
+        "ls",
+        ["-l", "--all"],
+        True,
+    )

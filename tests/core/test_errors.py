@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
@@ -10,6 +11,7 @@ import framework.core.errors
 from framework.core.errors import (
     CodecError,
     ConfigError,
+    ConnectionClosed,
     DecodeError,
     EncodeError,
     FrameTooLarge,
@@ -40,6 +42,33 @@ def test_the_module_exports_every_error_it_defines() -> None:
     assert defined == set(framework.core.errors.__all__)
 
 
+def drawn_tree() -> dict[str, str | None]:
+    """Each class the module docstring draws, and the class it is drawn under."""
+    parents: dict[str, str | None] = {}
+    path: list[str] = []
+    for line in (framework.core.errors.__doc__ or "").splitlines():
+        match = re.match(r"^    ((?:[│ ]   )*)(?:[├└]── )?([A-Z]\w+)", line)
+        if match is None or not hasattr(framework.core.errors, match.group(2)):
+            continue
+        # Four characters per level of the drawing; a branch mark adds one.
+        depth = len(match.group(1)) // 4 + (1 if "──" in line else 0)
+        del path[depth:]
+        parents[match.group(2)] = path[-1] if path else None
+        path.append(match.group(2))
+    return parents
+
+
+def test_the_module_docstring_draws_every_error_under_a_class_it_subclasses() -> None:
+    parents = drawn_tree()
+    assert set(parents) == set(framework.core.errors.__all__)
+    for name, parent in parents.items():
+        if parent is not None:
+            assert issubclass(
+                getattr(framework.core.errors, name), getattr(framework.core.errors, parent)
+            )
+    assert parents["ConnectionClosed"] == "TransportError"
+
+
 @pytest.mark.parametrize(
     ("error", "parent"),
     [
@@ -55,6 +84,7 @@ def test_the_module_exports_every_error_it_defines() -> None:
         (UnknownMessageType, MessageError),
         (InvalidMessage, MessageError),
         (TransportError, WirekitError),
+        (ConnectionClosed, TransportError),
     ],
     ids=lambda item: item.__name__,
 )
@@ -71,6 +101,7 @@ def test_hierarchy(error: type[Exception], parent: type[Exception]) -> None:
         (CodecError, FramingError),
         (TransportError, ValueError),
         (FramingError, ValueError),
+        (ConnectionClosed, FramingError),  # the end of a connection is not bad input
     ],
     ids=lambda item: item.__name__,
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers_core import at_most
 
-from framework import ConfigError, Datagram, FrameTooLarge, Pipeline, make_framing
+from framework import ConfigError, Datagram, FrameTooLarge, Limits, Pipeline, make_framing
+from framework.core.limits import MAX_UDP_PAYLOAD
 from framework.testing import check_decode_total, check_framing_roundtrip, check_rejects_oversize
 
 FRAMINGS = [Datagram(), Datagram(max_frame_size=100), Datagram(max_frame_size=1)]
@@ -56,7 +57,8 @@ def test_nothing_is_added_on_the_wire() -> None:
 
 def test_default_limit_is_the_largest_udp_payload() -> None:
     framing = Datagram()
-    assert framing.max_frame_size == 65_507
+    assert framing.max_frame_size == MAX_UDP_PAYLOAD == 65_535 - 8 - 20
+    assert Limits().max_datagram_size == MAX_UDP_PAYLOAD  # the runtime's limit agrees
     assert framing.decoder().feed(b"x" * 65_507) == [b"x" * 65_507]
 
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from framework.core.errors import ConfigError
 from framework.core.ratelimit import TokenBucket
 
 
@@ -42,10 +43,31 @@ def test_a_clock_stepping_back_mints_nothing() -> None:
     assert bucket.tokens(5.0) == 0.0
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0, None), (-1, None), (1, 0.5)])
-def test_refuses_impossible_buckets(rate: float, burst: float | None) -> None:
-    with pytest.raises(ValueError, match="must be"):
-        TokenBucket(rate, burst, now=0.0)
+@pytest.mark.parametrize(
+    ("rate", "burst", "named", "shown"),
+    [
+        (0, None, "rate", "0"),
+        (-1, None, "rate", "-1"),
+        (float("nan"), None, "rate", "nan"),
+        ("10", None, "rate", "'10'"),
+        (True, None, "rate", "True"),
+        (1, 0.5, "burst", "0.5"),
+        (1, float("nan"), "burst", "nan"),
+        (1, "3", "burst", "'3'"),
+    ],
+)
+def test_refuses_impossible_buckets_with_a_config_error_naming_the_argument(
+    rate: object, burst: object, named: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"TokenBucket {named} must be .*, got {shown}$") as info:
+        TokenBucket(rate, burst, now=0.0)  # type: ignore[arg-type]
+    assert info.value.option == named
+    assert isinstance(info.value, ValueError)  # what a caller of a constructor catches
+
+
+def test_accepts_an_infinite_rate_and_burst() -> None:
+    bucket = TokenBucket(float("inf"), float("inf"), now=0.0)
+    assert all(bucket.take(0.0) for _ in range(1000))
 
 
 @given(

@@ -23,9 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework import App, LengthPrefix, Pipeline
+from framework.core.connection import Role
 from framework.core.errors import WirekitError
 from framework.core.limits import Limits
-from framework.runtime.connection import StreamConnection
+from framework.runtime.stream import StreamConnection
 
 MAX = 64  # max_frame_size of the pipelines here: a longer reply cannot be framed
 
@@ -77,7 +78,7 @@ def serve(app: App, transport: RecordingTransport, **limits: Any) -> StreamConne
         limits=Limits(**limits),
         on_made=lambda conn: True,
         on_lost=lambda conn: None,
-        idle_timeout=None,
+        role=Role.SERVER,
     )
     conn.connection_made(transport)
     return conn

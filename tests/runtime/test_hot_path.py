@@ -357,7 +357,7 @@ def test_a_loop_whose_time_is_replaced_on_the_instance_keeps_its_own_clock() -> 
             assert await within(conn.receive()) == "hello"
             served = next(iter(server.connections))
             now = asyncio.get_running_loop().time()
-            assert now - 5.0 < served._last_activity <= now  # type: ignore[attr-defined]
+            assert now - 5.0 < served.last_activity <= now  # type: ignore[attr-defined]
 
     loop = asyncio.new_event_loop()
     system = loop.time

@@ -8,6 +8,7 @@ import pytest
 from helpers_runtime import memory_url, run
 
 from framework.core.errors import TransportError
+from framework.core.limits import MAX_UDP_PAYLOAD
 from framework.runtime.transports import memory
 from framework.runtime.transports.memory import MemoryTransport, memory_pair
 
@@ -381,6 +382,23 @@ def test_datagrams_go_whole_one_iteration_later_and_replies_find_the_sender() ->
         await settle()
         assert client.lost
         assert server.lost
+
+    run(main())
+
+
+def test_a_datagram_of_the_largest_udp_payload_arrives_whole() -> None:
+    async def main() -> None:
+        server_transport, server = memory.bind_datagrams("dgram-largest", Datagrams)
+        client_transport, client = memory.open_datagrams("dgram-largest", Datagrams)
+        assert isinstance(server, Datagrams)
+        assert isinstance(client, Datagrams)
+        client_transport.sendto(b"x" * MAX_UDP_PAYLOAD)
+        client_transport.sendto(b"y" * (MAX_UDP_PAYLOAD + 1))
+        await settle()
+        assert [len(data) for data, _ in server.received] == [MAX_UDP_PAYLOAD]
+        assert [type(e) for e in client.errors] == [OSError]
+        client_transport.close()
+        server_transport.close()
 
     run(main())
 

@@ -17,7 +17,8 @@ from framework.core.errors import FrameTimeout
 from framework.core.limits import Limits
 from framework.runtime import connect
 from framework.runtime.app import App
-from framework.runtime.connection import Connection, StreamConnection
+from framework.runtime.connection import Connection
+from framework.runtime.stream import StreamConnection
 
 PIPELINE = Pipeline(framing="length-prefix", codecs="bytes")
 

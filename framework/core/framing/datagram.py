@@ -15,12 +15,10 @@ import attrs
 from framework.core._registry import limit_validator
 from framework.core.errors import ConfigError, FrameTooLarge
 from framework.core.framing._base import Buffer, FrameDecoder, Framing
+from framework.core.limits import MAX_UDP_PAYLOAD
 from framework.core.security import OVERHEAD, HmacAuth
 
 __all__ = ["Datagram"]
-
-# The largest UDP payload IPv4 can carry: 65,535 - 8 (UDP) - 20 (IP header).
-MAX_UDP_PAYLOAD = 65_507
 
 
 def _check_auth(_instance: Any, _attribute: Any, value: Any) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from framework.core.errors import ConfigError, TransportError
+from framework.core.limits import MAX_UDP_PAYLOAD
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
@@ -377,7 +378,7 @@ def connect(
 # -- datagrams -------------------------------------------------------------------------------
 
 #: The largest datagram a ``memory+udp://`` socket sends: what IPv4 UDP carries.
-MAX_DATAGRAM_SIZE = 65_507
+MAX_DATAGRAM_SIZE = MAX_UDP_PAYLOAD
 
 #: A memory+udp socket's address, as a UDP socket's is (host, port).
 Address = tuple[str, int]

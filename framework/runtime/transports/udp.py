@@ -39,8 +39,9 @@ READ_BUDGET = 256
 #: is asked to pause writing: asyncio's datagram default.
 WRITE_HIGH_WATER = 64 * 1024
 
-#: The largest payload a UDP datagram can carry (over IPv6; 65,507 over IPv4).
-MAX_UDP_PAYLOAD = 65_527
+#: Bytes read per datagram: the largest UDP payload over IPv6 (the core's
+#: MAX_UDP_PAYLOAD, 65,507, is the IPv4 one), so no datagram is ever cut short.
+RECEIVE_SIZE = 65_527
 
 #: Whether a read's replies may be sent with Linux's UDP segmentation
 #: offload (kernel 4.18+): several datagrams of one size to one address in
@@ -75,7 +76,7 @@ class UdpTransport(asyncio.DatagramTransport):
         sock: socket.socket,
         protocol: asyncio.DatagramProtocol,
         *,
-        max_size: int = MAX_UDP_PAYLOAD,
+        max_size: int = RECEIVE_SIZE,
         connected: bool = False,
         waiter: asyncio.Future[None] | None = None,
     ) -> None:
@@ -387,7 +388,7 @@ async def create_udp_endpoint(
     local_addr: tuple[str, int] | None = None,
     remote_addr: tuple[str, int] | None = None,
     reuse_port: bool = False,
-    max_size: int = MAX_UDP_PAYLOAD,
+    max_size: int = RECEIVE_SIZE,
 ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
     """Open a UDP socket like ``loop.create_datagram_endpoint``, with a :class:`UdpTransport`.
 

@@ -1,0 +1,362 @@
+"""The stream adapter: asyncio's stream transports (TCP, TLS, Unix, memory) to a connection.
+
+:class:`StreamConnection` is glue around a
+:class:`~framework.core.connection.StreamState`: it hands each read's bytes
+and the time to the state, dispatches the values the state returns, writes
+the read's replies in one call, and calls the state back at its
+``wakeup_at``. Every rule (the error policy, timeouts, rate limits, why
+reading is paused) is the state's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from framework.core.connection import ReadPause, ReplyBatch, Role, StreamState, TimerDecision
+from framework.core.errors import WirekitError
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.core.router import Router
+from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.dispatch import loop_clock
+
+__all__ = ["StreamConnection"]
+
+log = logging.getLogger("wirekit.connection")
+
+
+class StreamConnection(Connection, asyncio.Protocol):
+    """A connection over a byte-stream transport (TCP, TLS, Unix, memory).
+
+    The asyncio glue around a :class:`~framework.core.connection.StreamState`:
+    it hands each read's bytes and the time to the state, dispatches the
+    values it returns, writes the read's replies in one call, and calls the
+    state back at its ``wakeup_at``.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        router: Router | None,
+        limits: Limits,
+        role: Role,
+        handler_errors: str = "close",
+        on_made: Callable[[StreamConnection], bool] | None = None,
+        on_lost: Callable[[StreamConnection], None] | None = None,
+    ) -> None:
+        super().__init__(pipeline, router=router, limits=limits, handler_errors=handler_errors)
+        self.role = role
+        self._now = loop_clock(self._loop)
+        self._state = state = StreamState(
+            pipeline,
+            role=role,
+            limits=limits,
+            recover=router is not None and router.fallback_handler is not None,
+            now=self._now(),
+        )
+        self._held = state.held
+        self.stats = state.stats
+        # Whether the transport reads; the state says whether it should.
+        self._reading = True
+        self._close_when_done = False
+        self._transport: asyncio.Transport | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._on_made = on_made
+        self._on_lost = on_lost
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._batch = ReplyBatch(pipeline)
+        self._header = self._batch.header
+        self._header_limit = self._batch.limit
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, though
+        # they implement it: no isinstance check here.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        # A socket transport starts closing only when told to (close, abort,
+        # a failed write), never in the middle of our read; an in-process
+        # one (memory://, fault injection) can be reset or aborted by the
+        # other end at any moment: watch it from the start.
+        self._watch_close = transport.get_extra_info("socket") is None
+        self.peer = self._state.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(
+            high=self._limits.write_high_water, low=self._limits.write_low_water
+        )
+        if self._on_made is not None and not self._on_made(self):
+            # Refused (max_connections, shutdown): the application never
+            # saw it, so no disconnect hook runs for it either.
+            self._router = None
+            self._watch_close = True
+            transport.abort()
+            return
+        log.debug("%r: connected", self)
+        self._arm()
+        if self._router is not None:
+            self._run_hooks(self._router.connect_hooks)
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.stats
+        stats.bytes_in += len(data)
+        state = self._state
+        batch = self._batch
+        replies = batch.chunks
+        self._replies = replies
+        try:
+            values = state.receive_data(data, self._now())
+            if values:
+                # _deliver's usual case, inline: one call fewer per read.
+                router = self._router
+                if router is not None and router._handlers and not self._held:
+                    stats.frames_in += len(values)
+                    self._dispatch(router, values)
+                else:
+                    self._deliver(values)
+        finally:
+            self._replies = None
+            if replies:
+                transport = self._transport
+                # A socket transport can have started closing during this read
+                # only through a close, an abort or a send, which set
+                # _watch_close (in-process transports have it set throughout).
+                if transport is not None and not (self._watch_close and transport.is_closing()):
+                    # _send_batch, inline: once per read.
+                    out, count, failed = batch.take()
+                    if failed:
+                        for value, exc in failed:
+                            self._encode_failed(value, exc)
+                    if out:
+                        transport.write(out)
+                    stats.frames_out += count
+                    stats.bytes_out += len(out)
+                else:
+                    replies.clear()
+            if state.wakeup_at != self._timer_at:
+                # A deadline changed: a frame began, or a rate-limit pause did.
+                self._arm()
+                if state.paused and self._reading:
+                    self._sync_reading()
+
+    def _send_batch(self, transport: asyncio.Transport) -> None:
+        """Write the replies the batch holds in one call (the transport is open)."""
+        out, count, failed = self._batch.take()
+        for value, exc in failed:
+            self._encode_failed(value, exc)
+        if out:
+            transport.write(out)
+        self.stats.frames_out += count
+        self.stats.bytes_out += len(out)
+
+    def _encode_failed(self, value: Any, exc: WirekitError) -> None:
+        # Our own value failed to encode: a local bug, not the peer's.
+        self.stats.errors += 1
+        log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
+
+    def _add_reply(self, value: Any) -> None:
+        for exc in self._batch.add(value):
+            self._encode_failed(value, exc)
+
+    # -- the state's deadlines -----------------------------------------------------
+
+    def _arm(self) -> None:
+        """Call the state back at its ``wakeup_at`` (and only then)."""
+        at = self._state.wakeup_at
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and not self.closed:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        transport = self._transport
+        if transport is None or self.closed:
+            return
+        state = self._state
+        decision = state.on_timer(self._loop.time())
+        if decision is TimerDecision.RESUME:
+            self._sync_reading()
+        elif decision is TimerDecision.FRAME_TIMEOUT:
+            self.stats.errors += 1
+            log.info("%r: closing: FrameTimeout: %s", self, state.close_error)
+            self._close_error = state.close_error
+            self.close()
+        elif decision is TimerDecision.IDLE:
+            idle = self._loop.time() - state.last_activity
+            log.info("%r: idle for %.1f s, closing", self, idle)
+            self.close()
+        elif decision is TimerDecision.ABORT:
+            idle = self._loop.time() - state.last_activity
+            log.info("%r: peer not reading for %.1f s while closing, aborting", self, idle)
+            self.abort()
+        self._arm()
+
+    def eof_received(self) -> bool | None:
+        error = self._state.receive_eof()
+        if error is not None:
+            self.stats.errors += 1
+            log.warning("%r: peer closed mid-frame: %s", self, error)
+        transport = self._transport
+        if (
+            (self._tasks or self._held)
+            and transport is not None
+            and transport.get_extra_info("sslcontext") is None
+        ):
+            # The peer is done sending but may still read: let the handlers
+            # already running reply, then close (see _all_done). TLS cannot
+            # stay half-open: asyncio closes it whatever we return.
+            self._close_when_done = True
+            return True
+        return None  # close our side too
+
+    def _all_done(self) -> None:
+        if self._close_when_done:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        buffered = self._state.buffered
+        if exc is not None and buffered:
+            self.stats.errors += 1
+            log.warning(
+                "%r: connection lost mid-frame, %d bytes of a frame discarded: %s",
+                self,
+                buffered,
+                exc,
+            )
+        elif exc is not None:
+            log.info("%r: connection lost: %s", self, exc)
+        else:
+            log.debug("%r: closed", self)
+        self._mark_closed(exc)
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write: stop reading from it, so it
+        # cannot make us buffer replies without bound.
+        self._write_paused = True
+        self._pause_reading(ReadPause.WRITES_BACKED_UP)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume_reading(ReadPause.WRITES_BACKED_UP)
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- Connection ----------------------------------------------------------------
+
+    def close(self) -> None:
+        self._watch_close = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._late:
+            self._flush_late()
+        self._flush_gathered()  # replies produced earlier in this chunk go out first
+        # The idle timer now measures how long the flush takes: a peer that
+        # reads nothing for another idle period is aborted.
+        self._state.start_closing(self._loop.time())
+        transport.close()
+        self._arm()
+
+    def abort(self) -> None:
+        self._watch_close = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _closing(self) -> bool:
+        transport = self._transport
+        return transport is None or transport.is_closing()
+
+    def _flush_gathered(self) -> None:
+        if self._replies is None or not self._replies:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        self._send_batch(transport)
+
+    def _start_batch(self) -> list[Any]:
+        return self._batch.chunks
+
+    def _flush_replies(self, replies: list[Any]) -> None:
+        # Only ever this connection's batch (see _start_batch).
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        self._send_batch(transport)
+
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        out, count, failed = self._batch.encode(values, strict=strict)
+        for value, exc in failed:
+            self._encode_failed(value, exc)
+        if out:
+            transport.write(out)
+        self.stats.frames_out += count
+        self.stats.bytes_out += len(out)
+
+    def _backed_up(self) -> bool:
+        return self._write_paused
+
+    async def _drain(self) -> None:
+        if self._write_paused and not self.closed:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self.closed:
+            raise ConnectionClosed(f"connection #{self.id} closed", peer=self.peer)
+
+    def _pause_inbox(self) -> None:
+        self._pause_reading(ReadPause.INBOX_FULL)
+
+    def _stop_reading(self) -> None:
+        self._pause_reading(ReadPause.SHUTTING_DOWN)
+
+    def _resume_inbox(self) -> None:
+        self._resume_reading(ReadPause.INBOX_FULL)
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        self._state.pause(reason)
+        self._sync_reading()
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        self._state.resume(reason)
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Pause or resume the transport as the state's pause reasons say."""
+        should = not self._state.paused
+        transport = self._transport
+        if should is self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = should
+        if should:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    @property
+    def last_activity(self) -> float:
+        """When the peer last sent bytes, on the event loop's clock."""
+        return self._state.last_activity
