@@ -12,8 +12,8 @@ not need a socket or an event loop:
   frame and never finishes it) and the end of a rate-limit pause, as one
   :attr:`StreamState.wakeup_at` the adapter calls :meth:`StreamState.on_timer`
   at;
-- the values held back while ``max_inflight_handlers`` async handlers run
-  (the adapter counts the running tasks; the values wait here).
+- (:class:`HandlerSlots`) how many async handlers run against
+  ``max_inflight_handlers``, and the values held back meanwhile.
 
 :class:`ReplyBatch` alone knows the two forms a read's replies are held in
 (values to encode together, or wire bytes framed as they were produced).
@@ -41,6 +41,7 @@ from framework.core.ratelimit import TokenBucket
 __all__ = [
     "BadInput",
     "ConnectionStats",
+    "HandlerSlots",
     "ReadPause",
     "ReplyBatch",
     "Role",
@@ -199,6 +200,42 @@ class ConnectionStats:
     rate_limited: int = 0
 
 
+class HandlerSlots:
+    """The async handlers running on one connection, against ``max_inflight_handlers``.
+
+    Decisions only: the adapter keeps the tasks themselves, to wait for or
+    cancel them. Values that arrive while every slot is taken wait in
+    ``held``, in the peer's order, and reading pauses
+    (:attr:`ReadPause.HANDLERS_BUSY`) until half the slots are free again.
+    """
+
+    __slots__ = ("held", "limit", "running")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        #: Values decoded but not dispatched yet: every slot was taken.
+        self.held: collections.deque[Any] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"<HandlerSlots {self.running}/{self.limit} held={len(self.held)}>"
+
+    @property
+    def full(self) -> bool:
+        """Whether no more async handlers may start now."""
+        return self.running >= self.limit
+
+    def started(self) -> bool:
+        """Count a handler that started; True if it took the last slot (pause reading)."""
+        self.running += 1
+        return self.running >= self.limit
+
+    def finished(self) -> bool:
+        """Uncount one that finished; True once half the slots are free (release ``held``)."""
+        self.running -= 1
+        return self.running <= self.limit // 2
+
+
 class StreamState:
     """The rules of one stream connection, driven by bytes and a clock.
 
@@ -225,8 +262,6 @@ class StreamState:
         self.stats = ConnectionStats()
         #: Why the stream ended, when the peer caused it (bad input, a timeout).
         self.close_error: WirekitError | None = None
-        #: Values decoded but not dispatched: ``max_inflight_handlers`` were running.
-        self.held: collections.deque[Any] = collections.deque()
         served = role is Role.SERVER
         # A client trusts the server it chose: it keeps the connection however
         # quiet the server is, and sets no limit on its frames.
@@ -247,7 +282,7 @@ class StreamState:
         self._rearm()
 
     def __repr__(self) -> str:
-        return f"<StreamState {self.role.value} paused={self.paused!r} held={len(self.held)}>"
+        return f"<StreamState {self.role.value} paused={self.paused!r}>"
 
     def _use_decoder(self) -> None:
         decoder = self.pipeline.decoder()

@@ -26,6 +26,7 @@ from typing import Any
 from framework.core.connection import (
     BadInput,
     ConnectionStats,
+    HandlerSlots,
     ReadPause,
 )
 from framework.core.errors import (
@@ -75,9 +76,10 @@ class Connection(abc.ABC):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._close_error: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Decoded values not yet dispatched because max_inflight_handlers
-        # async handlers are running; reading is paused meanwhile.
-        self._held: collections.deque[Any] = collections.deque()
+        # How many async handlers run, and the values held back meanwhile
+        # (the decisions are the core's; the tasks are kept here).
+        self._slots = HandlerSlots(limits.max_inflight_handlers)
+        self._held = self._slots.held
         # The replies produced during the current read, written together
         # when it ends (None outside a read). With a raw-bytes stack under a
         # plain length prefix (see Encoder.header) they are held already
@@ -308,10 +310,9 @@ class Connection(abc.ABC):
         # in-flight limit is checked only where a task was started, and
         # whether the connection is closing only once the application may
         # have closed it (see _watch_close).
-        limit = self._limits.max_inflight_handlers
-        tasks = self._tasks
+        slots = self._slots
         rest = iter(values)
-        if tasks and len(tasks) >= limit:
+        if slots.running and slots.full:
             self._hold(rest)
             return
         resolved = router._resolved
@@ -344,7 +345,7 @@ class Connection(abc.ABC):
                 self._unhandled(value)  # an async fallback starts a task
                 if self._closing():
                     return
-                if len(tasks) >= limit:
+                if slots.running and slots.full:
                     self._hold(rest)
                     return
                 continue
@@ -363,7 +364,7 @@ class Connection(abc.ABC):
                     reply(result)
                 else:
                     self._run_async(result, value)
-                    if len(tasks) >= limit:
+                    if slots.running and slots.full:
                         # Too much work running: hold the rest (at most one
                         # read's worth, since reading pauses) until handlers finish.
                         self._hold(rest)
@@ -499,12 +500,12 @@ class Connection(abc.ABC):
             return  # an eager task that finished in its first step
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        if len(self._tasks) >= self._limits.max_inflight_handlers:
+        if self._slots.started():
             self._pause_reading(ReadPause.HANDLERS_BUSY)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if len(self._tasks) > self._limits.max_inflight_handlers // 2 or self._closing():
+        if not self._slots.finished() or self._closing():
             return
         if self._held and self._router is not None:
             held = list(self._held)

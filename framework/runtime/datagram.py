@@ -286,7 +286,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             and peer is not None
             and len(data) <= self._gate.max_size
             and peer._peer.bucket is None
-            and not peer._tasks
+            and not peer._slots.running
         ):
             # The usual datagram: from a known peer, with nothing to check
             # before decoding (no auth, no rate limit, no handler running).
@@ -367,7 +367,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             # has a new one).
             peer._peer.authenticated(session)
         state = peer._peer
-        busy = len(peer._tasks) >= self.limits.max_inflight_handlers
+        busy = peer._slots.full
         dropped = state.admit(self._now(), size=len(data), busy=busy)
         if dropped is not None:
             stats.count(dropped)

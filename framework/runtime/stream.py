@@ -58,7 +58,6 @@ class StreamConnection(Connection, asyncio.Protocol):
             recover=router is not None and router.fallback_handler is not None,
             now=self._now(),
         )
-        self._held = state.held
         self.stats = state.stats
         # Whether the transport reads; the state says whether it should.
         self._reading = True

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from framework import Delimited, LengthPrefix, Limits, Pipeline
 from framework.core.connection import (
     BadInput,
+    HandlerSlots,
     ReadPause,
     ReplyBatch,
     Role,
@@ -242,3 +243,17 @@ def test_the_stream_and_datagram_paths_give_the_same_values(frames: list[bytes])
     streamed = state(pipeline).receive_data(pipeline.encode_many(frames), now=0.0)
     datagrams = [v for f in frames for v in pipeline.decode_datagram(pipeline.encode_datagram(f))]
     assert streamed == datagrams == frames
+
+
+# -- handlers in flight -------------------------------------------------------------
+
+
+def test_the_last_free_slot_pauses_reading_and_half_free_releases_what_was_held() -> None:
+    slots = HandlerSlots(4)
+    assert [slots.started() for _ in range(4)] == [False, False, False, True]
+    assert slots.full
+    slots.held.extend(["a", "b"])
+    assert not slots.finished()  # 3 running: more than half the slots
+    assert slots.finished()  # 2 of 4: the held values may go
+    assert not slots.full
+    assert list(slots.held) == ["a", "b"]
