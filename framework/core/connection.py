@@ -158,7 +158,10 @@ class ReplyBatch:
         if self.framed:
             taken = b"".join(chunks), len(chunks) >> 1, _NONE_FAILED
         elif chunks:
-            taken = self.encode(chunks)
+            try:
+                taken = self._encode_many(chunks), len(chunks), _NONE_FAILED
+            except WirekitError:
+                taken = self.encode(chunks)
         else:
             taken = b"", 0, _NONE_FAILED
         # Emptied in place: a dispatch loop may still be appending to it.
