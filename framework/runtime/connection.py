@@ -263,10 +263,13 @@ class Connection(abc.ABC):
             try:
                 encoded.append(encode(value))
             except WirekitError as exc:
-                # Our own value failed to encode: a local bug, not the peer's.
-                self.stats.errors += 1
-                log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
+                self._encode_failed(value, exc)
         return encoded
+
+    def _encode_failed(self, value: Any, exc: WirekitError) -> None:
+        # Our own value failed to encode: a local bug, not the peer's.
+        self.stats.errors += 1
+        log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
 
     # -- dispatch, shared by every transport ----------------------------------------
 

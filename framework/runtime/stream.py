@@ -145,18 +145,22 @@ class StreamConnection(Connection, asyncio.Protocol):
 
     def _send_batch(self, transport: asyncio.Transport) -> None:
         """Write the replies the batch holds in one call (the transport is open)."""
-        out, count, failed = self._batch.take()
+        self._put(transport, *self._batch.take())
+
+    def _put(
+        self,
+        transport: asyncio.Transport,
+        out: bytes,
+        count: int,
+        failed: list[tuple[Any, WirekitError]],
+    ) -> None:
+        """Write ``count`` encoded replies; log those that could not be encoded."""
         for value, exc in failed:
             self._encode_failed(value, exc)
         if out:
             transport.write(out)
         self.stats.frames_out += count
         self.stats.bytes_out += len(out)
-
-    def _encode_failed(self, value: Any, exc: WirekitError) -> None:
-        # Our own value failed to encode: a local bug, not the peer's.
-        self.stats.errors += 1
-        log.error("%r: cannot encode reply %s: %s", self, type(value).__qualname__, exc)
 
     def _add_reply(self, value: Any) -> None:
         for exc in self._batch.add(value):
@@ -307,13 +311,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
-        out, count, failed = self._batch.encode(values, strict=strict)
-        for value, exc in failed:
-            self._encode_failed(value, exc)
-        if out:
-            transport.write(out)
-        self.stats.frames_out += count
-        self.stats.bytes_out += len(out)
+        self._put(transport, *self._batch.encode(values, strict=strict))
 
     def _backed_up(self) -> bool:
         return self._write_paused
