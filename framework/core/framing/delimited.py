@@ -202,9 +202,9 @@ class _DelimitedDecoder(FrameDecoder):
             if size > limit and not _may_end_in_time(buffer[start:], size, delim, limit):
                 offset = self._offset + start
                 self._skipping = self._skip
-                # As feed does: drop the long line now, but for what may
-                # begin a delimiter.
-                del buffer[start : len(buffer) - len(delim) + 1]
+                if self._skip:
+                    # Drop the long line now, but for what may begin a delimiter.
+                    self._drop(buffer, start, len(buffer) - len(delim) + 1)
                 raise self._too_long(
                     f"no delimiter within max_frame_size={limit} bytes (at least {size} "
                     f"bytes buffered) at offset {offset}",
@@ -215,7 +215,8 @@ class _DelimitedDecoder(FrameDecoder):
         size = index - start
         if size > limit:
             offset = self._offset + start
-            self._skipping = self._skip
+            if self._skip:
+                self._drop(buffer, start, index + len(delim))  # the next frame follows
             raise self._too_long(
                 f"frame of {size} bytes at offset {offset} exceeds max_frame_size={limit}",
                 size,
@@ -224,6 +225,11 @@ class _DelimitedDecoder(FrameDecoder):
         if self._strip_cr and size and buffer[index - 1] == 13:
             return bytes(buffer[start : index - 1]), index + len(delim)
         return bytes(buffer[start:index]), index + len(delim)
+
+    def _drop(self, buffer: bytearray, start: int, stop: int) -> None:
+        """Skip ``buffer[start:stop]`` before raising a recoverable error, as ``feed`` does."""
+        del buffer[start:stop]
+        self._offset += stop - start
 
     def _too_long(self, message: str, size: int, offset: int) -> FrameTooLarge:
         error = FrameTooLarge(message, size=size, limit=self._limit, offset=offset)
