@@ -152,8 +152,8 @@ class _DelimitedDecoder(FrameDecoder):
     #
     # `next_frame` is the same rule one line at a time over the base class's
     # buffer (rescanning: it is the reference the fast `feed` is tested
-    # against, not a path that serves connections); `_skipping` is its
-    # discarding state.
+    # against, not a path that serves connections); `_skipping` and `_tail`
+    # are its discarding state.
     __slots__ = (
         "_delim",
         "_discarding",
@@ -190,12 +190,7 @@ class _DelimitedDecoder(FrameDecoder):
         delim = self._delim
         index = buffer.find(delim, start)
         if self._skipping:
-            if index >= 0:
-                self._skipping = False
-                return None, index + len(delim)
-            # Keep what may begin a delimiter the next chunk completes.
-            keep = max(start, len(buffer) - len(delim) + 1)
-            return (None, keep) if keep > start else None
+            return self._skip_line(buffer, start, index)
         limit = self._limit
         if index < 0:
             size = len(buffer) - start
@@ -203,8 +198,10 @@ class _DelimitedDecoder(FrameDecoder):
                 offset = self._offset + start
                 self._skipping = self._skip
                 if self._skip:
-                    # Drop the long line now, but for what may begin a delimiter.
-                    self._drop(buffer, start, len(buffer) - len(delim) + 1)
+                    # Drop the long line now; keep aside what may begin a delimiter.
+                    keep = len(delim) - 1
+                    self._tail = bytes(buffer[len(buffer) - keep :]) if keep else b""
+                    self._drop(buffer, start, len(buffer))
                 raise self._too_long(
                     f"no delimiter within max_frame_size={limit} bytes (at least {size} "
                     f"bytes buffered) at offset {offset}",
@@ -225,6 +222,22 @@ class _DelimitedDecoder(FrameDecoder):
         if self._strip_cr and size and buffer[index - 1] == 13:
             return bytes(buffer[start : index - 1]), index + len(delim)
         return bytes(buffer[start:index]), index + len(delim)
+
+    def _skip_line(self, buffer: bytearray, start: int, index: int) -> tuple[None, int]:
+        """While skipping a long line: drop through its delimiter, or all the bytes so far."""
+        delim = self._delim
+        keep = len(delim) - 1
+        tail = self._tail
+        # A delimiter may straddle the bytes kept aside and these.
+        straddle = (tail + bytes(buffer[start : start + keep])).find(delim) if tail else -1
+        if straddle >= 0 or index >= 0:
+            self._skipping = False
+            self._tail = b""
+            if straddle >= 0:
+                return None, start + straddle + len(delim) - len(tail)
+            return None, index + len(delim)
+        self._tail = (tail + bytes(buffer[start:]))[-keep:] if keep else b""
+        return None, len(buffer)
 
     def _drop(self, buffer: bytearray, start: int, stop: int) -> None:
         """Skip ``buffer[start:stop]`` before raising a recoverable error, as ``feed`` does."""
