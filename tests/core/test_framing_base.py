@@ -78,6 +78,7 @@ FRAMINGS = [
     Delimited(delimiter=b";", max_frame_size=3, on_oversize="skip"),
     Delimited(delimiter=b"\r\n", max_frame_size=4, on_oversize="skip"),
     Delimited(delimiter=b"abab", max_frame_size=5, on_oversize="skip"),
+    Delimited(delimiter=b"\r\n\r\n", max_frame_size=1, on_oversize="skip"),
     MsgpackStream(),
     MsgpackStream(max_frame_size=10),
 ]

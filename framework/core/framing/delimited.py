@@ -200,7 +200,7 @@ class _DelimitedDecoder(FrameDecoder):
                 if self._skip:
                     # Drop the long line now; keep aside what may begin a delimiter.
                     keep = len(delim) - 1
-                    self._tail = bytes(buffer[len(buffer) - keep :]) if keep else b""
+                    self._tail = bytes(buffer[max(start, len(buffer) - keep) :]) if keep else b""
                     self._drop(buffer, start, len(buffer))
                 raise self._too_long(
                     f"no delimiter within max_frame_size={limit} bytes (at least {size} "
