@@ -165,8 +165,8 @@ class MsgpackStream(Framing):
         """Wire bytes of frames a msgpack packer produced: only their size is checked.
 
         :meth:`encode` parses each frame to refuse anything but one msgpack
-        value; a pipeline whose codec nearest the wire is ``msgpack`` knows
-        its frames are exactly that, and skips the parse.
+        value; a pipeline's encoder whose codec nearest the wire is
+        ``msgpack`` knows its frames are exactly that, and skips the parse.
         """
         limit = self.max_frame_size
         frames = frames if isinstance(frames, list) else list(frames)
