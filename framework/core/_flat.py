@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -38,12 +38,37 @@ except ImportError:  # optional: wirekit[msgspec]
 #: The msgspec module, or ``None``: wire decoders are made only with it.
 msgspec: Any = _msgspec
 
-__all__ = ["MISS", "flat_decoder", "flat_encoder", "wire_decoder", "wire_encoder"]
+__all__ = [
+    "MISS",
+    "FlatPaths",
+    "attrs_init_sets_only",
+    "flat_decoder",
+    "flat_encoder",
+    "wire_decoder",
+    "wire_encoder",
+]
 
 #: Returned by a fast decoder that cannot decide: use the general path.
 MISS: Any = object()
 
 _OBJECT_NEW: Any = object.__new__
+
+
+class FlatPaths(NamedTuple):
+    """A registry's generated paths: what its fused pipeline stages call."""
+
+    #: Type name → envelope map decoder; answers ``MISS`` when unsure.
+    decoders: dict[str, Callable[[dict[str, Any]], Any]]
+    #: Class → envelope map builder.
+    encoders: dict[type, Callable[[Any], dict[str, Any]]]
+    #: Envelope prefix → msgspec decoder of a whole frame (raises when it refuses).
+    wire_decoders: dict[bytes, Callable[[bytes], Any]]
+    #: Class → msgspec writer of a whole frame (``None``: use msgpack).
+    wire_encoders: dict[type, Callable[[Any], bytes | None]]
+    #: Class → msgspec writer of a list of its instances (``None``: use msgpack).
+    wire_batch_encoders: dict[type, Callable[[list[Any]], list[bytes] | None]]
+
+
 _SCALARS = {int: "int", float: "float", str: "str", bytes: "bytes", bool: "bool"}
 
 
@@ -72,12 +97,7 @@ def _frozen_setters(
     must be object's and the metaclass's ``__call__`` type's. Anything else
     keeps calling the class.
     """
-    init = cls.__dict__.get("__init__")
-    code = getattr(init, "__code__", None)
-    if code is None or not code.co_filename.startswith("<attrs generated"):
-        return None
-    names = {field.name for field in fields}
-    if code.co_names != ("_cached_setattr_get",) or set(code.co_consts) - {None} != names:
+    if not attrs_init_sets_only(cls, {field.name for field in fields}):
         return None
     if getattr(cls, "__new__", None) is not _OBJECT_NEW or type(cls).__call__ is not type.__call__:
         return None  # object.__new__ and no metaclass of its own between: nothing skipped
@@ -90,10 +110,26 @@ def _frozen_setters(
     return setters
 
 
-def flat_decoder(cls: type, type_key: str) -> Callable[[dict[str, Any]], Any] | None:
+def attrs_init_sets_only(cls: type, names: set[str]) -> bool:
+    """Whether ``cls.__init__`` is attrs' own and does nothing but set ``names``.
+
+    attrs has no public API that says what its generated ``__init__`` does,
+    so this reads the compiled code: attrs compiles it from a file name that
+    starts ``<attrs generated``, and a frozen slotted class's names only the
+    setter getter and the fields (a validator, a converter, a cached hash or
+    a pre/post-init hook each add a name). The only place wirekit relies on
+    attrs' internals: tests/core/test_flat.py fails loudly if attrs changes them.
+    """
+    code = getattr(cls.__dict__.get("__init__"), "__code__", None)
+    if code is None or not code.co_filename.startswith("<attrs generated"):
+        return False
+    return code.co_names == ("_cached_setattr_get",) and set(code.co_consts) - {None} == names
+
+
+def flat_decoder(cls: type) -> Callable[[dict[str, Any]], Any] | None:
     """A fast decoder for envelopes of ``cls``, or ``None`` if ``cls`` is not flat.
 
-    The caller has already found ``type_key`` in the map (it picked this
+    The caller has already found the type key in the map (it picked this
     decoder by its value), so the decoder checks that the map holds exactly
     the fields besides it.
     """

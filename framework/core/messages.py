@@ -30,7 +30,14 @@ from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
-from framework.core._flat import MISS, flat_decoder, flat_encoder, wire_decoder, wire_encoder
+from framework.core._flat import (
+    MISS,
+    FlatPaths,
+    flat_decoder,
+    flat_encoder,
+    wire_decoder,
+    wire_encoder,
+)
 from framework.core.codecs._base import Codec
 from framework.core.errors import (
     ConfigError,
@@ -325,7 +332,7 @@ class MessageRegistry(Codec):
                 )
         self._by_name[name] = (cls, structure)
         self._by_class[cls] = (name, unstructure)
-        fast_decode = flat_decoder(cls, TYPE_KEY)
+        fast_decode = flat_decoder(cls)
         fast_encode = flat_encoder(cls, TYPE_KEY, name)
         if fast_decode is not None and fast_encode is not None:
             self._fast_decode[name] = fast_decode
@@ -378,41 +385,19 @@ class MessageRegistry(Codec):
                     return value
         return self._decode(data)
 
-    def fast_decoders(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        """Type name → specialised decoder of a flat class (answers ``MISS`` when unsure).
+    def flat_paths(self) -> FlatPaths:
+        """The generated paths of flat classes, for pipelines that fuse stages.
 
-        For pipelines that fuse decoding stages; :meth:`decode` is the
-        complete path (fast, then general) everything else uses.
+        Not part of the public API: :meth:`decode` and :meth:`encode` are
+        the complete paths; see ``framework.core._flat``.
         """
-        return self._fast_decode
-
-    def wire_decoders(self) -> dict[bytes, Callable[[bytes], Any]]:
-        """Envelope prefix → msgspec decoder of a whole msgpack frame.
-
-        Empty without msgspec. A decoder raises on anything it does not
-        accept; the caller then takes the msgpack path, which decides.
-        """
-        return self._wire_decode
-
-    def wire_encoders(self) -> dict[type, Callable[[Any], bytes | None]]:
-        """Class → msgspec encoder of a whole msgpack envelope (see ``framework.core._flat``).
-
-        Empty without msgspec. An encoder writes what msgpack writes for
-        :meth:`encode`'s map, or answers ``None``: then use msgpack.
-        """
-        return self._wire_encode
-
-    def wire_batch_encoders(self) -> dict[type, Callable[[list[Any]], list[bytes] | None]]:
-        """Class → msgspec encoder of a list of its instances into their frames.
-
-        Empty without msgspec. It answers ``None`` where :meth:`wire_encoders`'
-        function would answer ``None`` for any one of the instances.
-        """
-        return self._wire_encode_all
-
-    def fast_encoders(self) -> dict[type, Callable[[Any], dict[str, Any]]]:
-        """Class → specialised envelope builder of a flat class (see :meth:`encode`)."""
-        return self._fast_encode
+        return FlatPaths(
+            self._fast_decode,
+            self._fast_encode,
+            self._wire_decode,
+            self._wire_encode,
+            self._wire_encode_all,
+        )
 
     def _decode(self, data: Any) -> Any:
         if type(data) is not dict:

@@ -10,12 +10,18 @@ nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from itertools import chain, repeat
 from typing import Any
 
 import attrs
 
-from framework.core._flat import MISS
+from framework.core._fast import (
+    DecodePath,
+    Parts,
+    choose_decode,
+    choose_encode_many,
+    plain_header,
+)
+from framework.core._fast.raw import datagram_decoder, datagram_encoder
 from framework.core.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec, make_codec
 from framework.core.errors import (
     CodecError,
@@ -31,10 +37,9 @@ from framework.core.framing import (
     FrameDecoder,
     Framing,
     LengthPrefix,
-    MsgpackStream,
     make_framing,
 )
-from framework.core.messages import TYPE_KEY, MessageRegistry
+from framework.core.messages import MessageRegistry
 
 __all__ = ["Decoder", "Encoder", "Pipeline"]
 
@@ -107,111 +112,16 @@ def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     return run
 
 
-#: Built-in codecs whose encode always returns bytes (or raises EncodeError).
-_BYTES_WRITERS = frozenset({BytesCodec, Utf8Codec, MsgpackCodec, JsonCodec})
+# The encode methods that always return bytes (or raise EncodeError): a stack
+# whose codec nearest the wire has one needs no check per frame.
+_BYTES_WRITERS = frozenset(
+    {BytesCodec.encode, Utf8Codec.encode, MsgpackCodec.encode, JsonCodec.encode}
+)
 
 
 def _is_builtin(codec: Codec) -> bool:
     # Built-in codecs only ever raise wirekit errors; skip the guard's cost for them.
     return type(codec).__module__.startswith("framework.")
-
-
-def _fused_msgpack_messages(
-    codec: MsgpackCodec, registry: MessageRegistry
-) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]:
-    """msgpack → typed message in one function, the same values and errors as the two stages.
-
-    A flat message (scalar fields only) is built straight from the unpacked
-    map, skipping the nesting check: a map of scalars is one level deep.
-    Anything else takes the two stages' own path. Returns the decoder of
-    one frame and that of a read's frames.
-    """
-    unpack = codec.unpack
-    codec_decode = codec.decode
-    check_depth = codec.check_depth
-    registry_decode = registry.decode
-    fast_get = registry.fast_decoders().get
-    # msgspec's whole-frame decoders, keyed by the envelope's first bytes:
-    # only where the codec sets no size limit (msgspec would not apply it).
-    wire = registry.wire_decoders()
-    if codec.has_size_limits:
-        wire = {}
-    wire_get = wire.get
-    # The type name's fixstr header (the byte after the type key) gives the
-    # prefix's length; a frame of any other shape matches no prefix.
-    name_at = 2 + len(TYPE_KEY)
-
-    def decode(frame: Any) -> Any:
-        if wire:
-            try:
-                whole = wire_get(frame[: name_at + 1 + (frame[name_at] & 0x1F)])
-            except (IndexError, TypeError):  # too short; a bytearray's slice
-                whole = None
-            if whole is not None:
-                try:
-                    return whole(frame)
-                except Exception:
-                    pass  # refused: the msgpack path below decides, precisely
-        try:
-            value = unpack(frame)
-        except Exception:
-            # Rare: let the codec raise its precise DecodeError.
-            return registry_decode(codec_decode(frame))
-        if type(value) is dict:
-            name = value.get(TYPE_KEY)
-            fast = fast_get(name) if type(name) is str else None
-            if fast is not None:
-                message = fast(value)
-                if message is not MISS:
-                    return message
-        check_depth(frame, value)
-        return registry_decode(value)
-
-    if not wire:
-        return decode, _each(decode)
-    starts = bytes.startswith
-
-    def decode_many(frames: list[Any]) -> list[Any]:
-        # A read's frames are most often all one message class: msgspec then
-        # decodes them in one C loop, after a C loop has checked that each
-        # starts with that class's prefix. A frame of another class, or one
-        # msgspec refuses, sends the whole read through decode, which decides.
-        # A read of one frame (request/response) saves nothing that way.
-        if len(frames) > 1:
-            first = frames[0]
-            try:
-                prefix = first[: name_at + 1 + (first[name_at] & 0x1F)]
-                whole = wire_get(prefix)
-                if whole is not None and all(map(starts, frames, repeat(prefix))):
-                    return list(map(whole, frames))
-            except Exception:
-                pass  # too short, not bytes, or refused
-        return [decode(frame) for frame in frames]
-
-    return decode, decode_many
-
-
-def _utf8_each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
-    """A text stack's decode over a read's frames: one C loop; ``decode`` per frame on errors."""
-    text = bytes.decode  # strict UTF-8, as Utf8Codec decodes bytes
-
-    def decode_many(frames: list[Any]) -> list[Any]:
-        try:
-            return list(map(text, frames))
-        except (UnicodeDecodeError, TypeError):
-            # The codec's own decode raises its precise error at the bad frame.
-            return [decode(frame) for frame in frames]
-
-    return decode_many
-
-
-def _each(decode: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
-    """``decode`` over a read's frames, in one call."""
-
-    def decode_many(frames: list[Any]) -> list[Any]:
-        return [decode(frame) for frame in frames]
-
-    return decode_many
 
 
 @attrs.frozen(kw_only=True)
@@ -234,14 +144,16 @@ class Pipeline:
     )
     messages: MessageRegistry | None = attrs.field(default=None, converter=_to_messages)
     datagram: Datagram | None = attrs.field(default=None, validator=_check_datagram)
+    # The reference path and the speed-ups chosen for it (framework.core._fast).
+    _parts: Parts = attrs.field(init=False, repr=False, eq=False)
+    _path: DecodePath = attrs.field(init=False, repr=False, eq=False)
     _decode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
-    _decode_many: Callable[[list[Any]], list[Any]] = attrs.field(init=False, repr=False, eq=False)
     _encode: Callable[[Any], Any] = attrs.field(init=False, repr=False, eq=False)
-    # Hot-path facts worked out once: the datagram framing in force, whether
-    # the stack always writes bytes (no per-frame check), and whether decoding
-    # is the identity (raw bytes: frames are the values).
+    # Hot-path facts worked out once: the datagram framing in force, and
+    # whether the stack always writes bytes (no per-frame check).
     _datagram: Datagram = attrs.field(init=False, repr=False, eq=False)
     _writes_bytes: bool = attrs.field(init=False, repr=False, eq=False)
+    # Whether the stack is raw bytes (frames are values): the UDP runtime reads it.
     _identity: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -270,22 +182,24 @@ class Pipeline:
             c.encode if _is_builtin(c) else _guarded(c, c.encode, EncodeError)
             for c in reversed(stack)
         ]
-        decode = _compose(decoders)
-        decode_many = _each(decode)
-        if [type(c) for c in stack] == [Utf8Codec]:
-            decode_many = _utf8_each(decode)
-        if (
-            self.messages is not None
-            and [type(c) for c in self.codecs] == [MsgpackCodec]
-            and (self.codecs[0].max_depth or 1) >= 1  # type: ignore[attr-defined]
-        ):
-            decode, decode_many = _fused_msgpack_messages(self.codecs[0], self.messages)  # type: ignore[arg-type]
-        object.__setattr__(self, "_decode", decode)
-        object.__setattr__(self, "_decode_many", decode_many)
-        object.__setattr__(self, "_encode", _compose(encoders))
-        wire = type(stack[0]) if stack else None
+        encode = _compose(encoders)
+        object.__setattr__(self, "_encode", encode)
+        wire = type(stack[0]).encode if stack else None
         object.__setattr__(self, "_writes_bytes", wire in _BYTES_WRITERS)
-        object.__setattr__(self, "_identity", [type(c) for c in stack] == [BytesCodec])
+        parts = Parts(
+            self.framing,
+            self.codecs,
+            self.messages,
+            _compose(decoders),
+            encode,
+            self.encode_frame,
+            self.encode_many,
+        )
+        object.__setattr__(self, "_parts", parts)
+        object.__setattr__(self, "_identity", parts.raw)
+        path = choose_decode(parts)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_decode", path.decode)
 
     @property
     def datagram_framing(self) -> Datagram:
@@ -302,9 +216,8 @@ class Pipeline:
                 option="framing",
                 value=self.framing.name,
             )
-        if self._identity:
-            return Decoder(self.framing.decoder(), None)
-        return Decoder(self.framing.decoder(), self._decode, self._decode_many)
+        path = self._path
+        return Decoder(self.framing.decoder(), path.decode, path.decode_many, path.name)
 
     def encoder(self) -> Encoder:
         """Fresh per-connection encoding state: reusable buffers for one owner.
@@ -336,15 +249,7 @@ class Pipeline:
     def encode_many(self, values: Iterable[Any]) -> bytes:
         """Encode several values into one buffer: one write for a batch of replies."""
         encode = self._encode if self._writes_bytes else self.encode_frame
-        frames = [encode(value) for value in values]
-        framing = self.framing
-        if type(framing) is MsgpackStream and type(self._wire_codec) is MsgpackCodec:
-            return framing.encode_packed(frames)
-        return framing.encode_many(frames)
-
-    @property
-    def _wire_codec(self) -> Codec | None:
-        return self.codecs[0] if self.codecs else self.messages
+        return self.framing.encode_many([encode(value) for value in values])
 
     def decode_datagram(self, data: Buffer) -> list[Any]:
         """Decode one datagram into its values (one, unless the datagram is packed).
@@ -375,43 +280,15 @@ class Pipeline:
         framing = self.datagram_framing
         if framing.packed:
             return self.decode_datagram
-        check_size = framing.check_size
-        limit = framing.max_frame_size if framing.max_frame_size is not None else 1 << 64
-        decode = self._decode
-        if self._identity:
-
-            def decode_raw(data: Buffer) -> list[Any]:
-                if len(data) > limit:
-                    check_size(len(data))
-                return [data if type(data) is bytes else decode(data)]
-
-            return decode_raw
-
-        def decode_one(data: Buffer) -> list[Any]:
-            if len(data) > limit:
-                check_size(len(data))
-            return [decode(data)]
-
-        return decode_one
+        return datagram_decoder(framing, self._decode, self._parts.raw)
 
     def datagram_encoder(self) -> Callable[[Any], bytes]:
         """``encode_datagram`` of one value, specialised for this stack: what UDP replies use."""
         framing = self.datagram_framing
         if framing.packed:
             return self.encode_datagram
-        check_size = framing.check_size
-        limit = framing.max_frame_size if framing.max_frame_size is not None else 1 << 64
         encode = self._encode if self._writes_bytes else self.encode_frame
-        identity = self._identity
-
-        def encode_one(value: Any) -> bytes:
-            # Raw bytes need no codec call.
-            data: bytes = value if identity and type(value) is bytes else encode(value)
-            if len(data) > limit:
-                check_size(len(data))
-            return data
-
-        return encode_one
+        return datagram_encoder(framing, encode, self._parts.raw)
 
     def encode_datagram(self, *values: Any) -> bytes:
         """Encode one value (or, when packed, several) as one datagram."""
@@ -455,25 +332,30 @@ class Decoder:
         "_reported",
         "_resume",
         "_stream_error",
+        "path",
     )
 
     def __init__(
         self,
         frames: FrameDecoder,
-        decode: Callable[[Any], Any] | None,
-        decode_many: Callable[[list[Any]], list[Any]] | None = None,
+        decode: Callable[[Any], Any],
+        decode_many: Callable[[list[Any]], list[Any]] | None,
+        path: str,
     ) -> None:
         self._frames = frames
-        # None: the stack is raw bytes, so the frames are the values.
         self._decode = decode
-        # decode over a list of frames, as one call.
-        self._decode_many = (
-            decode_many if decode_many is not None or decode is None else _each(decode)
-        )
+        # decode over a list of frames, as one call; None: the stack is raw
+        # bytes, so the frames are the values.
+        self._decode_many = decode_many
+        #: The name of the decoding path the pipeline chose ("reference" or a speed-up).
+        self.path = path
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
         self._reported = False
         self._resume = False  # the framer holds input it has not cut yet
+
+    def __repr__(self) -> str:
+        return f"<Decoder path={self.path}>"
 
     @property
     def buffered(self) -> int:
@@ -530,7 +412,7 @@ class Decoder:
         values: list[Any] = []
         backlog = self._backlog
         decode = self._decode
-        if decode is None:
+        if self._decode_many is None:
             values = backlog
         else:
             for index, frame in enumerate(backlog):
@@ -586,255 +468,22 @@ class Encoder:
     connection: it is not safe to share between threads.
     """
 
-    __slots__ = ("encode_many", "header", "header_limit")
+    __slots__ = ("encode_many", "header", "header_limit", "path")
 
     def __init__(self, pipeline: Pipeline) -> None:
-        self.encode_many: Callable[[Iterable[Any]], bytes] = _build_encode_many(pipeline)
-        #: For raw bytes under a length prefix with no adjustment: ``header(n)``
-        #: is the header of an ``n``-byte frame, for any ``n`` up to
-        #: ``header_limit``, so a ``bytes`` value's wire form is
-        #: ``header(len(value)) + value``: a caller may frame such values as
-        #: they are produced instead of collecting them for ``encode_many``.
-        #: ``None`` for every other stack.
+        parts = pipeline._parts
+        #: The name of the encoding path chosen ("reference" or a speed-up).
+        self.path, self.encode_many = choose_encode_many(parts)
+        # For raw bytes under a length prefix with no adjustment: header(n)
+        # is the header of an n-byte frame, for any n up to header_limit, so
+        # a bytes value's wire form is header(len(value)) + value: the
+        # runtime frames such values as they are produced instead of
+        # collecting them for encode_many. None for every other stack.
         self.header: Callable[[int], bytes] | None = None
         self.header_limit = -1
-        framing = pipeline.framing
-        if pipeline._identity and type(framing) is LengthPrefix and framing.length_adjustment == 0:
-            self.header = framing._struct.pack
-            self.header_limit = framing._encodable[1]
+        plain = plain_header(parts)
+        if plain is not None:
+            self.header, self.header_limit = plain
 
-
-def _frame_encoder(pipeline: Pipeline) -> Callable[[Any], bytes] | None:
-    """A value → frame function specialised for ``pipeline``'s stack, or ``None``."""
-    codecs = pipeline.codecs
-    if [type(c) for c in codecs] != [MsgpackCodec]:
-        return None
-    codec = codecs[0]
-    assert isinstance(codec, MsgpackCodec)
-    pack = codec.encoder()
-    registry = pipeline.messages
-    if registry is None:
-        return pack
-    fast_get = registry.fast_encoders().get
-    wire_get = registry.wire_encoders().get
-    envelope = registry.encode
-
-    def encode(value: Any) -> bytes:
-        wire = wire_get(type(value))
-        if wire is not None:
-            frame = wire(value)
-            if frame is not None:
-                return frame
-        fast = fast_get(type(value))
-        return pack(fast(value) if fast is not None else envelope(value))
-
-    return encode
-
-
-def _wire_batch(
-    registry: MessageRegistry | None,
-) -> Callable[[list[Any]], list[bytes] | None] | None:
-    """A read's replies → their frames by msgspec, when all are of one flat class; else ``None``.
-
-    ``None`` in place of the function where the registry has no msgspec
-    encoders (no msgspec, or no flat class).
-    """
-    encoders = registry.wire_batch_encoders() if registry is not None else {}
-    if not encoders:
-        return None
-    get = encoders.get
-
-    def frames_of(values: list[Any]) -> list[bytes] | None:
-        kinds = set(map(type, values))
-        if len(kinds) != 1:
-            return None
-        encode_all = get(kinds.pop())
-        return encode_all(values) if encode_all is not None else None
-
-    return frames_of
-
-
-def _packed_length_prefixed(
-    pipeline: Pipeline, precise: Callable[[Iterable[Any]], bytes]
-) -> Callable[[Iterable[Any]], bytes]:
-    """msgpack (+ messages) under a length prefix, in one loop with one packer.
-
-    The loop calls the packer, and a flat message's envelope builder,
-    directly. On anything msgpack refuses it starts over with ``precise``
-    (the stage-by-stage loop), which raises the same ``EncodeError`` the
-    pipeline does: an error costs time, never a different answer.
-    """
-    codec = pipeline.codecs[0]
-    assert isinstance(codec, MsgpackCodec)
-    framing = pipeline.framing
-    assert isinstance(framing, LengthPrefix)
-    low, high = framing._encodable
-    adjust = framing.length_adjustment
-    pack_header = framing._struct.pack
-    header = framing._header
-    keep = codec.PACKER_KEEP
-    new_packer = codec.packer
-    registry = pipeline.messages
-    fast_get = registry.fast_encoders().get if registry is not None else None
-    wire_get = registry.wire_encoders().get if registry is not None else None
-    batch = _wire_batch(registry)
-    envelope = registry.encode if registry is not None else None
-    packer: Any = None
-    unadjust = (-adjust).__add__
-
-    def packed_length_prefixed(values: Iterable[Any]) -> bytes:
-        nonlocal packer
-        if type(values) is not list:
-            values = list(values)  # a retry must see them again
-        if batch is not None and len(values) > 1:
-            frames = batch(values)
-            if frames is not None:
-                # Every header in one C loop, where every size is in range.
-                sizes = list(map(len, frames))
-                if low <= min(sizes) and max(sizes) <= high:
-                    headers = map(pack_header, map(unadjust, sizes) if adjust else sizes)
-                    return b"".join(chain.from_iterable(zip(headers, frames, strict=True)))
-        if packer is None:
-            packer = new_packer()
-        pack = packer.pack
-        parts: list[bytes] = []
-        append = parts.append
-        try:
-            if fast_get is None:
-                for value in values:
-                    frame = pack(value)
-                    size = len(frame)
-                    append(pack_header(size - adjust) if low <= size <= high else header(size))
-                    append(frame)
-                    if size > keep:
-                        packer = None  # do not keep a big buffer alive
-            else:
-                assert envelope is not None
-                assert wire_get is not None
-                for value in values:
-                    # msgspec's writer of a flat class, when installed: the
-                    # same bytes; None sends the value on to msgpack.
-                    wire = wire_get(type(value))
-                    frame = wire(value) if wire is not None else None
-                    if frame is None:
-                        fast = fast_get(type(value))
-                        frame = pack(fast(value) if fast is not None else envelope(value))
-                    size = len(frame)
-                    append(pack_header(size - adjust) if low <= size <= high else header(size))
-                    append(frame)
-                    if size > keep:
-                        packer = None
-        except (TypeError, ValueError, OverflowError):
-            # msgpack refused a value (the packer has reset itself).
-            return precise(values)
-        return b"".join(parts)
-
-    return packed_length_prefixed
-
-
-def _utf8_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
-    """A text stack's ``encode_many``: every value encoded in one C loop, then framed."""
-    encode_frames = pipeline.framing.encode_many
-    text = str.encode  # strict UTF-8, as Utf8Codec encodes a str
-
-    def utf8_many(values: Iterable[Any]) -> bytes:
-        if type(values) is not list:
-            values = list(values)
-        # Utf8Codec refuses str subclasses; str.encode would not.
-        if set(map(type, values)) <= {str}:
-            try:
-                frames = list(map(text, values))
-            except UnicodeEncodeError:
-                pass  # a lone surrogate: the precise path says where
-            else:
-                return encode_frames(frames)
-        return pipeline.encode_many(values)
-
-    return utf8_many
-
-
-def _build_encode_many(pipeline: Pipeline) -> Callable[[Iterable[Any]], bytes]:
-    framing = pipeline.framing
-    if [type(c) for c in pipeline.codecs] == [Utf8Codec] and pipeline.messages is None:
-        return _utf8_encode_many(pipeline)
-    encode = _frame_encoder(pipeline)
-    if encode is None and not pipeline._identity:
-        # A stack with no specialisation: the pipeline's own path.
-        return pipeline.encode_many
-    if type(framing) is LengthPrefix:
-        low, high = framing._encodable
-        adjust = framing.length_adjustment
-        pack = framing._struct.pack
-        header = framing._header
-        if encode is None:
-            to_bytes = BytesCodec().encode
-
-            def raw_length_prefixed(values: Iterable[Any]) -> bytes:
-                if type(values) is list and len(values) == 1:
-                    # One reply per read (request/response): no list to join.
-                    value = values[0]
-                    if type(value) is bytes and low <= len(value) <= high:
-                        return pack(len(value) - adjust) + value
-                parts: list[bytes] = []
-                append = parts.append
-                for value in values:
-                    if type(value) is not bytes:
-                        value = to_bytes(value)  # bytearray, memoryview, or EncodeError
-                    size = len(value)
-                    append(pack(size - adjust) if low <= size <= high else header(size))
-                    append(value)
-                return b"".join(parts)
-
-            def raw_plain_prefixed(values: Iterable[Any]) -> bytes:
-                # The usual header (no adjustment): the length is the field.
-                if type(values) is list and len(values) == 1:
-                    value = values[0]
-                    if type(value) is bytes and len(value) <= high:
-                        return pack(len(value)) + value
-                parts: list[bytes] = []
-                append = parts.append
-                for value in values:
-                    if type(value) is not bytes:
-                        value = to_bytes(value)
-                    size = len(value)
-                    append(pack(size) if size <= high else header(size))
-                    append(value)
-                return b"".join(parts)
-
-            return raw_plain_prefixed if adjust == 0 else raw_length_prefixed
-        encode_frame = encode
-
-        def length_prefixed(values: Iterable[Any]) -> bytes:
-            parts: list[bytes] = []
-            append = parts.append
-            for value in values:
-                frame = encode_frame(value)
-                size = len(frame)
-                append(pack(size - adjust) if low <= size <= high else header(size))
-                append(frame)
-            return b"".join(parts)
-
-        return _packed_length_prefixed(pipeline, length_prefixed)
-    if encode is None:
-        return pipeline.encode_many
-    encode_frame = encode
-    if type(framing) is MsgpackStream:
-        packed = framing.encode_packed
-        batch = _wire_batch(pipeline.messages)
-
-        def msgpack_stream(values: Iterable[Any]) -> bytes:
-            if batch is not None:
-                if type(values) is not list:
-                    values = list(values)
-                frames = batch(values) if len(values) > 1 else None
-                if frames is not None:
-                    return packed(frames)
-            return packed([encode_frame(value) for value in values])
-
-        return msgpack_stream
-    encode_frames = framing.encode_many
-
-    def framed(values: Iterable[Any]) -> bytes:
-        return encode_frames([encode_frame(value) for value in values])
-
-    return framed
+    def __repr__(self) -> str:
+        return f"<Encoder path={self.path}>"

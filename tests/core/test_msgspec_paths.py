@@ -90,8 +90,8 @@ with without_msgspec():
 
 
 def test_flat_frozen_classes_get_a_wire_decoder_and_the_reference_none() -> None:
-    assert len(FAST.messages.wire_decoders()) == len(CLASSES)  # type: ignore[union-attr]
-    assert REFERENCE.messages.wire_decoders() == {}  # type: ignore[union-attr]
+    assert len(FAST.messages.flat_paths().wire_decoders) == len(CLASSES)  # type: ignore[union-attr]
+    assert REFERENCE.messages.flat_paths().wire_decoders == {}  # type: ignore[union-attr]
 
 
 def outcome(pipeline: Pipeline, frame: bytes) -> tuple[str, Any]:
@@ -181,7 +181,7 @@ def test_what_wirekit_encodes_takes_the_msgspec_path(
     assert FAST.decode_frame(frame) == original
     # The path is the msgspec one: a registry whose wire decoders are gone
     # still decodes the frame, through msgpack, to the same value.
-    prefixes = [p for p in FAST.messages.wire_decoders() if frame.startswith(p)]  # type: ignore[union-attr]
+    prefixes = [p for p in FAST.messages.flat_paths().wire_decoders if frame.startswith(p)]  # type: ignore[union-attr]
     assert len(prefixes) == 1
     assert REFERENCE.decode_frame(frame) == original
 
@@ -207,7 +207,7 @@ def test_classes_msgspec_would_treat_differently_keep_the_python_path(cls: type)
     # A default lets an unknown key stand in for a missing field; a
     # validator or a mutable class's __init__ must run: msgspec skips both.
     pipeline = Pipeline(framing="length-prefix", codecs="msgpack", messages=[message("c")(cls)])
-    assert pipeline.messages.wire_decoders() == {}  # type: ignore[union-attr]
+    assert pipeline.messages.flat_paths().wire_decoders == {}  # type: ignore[union-attr]
 
 
 def test_a_codec_with_size_limits_keeps_the_python_path() -> None:
@@ -265,8 +265,8 @@ def test_an_instance_is_written_alike_with_and_without_msgspec(batch: list[Any])
 
 
 def test_flat_classes_get_a_wire_encoder_and_the_reference_none() -> None:
-    assert set(FAST.messages.wire_encoders()) == set(CLASSES)  # type: ignore[union-attr]
-    assert REFERENCE.messages.wire_encoders() == {}  # type: ignore[union-attr]
+    assert set(FAST.messages.flat_paths().wire_encoders) == set(CLASSES)  # type: ignore[union-attr]
+    assert REFERENCE.messages.flat_paths().wire_encoders == {}  # type: ignore[union-attr]
 
 
 # A read's frames and a read's replies go through msgspec as one batch when

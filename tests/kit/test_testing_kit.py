@@ -256,6 +256,64 @@ def test_sound_custom_framing_passes_with_explicit_frames() -> None:
     check_decode_total(HexLines(), settings=KIT)
 
 
+class _ByteCountedDecoder(FrameDecoder):
+    """One byte of length, then the payload: only ``next_frame``, the base class does the rest."""
+
+    def __init__(self, limit: int | None, *, check: bool = True) -> None:
+        super().__init__()
+        self.limit = limit
+        self.check = check
+
+    def next_frame(self, buffer: bytearray, start: int) -> tuple[bytes, int] | None:
+        if len(buffer) <= start:
+            return None
+        size = buffer[start]
+        if self.check and self.limit is not None and size > self.limit:
+            raise FrameTooLarge(f"{size} bytes announced", size=size, limit=self.limit)
+        end = start + 1 + size
+        return (bytes(buffer[start + 1 : end]), end) if len(buffer) >= end else None
+
+
+@attrs.frozen(kw_only=True)
+class ByteCounted(Framing):
+    """A framing written the short way: its decoder implements next_frame only."""
+
+    name: ClassVar[str] = "byte-counted"
+    max_frame_size: int | None = 100
+
+    def decoder(self) -> FrameDecoder:
+        return _ByteCountedDecoder(self.max_frame_size)
+
+    def encode(self, frame: bytes) -> bytes:
+        limit = self.max_frame_size
+        if limit is not None and len(frame) > limit:
+            raise FrameTooLarge("too long", size=len(frame), limit=limit)
+        if len(frame) > 255:
+            raise InvalidFrame("one byte of length holds at most 255")
+        return bytes([len(frame)]) + frame
+
+
+register_frames(ByteCounted, lambda framing: st.binary(max_size=framing.max_frame_size or 255))
+
+
+def test_a_framing_written_with_next_frame_passes_every_framing_law() -> None:
+    for framing in (ByteCounted(), ByteCounted(max_frame_size=3)):
+        check_framing_roundtrip(framing, settings=KIT)
+        check_rejects_oversize(framing, settings=KIT)
+        check_decode_total(framing, settings=KIT)
+        check_decode_total(Pipeline(framing=framing, codecs="utf-8"), settings=KIT)
+
+
+def test_rejects_oversize_catches_a_next_frame_that_ignores_the_limit() -> None:
+    @attrs.frozen(kw_only=True)
+    class Careless(ByteCounted):
+        def decoder(self) -> FrameDecoder:
+            return _ByteCountedDecoder(self.max_frame_size, check=False)
+
+    with pytest.raises(AssertionError):
+        check_rejects_oversize(Careless(max_frame_size=3), settings=KIT)
+
+
 class _CarelessHexLinesDecoder(_HexLinesDecoder):
     __slots__ = ()
 

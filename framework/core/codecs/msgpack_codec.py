@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import msgpack
@@ -19,7 +19,7 @@ from framework.core._registry import limit_validator
 from framework.core.codecs._base import Codec, exceeds_depth
 from framework.core.errors import DecodeError, EncodeError
 
-__all__ = ["MsgpackCodec"]
+__all__ = ["MsgpackCodec", "MsgpackHooks"]
 
 # 32 levels: JSON-like protocol messages rarely nest beyond a handful, and a
 # low bound keeps recursive consumers of decoded values far from Python's
@@ -42,6 +42,29 @@ def _may_nest(data: Any, depth: int) -> bool:
         return False
     raw = data if isinstance(data, bytes | bytearray) else bytes(data)
     return len(raw) - len(raw.translate(None, _CONTAINER_HEADERS)) > depth
+
+
+class MsgpackHooks(NamedTuple):
+    """What a pipeline that fuses msgpack with other stages calls instead of the codec.
+
+    ``unpack`` is the bare ``unpackb`` with the codec's size limits (no
+    error translation: on any exception, call ``decode`` for the precise
+    ``DecodeError``); ``check_depth(data, value)`` applies ``max_depth``;
+    ``new_packer()`` makes a ``msgpack.Packer`` that packs as ``encode``
+    does, to be dropped after a value over ``packer_keep`` bytes;
+    ``encoder()`` is the codec's own (see :meth:`MsgpackCodec.encoder`).
+    """
+
+    unpack: Callable[[Any], Any]
+    check_depth: Callable[[Any, Any], None]
+    new_packer: Callable[[], msgpack.Packer]
+    packer_keep: int
+    has_size_limits: bool
+    encoder: Callable[[], Callable[[Any], bytes]]
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BUFFER)
 
 
 @attrs.frozen(kw_only=True)
@@ -97,10 +120,10 @@ class MsgpackCodec(Codec):
             # truncated input and invalid UTF-8 in a str.
             reason = str(exc) or type(exc).__name__
             raise DecodeError(f"invalid msgpack: {reason}", codec=self.name) from None
-        self.check_depth(data, value)
+        self._check_depth(data, value)
         return value
 
-    def check_depth(self, data: Any, value: Any) -> None:
+    def _check_depth(self, data: Any, value: Any) -> None:
         """Raise ``DecodeError`` if ``value`` (decoded from ``data``) nests over ``max_depth``."""
         depth = self.max_depth
         if depth is not None and _may_nest(data, depth) and exceeds_depth(value, depth):
@@ -108,28 +131,29 @@ class MsgpackCodec(Codec):
                 f"msgpack value nested deeper than max_depth={depth}", codec=self.name
             )
 
-    @property
-    def has_size_limits(self) -> bool:
-        """Whether any ``max_*_len`` limit is set (``max_depth`` aside)."""
-        return any(
-            limit is not None
-            for limit in (
-                self.max_str_len,
-                self.max_bin_len,
-                self.max_array_len,
-                self.max_map_len,
-                self.max_ext_len,
-            )
-        )
+    def msgpack_hooks(self) -> MsgpackHooks | None:
+        """The parts a fused pipeline stage calls; ``None`` if a subclass changed decode or encode.
 
-    @property
-    def unpack(self) -> Callable[[Any], Any]:
-        """The bare ``unpackb`` with this codec's size limits: no error translation, no depth check.
-
-        For pipelines that fuse stages: on any exception they call
-        :meth:`decode`, which raises the precise ``DecodeError``.
+        Not part of the public API: for the pipeline's fast paths.
         """
-        return self._unpack
+        cls = type(self)
+        if cls.decode is not MsgpackCodec.decode or cls.encode is not MsgpackCodec.encode:
+            return None
+        limits = (
+            self.max_str_len,
+            self.max_bin_len,
+            self.max_array_len,
+            self.max_map_len,
+            self.max_ext_len,
+        )
+        return MsgpackHooks(
+            self._unpack,
+            self._check_depth,
+            _new_packer,
+            _PACKER_KEEP,
+            any(limit is not None for limit in limits),
+            self.encoder,
+        )
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value``; types msgpack cannot carry raise ``EncodeError``."""
@@ -137,17 +161,6 @@ class MsgpackCodec(Codec):
             return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"cannot encode as msgpack: {exc}", codec=self.name) from exc
-
-    #: Bytes one value may pack to before its packer is dropped (see :meth:`encoder`).
-    PACKER_KEEP: ClassVar[int] = _PACKER_KEEP
-
-    def packer(self) -> msgpack.Packer:
-        """A new ``msgpack.Packer`` that packs as :meth:`encode` does, with a small buffer.
-
-        For encoders that fuse stages; whoever holds it drops it after a
-        value over :attr:`PACKER_KEEP` bytes, as :meth:`encoder` does.
-        """
-        return msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BUFFER)
 
     def encoder(self) -> Callable[[Any], bytes]:
         """An ``encode`` with its own reusable ``msgpack.Packer``, for one owner.
@@ -165,7 +178,7 @@ class MsgpackCodec(Codec):
         def encode(value: Any) -> bytes:
             nonlocal packer
             if packer is None:
-                packer = self.packer()
+                packer = _new_packer()
             try:
                 data: bytes = packer.pack(value)
             except (TypeError, ValueError, OverflowError) as exc:

@@ -76,6 +76,8 @@ class Datagram(Framing):
 
 
 class _DatagramDecoder(FrameDecoder):
+    # Not a stream: each feed is a whole datagram, so this decoder replaces
+    # the base class's loop (and buffer) instead of finding frames in it.
     __slots__ = ("_framing",)
 
     def __init__(self, framing: Datagram) -> None:

@@ -139,23 +139,36 @@ class Delimited(Framing):
         return delimiter.join(frames) + delimiter
 
 
+def _may_end_in_time(pending: Buffer, size: int, delim: bytes, limit: int) -> bool:
+    """Whether a delimiter starting within ``limit`` could still complete ``pending[:size]``."""
+    first = max(0, size - len(delim) + 1)
+    last = min(limit, size - 1)
+    return any(delim.startswith(pending[start:size]) for start in range(first, last + 1))
+
+
 class _DelimitedDecoder(FrameDecoder):
     # `_scanned` remembers how far the pending bytes are known to hold no
     # delimiter, so a long line arriving a byte at a time is scanned once.
+    #
+    # `next_frame` is the same rule one line at a time over the base class's
+    # buffer (rescanning: it is the reference the fast `feed` is tested
+    # against, not a path that serves connections); `_skipping` and `_tail`
+    # are its discarding state.
     __slots__ = (
         "_delim",
         "_discarding",
-        "_failed",
         "_limit",
-        "_offset",
         "_pending",
         "_scanned",
         "_skip",
+        "_skipping",
         "_strip_cr",
         "_tail",
     )
 
     def __init__(self, framing: Delimited) -> None:
+        super().__init__()
+        self._skipping = False
         self._delim = framing.delimiter
         self._strip_cr = framing._strips_cr
         limit = framing.max_frame_size
@@ -168,11 +181,73 @@ class _DelimitedDecoder(FrameDecoder):
         # While discarding: the last len(delimiter) - 1 bytes seen, which may
         # begin a delimiter that the next chunk completes.
         self._tail = b""
-        self._failed: FramingError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._pending)
+
+    def next_frame(self, buffer: bytearray, start: int) -> tuple[bytes | None, int] | None:
+        delim = self._delim
+        index = buffer.find(delim, start)
+        if self._skipping:
+            return self._skip_line(buffer, start, index)
+        limit = self._limit
+        if index < 0:
+            size = len(buffer) - start
+            if size > limit and not _may_end_in_time(buffer[start:], size, delim, limit):
+                offset = self._offset + start
+                self._skipping = self._skip
+                if self._skip:
+                    # Drop the long line now; keep aside what may begin a delimiter.
+                    keep = len(delim) - 1
+                    self._tail = bytes(buffer[max(start, len(buffer) - keep) :]) if keep else b""
+                    self._drop(buffer, start, len(buffer))
+                raise self._too_long(
+                    f"no delimiter within max_frame_size={limit} bytes (at least {size} "
+                    f"bytes buffered) at offset {offset}",
+                    size,
+                    offset,
+                )
+            return None
+        size = index - start
+        if size > limit:
+            offset = self._offset + start
+            if self._skip:
+                self._drop(buffer, start, index + len(delim))  # the next frame follows
+            raise self._too_long(
+                f"frame of {size} bytes at offset {offset} exceeds max_frame_size={limit}",
+                size,
+                offset,
+            )
+        if self._strip_cr and size and buffer[index - 1] == 13:
+            return bytes(buffer[start : index - 1]), index + len(delim)
+        return bytes(buffer[start:index]), index + len(delim)
+
+    def _skip_line(self, buffer: bytearray, start: int, index: int) -> tuple[None, int]:
+        """While skipping a long line: drop through its delimiter, or all the bytes so far."""
+        delim = self._delim
+        keep = len(delim) - 1
+        tail = self._tail
+        # A delimiter may straddle the bytes kept aside and these.
+        straddle = (tail + bytes(buffer[start : start + keep])).find(delim) if tail else -1
+        if straddle >= 0 or index >= 0:
+            self._skipping = False
+            self._tail = b""
+            if straddle >= 0:
+                return None, start + straddle + len(delim) - len(tail)
+            return None, index + len(delim)
+        self._tail = (tail + bytes(buffer[start:]))[-keep:] if keep else b""
+        return None, len(buffer)
+
+    def _drop(self, buffer: bytearray, start: int, stop: int) -> None:
+        """Skip ``buffer[start:stop]`` before raising a recoverable error, as ``feed`` does."""
+        del buffer[start:stop]
+        self._offset += stop - start
+
+    def _too_long(self, message: str, size: int, offset: int) -> FrameTooLarge:
+        error = FrameTooLarge(message, size=size, limit=self._limit, offset=offset)
+        error.recoverable = self._skip
+        return error
 
     def feed(self, data: Buffer) -> list[bytes]:
         if self._failed is not None:
@@ -254,34 +329,24 @@ class _DelimitedDecoder(FrameDecoder):
         self._offset += skipped
         return memoryview(chunk)[skipped:]
 
-    def _may_end_in_time(self, size: int) -> bool:
-        """Whether a delimiter starting within the limit could still complete in ``pending``."""
-        delim = self._delim
-        pending = self._pending
-        first = max(0, size - len(delim) + 1)
-        last = min(self._limit, size - 1)
-        return any(delim.startswith(pending[start:]) for start in range(first, last + 1))
-
     def _after_partial(self, size: int, frames: list[bytes]) -> None:
         # The delimiter may straddle two chunks: rescan its last len-1 bytes.
         delim = self._delim
         self._scanned = max(0, size - len(delim) + 1)
         # The buffered tail may still be the start of a delimiter that ends a
         # frame no longer than the limit: not over it yet.
-        if size > self._limit and not self._may_end_in_time(size):
+        if size > self._limit and not _may_end_in_time(self._pending, size, delim, self._limit):
             keep = len(delim) - 1
             self._tail = bytes(self._pending[-keep:]) if keep else b""
             self._pending.clear()
             self._scanned = 0
-            error = FrameTooLarge(
+            error = self._too_long(
                 f"no delimiter within max_frame_size={self._limit} bytes "
                 f"(at least {size} bytes buffered) at offset {self._offset}",
-                size=size,
-                limit=self._limit,
-                offset=self._offset,
+                size,
+                self._offset,
             )
             error.decoded = frames
-            error.recoverable = self._skip
             if self._skip:
                 self._discarding = True
                 self._offset += size
@@ -292,14 +357,12 @@ class _DelimitedDecoder(FrameDecoder):
     def _oversize(self, buf: bytes, pos: int, index: int, frames: list[bytes]) -> None:
         size = index - pos
         offset = self._offset + pos
-        error = FrameTooLarge(
+        error = self._too_long(
             f"frame of {size} bytes at offset {offset} exceeds max_frame_size={self._limit}",
-            size=size,
-            limit=self._limit,
-            offset=offset,
+            size,
+            offset,
         )
         error.decoded = frames
-        error.recoverable = self._skip
         if self._skip:
             # Keep what follows the long line: it is the next frame's start.
             after = index + len(self._delim)

@@ -165,8 +165,8 @@ class MsgpackStream(Framing):
         """Wire bytes of frames a msgpack packer produced: only their size is checked.
 
         :meth:`encode` parses each frame to refuse anything but one msgpack
-        value; a pipeline whose codec nearest the wire is ``msgpack`` knows
-        its frames are exactly that, and skips the parse.
+        value; a pipeline's encoder whose codec nearest the wire is
+        ``msgpack`` knows its frames are exactly that, and skips the parse.
         """
         limit = self.max_frame_size
         frames = frames if isinstance(frames, list) else list(frames)
@@ -182,9 +182,13 @@ class MsgpackStream(Framing):
 
 
 class _MsgpackStreamDecoder(FrameDecoder):
-    __slots__ = ("_base", "_failed", "_limit", "_pending", "_piece", "_unpacker")
+    # `next_frame` is the same rule one value at a time, each with a fresh
+    # unpacker (rescanning: it is the reference the fast `feed` is tested
+    # against, not a path that serves connections).
+    __slots__ = ("_base", "_limit", "_pending", "_piece", "_unpacker")
 
     def __init__(self, limit: int | None) -> None:
+        super().__init__()
         self._limit = limit if limit is not None else 1 << 64
         self._piece = limit if limit is not None else _UNBOUNDED_PIECE
         # Complete values are skipped after every piece, so the unpacker holds
@@ -193,11 +197,53 @@ class _MsgpackStreamDecoder(FrameDecoder):
         self._unpacker = msgpack.Unpacker(max_buffer_size=buffer_size)
         self._pending = bytearray()  # raw bytes of the value in progress
         self._base = 0  # stream offset of pending[0]
-        self._failed: FramingError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._pending)
+
+    def next_frame(self, buffer: bytearray, start: int) -> tuple[bytes | None, int] | None:
+        rest = bytes(buffer[start:])
+        offset = self._offset + start
+        limit = self._limit
+        announced = _announced_size(rest)
+        if announced is not None and announced > limit:
+            raise self._too_large(announced, offset)
+        unpacker = msgpack.Unpacker(max_buffer_size=len(rest) or 1)
+        unpacker.feed(rest)
+        try:
+            unpacker.skip()
+        except msgpack.OutOfData:
+            if len(rest) > limit:
+                raise self._too_large(len(rest), offset) from None
+            return None
+        except msgpack.StackError as exc:
+            raise InvalidFrame("msgpack value nested deeper than 1024 levels") from exc
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise InvalidFrame(f"malformed msgpack at offset {offset}") from exc
+        size = unpacker.tell()
+        if size > limit:
+            raise self._too_large(size, offset)
+        frame = rest[:size]
+        if _EXT32_OVERFLOW in rest:
+            try:
+                whole = _value_end(frame) == size
+            except ValueError as exc:
+                raise InvalidFrame(f"malformed msgpack at offset {offset}") from exc
+            if not whole:
+                raise InvalidFrame(
+                    f"msgpack ext value announcing 2**32 - 1 bytes at offset {offset}"
+                )
+        return frame, start + size
+
+    def _too_large(self, size: int, offset: int) -> FrameTooLarge:
+        return FrameTooLarge(
+            f"msgpack value at offset {offset} is at least {size} bytes, over "
+            f"max_frame_size={self._limit}",
+            size=size,
+            limit=self._limit,
+            offset=offset,
+        )
 
     def feed(self, data: Buffer) -> list[bytes]:
         if self._failed is not None:
@@ -286,14 +332,7 @@ class _MsgpackStreamDecoder(FrameDecoder):
             self._fail_size(len(pending), self._base, frames)
 
     def _fail_size(self, size: int, offset: int, frames: list[bytes]) -> NoReturn:
-        error = FrameTooLarge(
-            f"msgpack value at offset {offset} is at least {size} bytes, over "
-            f"max_frame_size={self._limit}",
-            size=size,
-            limit=self._limit,
-            offset=offset,
-        )
-        self._fail(error, None, frames)
+        self._fail(self._too_large(size, offset), None, frames)
 
     def _fail(self, error: FramingError, cause: Exception | None, frames: list[bytes]) -> NoReturn:
         error.offset = self._base if error.offset is None else error.offset

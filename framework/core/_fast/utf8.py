@@ -1,0 +1,53 @@
+"""A text stack over a read's frames, or a batch of replies: one C loop each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from framework.core._fast.parts import Parts
+
+__all__ = ["decode_batch", "encode_batch"]
+
+
+def decode_batch(
+    parts: Parts,
+) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]] | None:
+    """``bytes.decode`` over the frames; the codec frame by frame at the first bad one."""
+    if not parts.text:
+        return None
+    decode = parts.decode
+    text = bytes.decode  # strict UTF-8, as Utf8Codec decodes bytes
+
+    def decode_many(frames: list[Any]) -> list[Any]:
+        try:
+            return list(map(text, frames))
+        except (UnicodeDecodeError, TypeError):
+            # The codec's own decode raises its precise error at the bad frame.
+            return [decode(frame) for frame in frames]
+
+    return decode, decode_many
+
+
+def encode_batch(parts: Parts) -> Callable[[Iterable[Any]], bytes] | None:
+    """Every value encoded in one C loop, then framed; the reference on anything unusual."""
+    if not parts.text:
+        return None
+    encode_frames = parts.framing.encode_many
+    reference = parts.encode_many
+    text = str.encode  # strict UTF-8, as Utf8Codec encodes a str
+
+    def utf8_many(values: Iterable[Any]) -> bytes:
+        if type(values) is not list:
+            values = list(values)
+        # Utf8Codec refuses str subclasses; str.encode would not.
+        if set(map(type, values)) <= {str}:
+            try:
+                frames = list(map(text, values))
+            except UnicodeEncodeError:
+                pass  # a lone surrogate: the reference says where
+            else:
+                return encode_frames(frames)
+        return reference(values)
+
+    return utf8_many
