@@ -22,8 +22,9 @@
     │   └── SendQueueFull                  a reconnecting client's queue is full while it is down
     └── WorkerError                        a worker process could not start, or kept dying
 
-Errors raised while decoding carry ``decoded``: the values (or frames) that were
-complete before the error in the same ``feed`` call. Nothing a peer sent before
+The errors a peer's bytes cause while decoding, ``FramingError`` and
+``DecodeError``, carry ``decoded``: the values (or frames) that were complete
+before the error in the same ``feed`` call (no other error has it). Nothing a peer sent before
 its bad bytes is lost; see :class:`framework.core.pipeline.Decoder`.
 
 The split between ``DecodeError`` (the peer's fault) and ``EncodeError``
@@ -61,13 +62,9 @@ __all__ = [
 class WirekitError(Exception):
     """Root of every error wirekit raises."""
 
-    #: Values or frames completed before this error in the same ``feed`` call.
-    decoded: list[Any]
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.decoded = []
 
     def __str__(self) -> str:
         return self.message
@@ -91,12 +88,16 @@ class FramingError(WirekitError):
     with ``Delimited(on_oversize="skip")``); otherwise the stream is over.
     """
 
+    #: Values or frames completed before this error in the same ``feed`` call.
+    decoded: list[Any]
+
     def __init__(
         self, message: str, *, offset: int | None = None, recoverable: bool = False
     ) -> None:
         super().__init__(message)
         self.offset = offset
         self.recoverable = recoverable
+        self.decoded = []
 
 
 class FrameTooLarge(FramingError):
@@ -164,6 +165,13 @@ class CodecError(WirekitError):
 
 class DecodeError(CodecError):
     """A frame from the peer cannot be decoded. ``offset`` is within the frame."""
+
+    #: Values completed before this error in the same ``feed`` call.
+    decoded: list[Any]
+
+    def __init__(self, message: str, *, codec: str, offset: int | None = None) -> None:
+        super().__init__(message, codec=codec, offset=offset)
+        self.decoded = []
 
 
 class EncodeError(CodecError):

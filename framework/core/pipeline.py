@@ -266,7 +266,7 @@ class Pipeline:
         values = decoder.feed(data)
         try:
             values += decoder.end()
-        except WirekitError as exc:
+        except (FramingError, DecodeError) as exc:
             exc.decoded = values + exc.decoded
             raise
         return values

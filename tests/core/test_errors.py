@@ -119,6 +119,18 @@ def test_decoded_starts_empty_and_is_not_shared() -> None:
     first, second = DecodeError("a", codec="x"), DecodeError("b", codec="x")
     first.decoded.append(1)
     assert second.decoded == []
+    assert FramingError("c").decoded == []
+
+
+def test_only_errors_of_the_peers_bytes_carry_partial_results() -> None:
+    # Whatever else goes wrong (configuration, encoding, transport) decoded nothing.
+    for error in (
+        ConfigError("bad"),
+        EncodeError("bad", codec="x"),
+        TransportError("gone"),
+        WirekitError("root"),
+    ):
+        assert not hasattr(error, "decoded"), type(error).__name__
 
 
 def test_config_error_names_the_option_and_value() -> None:

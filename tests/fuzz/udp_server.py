@@ -23,7 +23,7 @@ import collections
 import itertools
 from typing import Any
 
-from framework.core.errors import FrameTooLarge, WirekitError
+from framework.core.errors import DecodeError, FrameTooLarge, FramingError, WirekitError
 from framework.core.framing import Datagram, LengthPrefix
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
@@ -79,7 +79,7 @@ class _Expected:
                 self.oversize += 1
                 if "udp-packed-oversize-frame" not in KNOWN_BUGS:
                     self.values += exc.decoded
-            except WirekitError as exc:
+            except (FramingError, DecodeError) as exc:
                 self.values += exc.decoded
                 self.errors.append(type(exc).__name__)
                 self.undecodable += 1
