@@ -153,8 +153,6 @@ class Pipeline:
     # whether the stack always writes bytes (no per-frame check).
     _datagram: Datagram = attrs.field(init=False, repr=False, eq=False)
     _writes_bytes: bool = attrs.field(init=False, repr=False, eq=False)
-    # Whether the stack is raw bytes (frames are values): the UDP runtime reads it.
-    _identity: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.datagram is not None:
@@ -196,10 +194,14 @@ class Pipeline:
             self.encode_many,
         )
         object.__setattr__(self, "_parts", parts)
-        object.__setattr__(self, "_identity", parts.raw)
         path = choose_decode(parts)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_decode", path.decode)
+
+    @property
+    def passthrough(self) -> bool:
+        """Whether a value is its frame's bytes: raw ``bytes`` codecs and no messages."""
+        return self._parts.raw
 
     @property
     def datagram_framing(self) -> Datagram:

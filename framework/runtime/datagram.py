@@ -266,7 +266,7 @@ class DatagramServer(asyncio.DatagramProtocol):
         # Stacks whose datagrams need no check before decoding but their size
         # (see datagram_received); cleared when reading stops.
         self._plain = self._gate.plain
-        self._raw = pipeline._identity and not framing.packed
+        self._raw = pipeline.passthrough and not framing.packed
         self._drop_log = _DropLog()
 
     def _log_drop(self, kind: Drop, message: str, *args: Any) -> None:
