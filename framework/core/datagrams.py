@@ -51,6 +51,7 @@ __all__ = [
     "Dropped",
     "PeerState",
     "decode_datagram",
+    "undecodable",
 ]
 
 
@@ -221,7 +222,12 @@ def decode_datagram(decode: Callable[[bytes], list[Any]], payload: bytes) -> lis
     try:
         return decode(payload)
     except (DecodeError, FramingError) as exc:
-        # A packed datagram's frames before the bad one still count.
-        values = exc.decoded
-        exc.decoded = []
-        return [*values, BadInput(exc, fatal=False)]
+        return undecodable(exc)
+
+
+def undecodable(exc: DecodeError | FramingError) -> list[Any]:
+    """What a datagram that failed to decode gives: the values before it, then a BadInput."""
+    # A packed datagram's frames before the bad one still count.
+    values = exc.decoded
+    exc.decoded = []
+    return [*values, BadInput(exc, fatal=False)]

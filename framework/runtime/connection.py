@@ -406,7 +406,7 @@ class Connection(abc.ABC):
             self._run_async(result, subject)
         elif self._replies is not None:
             self._add_reply(result)
-        elif not self.closed:
+        elif not self._closed.done():
             # A handler that closed its (UDP) peer sends nothing after that.
             self._write_values([result])
 
