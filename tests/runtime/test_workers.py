@@ -284,7 +284,11 @@ def test_app_run_with_workers_serves_from_several_processes(project: Path) -> No
         "import os, sys\n"
         "from pidproto import app\n"
         "def ready(server):\n"
-        "    print('ready', server.url, os.getpid(), flush=True)\n"
+        # One write per line: two workers share the pipe, and with
+        # PYTHONUNBUFFERED print() writes each of its arguments on its own,
+        # so two workers' lines could interleave.
+        "    sys.stdout.write(f'ready {server.url} {os.getpid()}\\n')\n"
+        "    sys.stdout.flush()\n"
         "app.run(sys.argv[1], workers=2, ready=ready)\n",
         encoding="utf-8",
     )
