@@ -83,7 +83,9 @@ class NullTransport(asyncio.Transport):
         self._sock.close()
 
 
-def _peer_protocols() -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+def _peer_protocols() -> tuple[
+    type[asyncio.Protocol], type[asyncio.Protocol], type[asyncio.Protocol]
+]:
     """The loopback benchmark's hand-written echo classes, from their script."""
     # The peer scripts import their helper as a top-level module (they are
     # run as scripts): put their folder on the path for them.
@@ -91,10 +93,11 @@ def _peer_protocols() -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     module = importlib.import_module("asyncio_echo")
-    return module.Echo, module.MsgpackEcho
+    lines = importlib.import_module("newline_echo")
+    return module.Echo, module.MsgpackEcho, lines.TextLines
 
 
-HandWritten, HandWrittenMsgpack = _peer_protocols()
+HandWritten, HandWrittenMsgpack, HandWrittenLines = _peer_protocols()
 
 
 def _raw_app() -> App:
@@ -103,6 +106,16 @@ def _raw_app() -> App:
     @app.on(bytes)
     def echo(value: bytes, conn: Any) -> bytes:
         return value
+
+    return app
+
+
+def _lines_app() -> App:
+    app = App(Pipeline(framing="newline", codecs="utf-8"))
+
+    @app.on(str)
+    def line(text: str, conn: Any) -> str:
+        return text
 
     return app
 
@@ -134,6 +147,8 @@ def _scenarios() -> list[Scenario]:
     position = Pipeline(framing="length-prefix", codecs="msgpack", messages=[Position]).encode(
         Position(1.5, 0.0, -2.0, 7)
     )
+    # A ~59-byte line, as in the loopback run's text-line scenario.
+    line = "the quick brown fox jumps over the lazy dog, once more: é 0042\n".encode()
     return [
         Scenario(
             "raw-100", "raw, 100 frames per read", [raw * 100] * 100, 10_000, _raw_app, HandWritten
@@ -154,6 +169,17 @@ def _scenarios() -> list[Scenario]:
             2_000,
             _typed_app,
             HandWrittenMsgpack,
+        ),
+        Scenario(
+            "lines-100",
+            "text lines, 100 per read",
+            [line * 100] * 50,
+            5_000,
+            _lines_app,
+            HandWrittenLines,
+        ),
+        Scenario(
+            "lines-1", "text lines, 1 per read", [line] * 5_000, 5_000, _lines_app, HandWrittenLines
         ),
     ]
 
