@@ -108,10 +108,21 @@ _NONE_FAILED: list[tuple[Any, WirekitError]] = []
 class ReplyBatch:
     """The replies one read produces, written together when the read ends.
 
-    Replies are held as values and encoded in one ``encode_many`` call, except
-    for raw bytes under a plain length prefix (the pipeline's encoder offers
-    ``header``): those are framed as they are produced (header, payload), and
-    the read ends with a join. Nothing outside this class reads ``chunks``.
+    Two forms, and this docstring is their whole contract:
+
+    - values (``framed`` false): ``chunks`` holds the replies themselves, and
+      :meth:`take` encodes them in one ``encode_many`` call;
+    - framed (``framed`` true: raw bytes under a plain length prefix, whose
+      encoder offers ``header``): ``chunks`` holds wire bytes, two chunks per
+      reply (its header and its payload, or ``b""`` and its whole wire
+      form), so ``b"".join(chunks)`` is the batch's wire form and
+      ``len(chunks) >> 1`` its count.
+
+    :meth:`add` and :meth:`take` handle either form. The per-frame dispatch
+    loop frames a ``bytes`` reply of at most ``limit`` bytes itself (append
+    ``header(len(reply))`` and the reply), and a stream adapter joins a
+    framed batch itself: a call per reply, or one more per read, is what
+    the framed form exists to save.
     """
 
     __slots__ = ("_encode", "_encode_many", "chunks", "framed", "header", "limit")

@@ -126,11 +126,16 @@ class StreamConnection(Connection, asyncio.Protocol):
                 # only through a close, an abort or a send, which set
                 # _watch_close (in-process transports have it set throughout).
                 if transport is not None and not (self._watch_close and transport.is_closing()):
-                    # _send_batch, inline: once per read.
-                    out, count, failed = batch.take()
-                    if failed:
-                        for value, exc in failed:
-                            self._encode_failed(value, exc)
+                    # The batch, taken inline (see ReplyBatch): once per read.
+                    if batch.framed:
+                        out = b"".join(replies)
+                        count = len(replies) >> 1
+                        replies.clear()
+                    else:
+                        out, count, failed = batch.take()
+                        if failed:
+                            for value, exc in failed:
+                                self._encode_failed(value, exc)
                     if out:
                         transport.write(out)
                     stats.frames_out += count
