@@ -35,6 +35,7 @@ from framework.core.router import Router
 from framework.core.security import AuthSession
 from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
+from framework.runtime.logs import LogLimiter
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -44,27 +45,6 @@ log = logging.getLogger("wirekit.udp")
 #: Seconds between two log lines about drops of the same kind: a flood of
 #: bad datagrams must not become a flood of log lines.
 LOG_INTERVAL = 1.0
-
-
-class _DropLog:
-    """Log drops at INFO, at most one line per kind every ``LOG_INTERVAL`` seconds."""
-
-    __slots__ = ("_held", "_next")
-
-    def __init__(self) -> None:
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def __call__(self, now: float, kind: str, message: str, *args: Any) -> None:
-        if now < self._next.get(kind, float("-inf")):
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return
-        self._next[kind] = now + LOG_INTERVAL
-        held = self._held.pop(kind, 0)
-        if held:
-            message += " (%d more dropped as %s since the last such line)"
-            args = (*args, held, kind)
-        log.info(message, *args)
 
 
 def _sealer(
@@ -268,10 +248,20 @@ class DatagramServer(asyncio.DatagramProtocol):
         # (see datagram_received); cleared when reading stops.
         self._plain = self._gate.plain
         self._raw = pipeline.passthrough and not framing.packed
-        self._drop_log = _DropLog()
+        self._drop_log: LogLimiter | None = None  # made on the first drop, with the loop
 
     def _log_drop(self, kind: Drop, message: str, *args: Any) -> None:
-        self._drop_log(asyncio.get_running_loop().time(), kind.value, message, *args)
+        if self._drop_log is None:
+            loop = asyncio.get_running_loop()
+            self._drop_log = LogLimiter(log, interval=LOG_INTERVAL, schedule=loop.call_at)
+        self._drop_log.log(
+            asyncio.get_running_loop().time(),
+            kind.value,
+            f"dropped datagrams ({kind.value})",
+            logging.INFO,
+            message,
+            *args,
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own UDP transport does not subclass DatagramTransport.
@@ -398,6 +388,11 @@ class DatagramServer(asyncio.DatagramProtocol):
                 )
             return None
         return peer, payload
+
+    def flush_log(self) -> None:
+        """Log the counts of drops not reported yet (the socket is closing)."""
+        if self._drop_log is not None:
+            self._drop_log.flush(float("inf"))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable) for a datagram we sent: not fatal.

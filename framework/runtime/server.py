@@ -21,6 +21,7 @@ from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.runtime.connection import Connection
 from framework.runtime.datagram import DatagramServer
+from framework.runtime.logs import LogLimiter
 from framework.runtime.shutdown import linger_close
 from framework.runtime.stream import StreamConnection
 from framework.runtime.tls import TlsAcceptor, TlsOptions
@@ -54,8 +55,12 @@ class Server:
         self._ssl_context: ssl.SSLContext | None = None
         self._listener: StreamListener | None = None
         self._datagrams: DatagramServer | None = None
-        self._closed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
         self._closing = False
+        # Refusals are a peer's to cause: one line per kind per interval.
+        self._log = LogLimiter(log, schedule=loop.call_at)
+        self._now = loop.time
 
     @property
     def url(self) -> str:
@@ -78,14 +83,26 @@ class Server:
             return False
         if limit is not None and len(self.connections) >= limit:
             self.refused += 1
-            log.warning("refusing %s: %d connections open", conn.peer, len(self.connections))
+            self._log.log(
+                self._now(),
+                "max_connections",
+                "refused connections (max_connections)",
+                logging.WARNING,
+                "refusing %s: %d connections open",
+                conn.peer,
+                len(self.connections),
+            )
             return False
         key = _peer_key(self.endpoint.scheme, conn.peer)
         open_from_peer = self._per_peer.get(key, 0)
         per_peer = self.limits.max_connections_per_peer
         if per_peer is not None and open_from_peer >= per_peer:
             self.refused += 1
-            log.warning(
+            self._log.log(
+                self._now(),
+                "max_connections_per_peer",
+                "refused connections (max_connections_per_peer)",
+                logging.WARNING,
                 "refusing %s: %d connections open from %s (max_connections_per_peer)",
                 conn.peer,
                 open_from_peer,
@@ -170,6 +187,11 @@ class Server:
             # asyncio before 3.13 leaves the socket file behind.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.endpoint.path)
+        # Counts of refusals not reported yet: the server will not be there
+        # when their interval ends.
+        self._log.flush(float("inf"))
+        if self._datagrams is not None:
+            self._datagrams.flush_log()
         if not self._closed.done():
             self._closed.set_result(None)
 

@@ -143,3 +143,33 @@ def test_none_turns_the_per_peer_limit_off() -> None:
 )
 def test_what_counts_as_one_peer_address(scheme: str, peer: object, key: str) -> None:
     assert _peer_key(scheme, peer) == key
+
+
+def test_a_flood_of_refusals_logs_one_line_then_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = echo_app(typed_pipeline())
+    caplog.set_level(logging.WARNING, logger="wirekit")
+    refused = 40
+
+    async def main() -> None:
+        limits = Limits(max_connections_per_peer=1)
+        async with await app.start("tcp://127.0.0.1:0", limits=limits) as s:
+            kept = await connect(s.url, app.pipeline)
+            await eventually(lambda: len(s.connections) == 1)
+            for _ in range(refused):
+                conn = await connect(s.url, app.pipeline)
+                await within(conn.wait_closed())
+            assert s.refused == refused
+            # Within the interval: only the first refusal made a line.
+            lines = [m for m in records(caplog) if "max_connections_per_peer" in m]
+            assert len(lines) == 1, lines
+            kept.close()
+            await kept.wait_closed()
+        # Closing the server reports what it held back.
+
+    run(main())
+    lines = [m for m in records(caplog) if "max_connections_per_peer" in m]
+    assert lines[1:] == [
+        f"refused {refused - 1} more connections (max_connections_per_peer) in the last 10 s"
+    ]

@@ -1,0 +1,118 @@
+"""Log lines a peer can cause, bounded: the first of a kind, then one line per interval.
+
+A hostile or broken peer can make a server refuse thousands of connections or
+drop thousands of datagrams a second. Each is counted (``Server.refused``,
+``DatagramStats``); logging each one would turn the flood into a log flood.
+A :class:`LogLimiter` logs the first event of a kind at once, holds the ones
+that follow within ``interval`` seconds, and says how many it held in one
+line when the interval ends::
+
+    refusing ('127.0.0.1', 51514): 2 connections open from 127.0.0.1 (max_connections_per_peer)
+    refused 3,999 more connections (max_connections_per_peer) in the last 10 s
+
+The limiter takes the time as an argument. Given ``schedule`` (a server
+passes its loop's ``call_at``), it reports a held count when its interval
+ends even if no other event of the kind comes; otherwise the owner calls
+:meth:`LogLimiter.flush` at :attr:`LogLimiter.due`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["INTERVAL", "LogLimiter"]
+
+#: Seconds between two lines of one kind. Ten seconds keeps a flood to six
+#: lines a minute per kind and still shows an operator that it goes on.
+INTERVAL = 10.0
+
+
+class _Kind:
+    __slots__ = ("held", "level", "summary", "until")
+
+    def __init__(self, level: int, summary: str, until: float) -> None:
+        self.level = level
+        self.summary = summary
+        self.until = until
+        self.held = 0
+
+
+class LogLimiter:
+    """At most one line per kind per ``interval`` seconds to ``logger``; the rest are counted."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = INTERVAL,
+        schedule: Callable[[float, Callable[[], None]], object] | None = None,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._schedule = schedule
+        self._kinds: dict[str, _Kind] = {}
+        self._armed_at: float | None = None
+
+    def log(
+        self, now: float, kind: str, summary: str, level: int, message: str, *args: Any
+    ) -> None:
+        """Log ``message % args`` unless a line of ``kind`` went out less than an interval ago.
+
+        ``summary`` names what the held lines were, for the count line:
+        ``"refused connections (max_connections_per_peer)"`` gives
+        "refused 3,999 more connections (max_connections_per_peer) in the last 10 s".
+        Its first word is the verb the count follows.
+        """
+        state = self._kinds.get(kind)
+        if state is not None and now < state.until:
+            state.held += 1
+            if self._schedule is not None and self._armed_at is None:
+                self._arm(state.until)
+            return
+        if state is not None:
+            self._report(state)
+        self._kinds[kind] = _Kind(level, summary, now + self.interval)
+        self.logger.log(level, message, *args)
+
+    @property
+    def due(self) -> float | None:
+        """When the earliest held count must be reported, or None if nothing is held."""
+        held = [state.until for state in self._kinds.values() if state.held]
+        return min(held) if held else None
+
+    def flush(self, now: float) -> None:
+        """Report the counts whose interval has ended; forget kinds that went quiet."""
+        for kind, state in list(self._kinds.items()):
+            if now >= state.until:
+                self._report(state)
+                del self._kinds[kind]
+
+    def _arm(self, at: float) -> None:
+        assert self._schedule is not None
+        self._armed_at = at
+        self._schedule(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        at, self._armed_at = self._armed_at, None
+        if at is None:
+            return
+        self.flush(at)
+        due = self.due
+        if due is not None:
+            self._arm(due)
+
+    def _report(self, state: _Kind) -> None:
+        if not state.held:
+            return
+        verb, _, what = state.summary.partition(" ")
+        self.logger.log(
+            state.level,
+            "%s %s more %s in the last %g s",
+            verb,
+            f"{state.held:,}",
+            what,
+            self.interval,
+        )
+        state.held = 0
