@@ -36,6 +36,7 @@ from framework.core.framing import framing_names, make_framing
 from framework.core.pipeline import Pipeline
 from framework.runtime import Server, connect
 from framework.runtime.app import App
+from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
 from framework.runtime.tls import TlsOptions
@@ -44,6 +45,34 @@ from framework.runtime.workers import check_workers, serve_workers
 __all__ = ["main"]
 
 log = logging.getLogger("wirekit.cli")
+
+#: The log handler main() installed: the command's own notices on stderr
+#: (start-up, errors) go out in its format, so JSON logs stay all JSON.
+_log_handler: logging.Handler | None = None
+
+
+def _notice(text: str, level: int = logging.INFO) -> None:
+    """One line on stderr from the command itself, whatever the log level."""
+    handler = _log_handler
+    if handler is not None and handler.get_name() == JSON_HANDLER:
+        record = logging.makeLogRecord(
+            {
+                "name": log.name,
+                "levelno": level,
+                "levelname": logging.getLevelName(level),
+                "msg": text,
+            }
+        )
+        print(handler.format(record), file=sys.stderr, flush=True)
+        return
+    print(f"wirekit: {text}", file=sys.stderr, flush=True)
+
+
+def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
+    global _log_handler
+    level = logging.DEBUG if args.debug else logging.WARNING
+    _log_handler = configure_logging(level=level, log_format=log_format)
+
 
 #: Where ``wirekit serve`` listens when nothing else says.
 DEFAULT_URL = "tcp://127.0.0.1:9000"
@@ -115,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="wirekit", description="Serve, poke and sniff wirekit protocols."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="log lines as text (the default) or one JSON object per line",
+    )
     commands = parser.add_subparsers(
         action=_Commands, dest="command", required=True, metavar="COMMAND"
     )
@@ -240,6 +275,8 @@ def _from_json(text: str, pipeline: Pipeline) -> Any:
 
 def _serve(args: argparse.Namespace) -> None:
     app, config = _load_target(args.target)
+    if config.log_format is not None and args.log_format is None:
+        _configure_logging(args, config.log_format)
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
     url = args.url or config.url or app.default_url or DEFAULT_URL
     tls = _tls(args, config.tls)
@@ -255,11 +292,8 @@ def _serve(args: argparse.Namespace) -> None:
 
         def announce(bound: str, pids: list[int]) -> None:
             banner(bound)
-            print(
-                f"wirekit: {len(pids)} workers (pids {', '.join(map(str, pids))}), "
-                f"event loop: {loop_label}",
-                file=sys.stderr,
-                flush=True,
+            _notice(
+                f"{len(pids)} workers (pids {', '.join(map(str, pids))}), event loop: {loop_label}"
             )
 
         serve_workers(
@@ -275,7 +309,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     def ready(server: Server) -> None:
         banner(server.url)
-        print(f"wirekit: event loop: {loop_label}", file=sys.stderr, flush=True)
+        _notice(f"event loop: {loop_label}")
 
     run_loop(app.serve(url, limits=config.limits, tls=tls, ready=ready), uvloop=uvloop)
 
@@ -320,10 +354,10 @@ async def _listen(args: argparse.Namespace) -> None:
 
     @app.fallback
     def bad(error: WirekitError, conn: Any) -> None:
-        print(f"wirekit: {conn.peer}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        _notice(f"{conn.peer}: {type(error).__name__}: {error}", logging.WARNING)
 
     def ready(server: Server) -> None:
-        print(f"wirekit: listening on {server.url}", file=sys.stderr, flush=True)
+        _notice(f"listening on {server.url}")
 
     await app.serve(args.url, tls=_tls(args, None), ready=ready)
 
@@ -334,10 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args, args.log_format or "text")
     try:
         if args.command in ("serve", "listen", "send") and getattr(args, "url", None):
             parse_url(args.url)
@@ -354,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WirekitError, OSError) as exc:
         if args.debug:
             raise
-        print(f"wirekit: error: {exc}", file=sys.stderr)
+        _notice(f"error: {exc}", logging.ERROR)
         return 1
     return 0
 

@@ -43,11 +43,22 @@ from framework.core.errors import ConfigError
 from framework.core.framing import Framing, make_framing
 from framework.core.limits import Limits
 from framework.runtime.app import App
+from framework.runtime.logs import LOG_FORMATS
 from framework.runtime.tls import TlsOptions
 
 __all__ = ["Config", "load_config", "load_protocol", "parse_config"]
 
-_TOP_KEYS = {"protocol", "url", "workers", "framing", "codec", "codecs", "tls", "limits"}
+_TOP_KEYS = {
+    "protocol",
+    "url",
+    "workers",
+    "framing",
+    "codec",
+    "codecs",
+    "tls",
+    "limits",
+    "log_format",
+}
 _TLS_TYPES: dict[str, type] = {
     "certfile": str,
     "keyfile": str,
@@ -73,6 +84,8 @@ class Config:
     max_frame_size: int | None = None
     #: Processes ``wirekit serve`` runs (``--workers`` overrides it).
     workers: int = 1
+    #: ``"text"`` or ``"json"`` log lines (``--log-format`` overrides it).
+    log_format: str | None = None
 
     def apply(self, app: App) -> App:
         """The app with this config's framing, codecs and frame limit applied."""
@@ -134,6 +147,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             if not isinstance(data[key], str):
                 raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
             fields[key] = data[key]
+    if "log_format" in data:
+        log_format = data["log_format"]
+        if log_format not in LOG_FORMATS:
+            raise _error(
+                source, "log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
+            )
+        fields["log_format"] = log_format
     if "workers" in data:
         workers = data["workers"]
         if type(workers) is not int or workers < 1:

@@ -1,4 +1,4 @@
-"""Log lines a peer can cause, bounded: the first of a kind, then one line per interval.
+"""wirekit's log output: lines a peer can cause kept bounded, and text or JSON lines.
 
 A hostile or broken peer can make a server refuse thousands of connections or
 drop thousands of datagrams a second. Each is counted (``Server.refused``,
@@ -10,6 +10,11 @@ line when the interval ends::
     refusing ('127.0.0.1', 51514): 2 connections open from 127.0.0.1 (max_connections_per_peer)
     refused 3,999 more connections (max_connections_per_peer) in the last 10 s
 
+:func:`configure_logging` sets the process's log output: the usual text
+lines, or one JSON object per line (``time``, ``level``, ``logger``,
+``message``, and ``connection`` and ``peer`` when the line is about a
+connection), for log collectors.
+
 The limiter takes the time as an argument. Given ``schedule`` (a server
 passes its loop's ``call_at``), it reports a held count when its interval
 ends even if no other event of the kind comes; otherwise the owner calls
@@ -19,10 +24,21 @@ ends even if no other event of the kind comes; otherwise the owner calls
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["INTERVAL", "LogLimiter"]
+from pythonjsonlogger.json import JsonFormatter
+
+from framework.core.errors import ConfigError
+
+__all__ = ["INTERVAL", "JSON_HANDLER", "LOG_FORMATS", "LogLimiter", "configure_logging"]
+
+#: The formats :func:`configure_logging` knows.
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The name of the handler :func:`configure_logging` installs for JSON lines.
+JSON_HANDLER = "wirekit-json"
 
 #: Seconds between two lines of one kind. Ten seconds keeps a flood to six
 #: lines a minute per kind and still shows an operator that it goes on.
@@ -116,3 +132,66 @@ class LogLimiter:
             self.interval,
         )
         state.held = 0
+
+
+class _ConnectionFields(logging.Filter):
+    """Name the connection a line is about, as fields: its id and its peer.
+
+    Every wirekit line about a connection passes the connection as its first
+    argument (``"%r: closing: ..."``), so the fields come from there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            subject = args[0]
+            conn_id = getattr(subject, "id", None)
+            if isinstance(conn_id, int) and hasattr(subject, "peer"):
+                record.connection = conn_id
+                record.peer = _peer_text(subject.peer)
+        return True
+
+
+def _peer_text(peer: Any) -> str | None:
+    if peer is None:
+        return None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
+
+
+def configure_logging(
+    *, level: int = logging.WARNING, log_format: str = "text", stream: TextIO | None = None
+) -> logging.Handler:
+    """Send every log line to ``stream`` (stderr) as text or JSON; returns the handler.
+
+    Replaces the handlers of the root logger, so calling it again changes
+    the format (the command line calls it once more after reading a config
+    file that names ``log_format``).
+    """
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"log_format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}",
+            option="log_format",
+            value=log_format,
+        )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = JsonFormatter(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+        )
+        handler.addFilter(_ConnectionFields())
+        handler.set_name(JSON_HANDLER)
+    else:
+        formatter = logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

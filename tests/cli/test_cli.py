@@ -19,6 +19,8 @@ import pytest
 
 from framework.cli.commands import _Commands
 from framework.cli.commands import _parser as cli_parser
+from framework.cli.config import parse_config
+from framework.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
@@ -371,3 +373,31 @@ def test_a_command_intermixed_parsing_cannot_read_gets_argparse_s_usual_pass() -
         ["-l", "--all"],
         True,
     )
+
+
+def test_log_format_json_writes_one_object_per_line_naming_the_connection() -> None:
+    args = ("--log-format", "json", "serve", "protocols.echo", "--url", "tcp://127.0.0.1:0")
+    with running(*args) as (proc, url):
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"\xff" * 16)  # a length header far over max_frame_size
+            assert sock.recv(1) == b""  # the server closed this connection
+            client = sock.getsockname()
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        lines = [json.loads(line) for line in proc.stderr.read().splitlines()]
+        proc.wait(timeout=TIMEOUT)
+    [closing] = [line for line in lines if "closing" in line["message"]]
+    assert closing["level"] == "WARNING"
+    assert closing["logger"] == "wirekit.connection"
+    assert "FrameTooLarge" in closing["message"]
+    assert isinstance(closing["connection"], int)
+    assert closing["peer"] == f"{client[0]}:{client[1]}"
+    assert closing["time"].endswith("+00:00")
+
+
+def test_log_format_comes_from_the_config_file_too() -> None:
+    config = parse_config({"protocol": "protocols.echo", "log_format": "json"})
+    assert config.log_format == "json"
+    with pytest.raises(ConfigError, match="log_format"):
+        parse_config({"protocol": "protocols.echo", "log_format": "xml"})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Callable
 
 import pytest
 
-from framework.runtime.logs import LogLimiter
+from framework.core.errors import ConfigError
+from framework.runtime.logs import LogLimiter, configure_logging
 
 log = logging.getLogger("wirekit.test-logs")
 
@@ -81,3 +84,46 @@ def test_with_a_scheduler_the_count_is_reported_when_its_interval_ends(
     timers.pop()[1]()
     assert lines(caplog)[1:] == ["refused 2 more connections in the last 10 s"]
     assert timers == []
+
+
+class Subject:
+    """What a connection offers the log fields: an id and a peer."""
+
+    def __init__(self, peer: object) -> None:
+        self.id = 7
+        self.peer = peer
+
+    def __repr__(self) -> str:
+        return "<Connection #7>"
+
+
+@pytest.mark.parametrize(
+    ("peer", "text"),
+    [(("127.0.0.1", 5000), "127.0.0.1:5000"), (("::1", 5000, 0, 0), "[::1]:5000"), ("/s", "/s")],
+)
+def test_json_lines_name_the_connection_a_line_is_about(peer: object, text: str) -> None:
+    stream = io.StringIO()
+    handler = configure_logging(level=logging.INFO, log_format="json", stream=stream)
+    try:
+        log.warning("%r: closing: %s", Subject(peer), "FrameTooLarge")
+        log.info("no connection here")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "<Connection #7>: closing: FrameTooLarge"
+    assert (first["level"], first["logger"]) == ("WARNING", log.name)
+    assert (first["connection"], first["peer"]) == (7, text)
+    assert "time" in first
+    assert "connection" not in second
+
+
+def test_text_is_the_default_and_an_unknown_format_is_refused() -> None:
+    stream = io.StringIO()
+    handler = configure_logging(level=logging.INFO, stream=stream)
+    try:
+        log.warning("plain %s", "text")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert stream.getvalue().rstrip().endswith("WARNING wirekit.test-logs: plain text")
+    with pytest.raises(ConfigError, match="log_format"):
+        configure_logging(log_format="xml")
