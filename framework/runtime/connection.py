@@ -38,6 +38,7 @@ from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, needs_await
+from framework.runtime.logs import LogLimiter
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
 
@@ -66,6 +67,10 @@ class Connection(abc.ABC):
         self.state: dict[str, Any] = {}
         self.stats = ConnectionStats()
         self.peer: Any = None
+        #: The URL of the server listener that accepted this connection (None on a client).
+        self.listener: str | None = None
+        # The server's limiter for lines a peer can cause (None on a client).
+        self._peer_log: LogLimiter | None = None
         self._router = router
         self._limits = limits
         self._handler_errors = handler_errors
@@ -479,10 +484,26 @@ class Connection(abc.ABC):
             log.info("%r: %s: %s", self, type(error).__name__, error)
             self._call(fallback, error, error)
         else:
-            log.warning("%r: closing: %s: %s", self, type(error).__name__, error)
+            kind = type(error).__name__
+            summary = f"closed connections ({kind})"
+            self._peer_warning(kind, summary, "%r: closing: %s: %s", self, kind, error)
         if fatal or fallback is None:
             self._close_error = error
             self.close()
+
+    def _peer_warning(self, kind: str, summary: str, message: str, *args: Any) -> None:
+        """A WARNING the peer caused: on a server, once per kind per interval, then a count."""
+        if self._peer_log is None:
+            log.warning(message, *args)
+            return
+        # A flood of bad connections must not become a flood of lines.
+        now = self._loop.time()
+        self._peer_log.log(now, kind, summary, logging.WARNING, message, *args, logger=log)
+
+    def _served(self, listener: str, peer_log: LogLimiter) -> None:
+        """A server accepted this connection on ``listener``; its lines go through ``peer_log``."""
+        self.listener = listener
+        self._peer_log = peer_log
 
     def _run_hooks(self, hooks: list[Callable[[Any], Any]]) -> None:
         for hook in hooks:

@@ -71,6 +71,7 @@ class DatagramPeer(Connection):
             handler_errors=server.handler_errors,
         )
         self.peer = addr
+        self.listener = server.listener
         self._server = server
         self._peer = PeerState(server.limits, now=self._loop.time())
         self.stats = self._peer.stats
@@ -234,6 +235,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.limits = limits
         self.handler_errors = handler_errors
         self.stats = DatagramStats()
+        #: The URL this socket serves on, once bound (for the peers' log lines).
+        self.listener: str | None = None
         self.peers: dict[Any, DatagramPeer] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.TimerHandle | None = None

@@ -12,8 +12,8 @@ line when the interval ends::
 
 :func:`configure_logging` sets the process's log output: the usual text
 lines, or one JSON object per line (``time``, ``level``, ``logger``,
-``message``, and ``connection`` and ``peer`` when the line is about a
-connection), for log collectors.
+``message``, and ``connection``, ``peer``, ``listener`` and ``transport``
+when the line is about a connection a server accepted), for log collectors.
 
 The limiter takes the time as an argument. Given ``schedule`` (a server
 passes its loop's ``call_at``), it reports a held count when its interval
@@ -46,9 +46,10 @@ INTERVAL = 10.0
 
 
 class _Kind:
-    __slots__ = ("held", "level", "summary", "until")
+    __slots__ = ("held", "level", "logger", "summary", "until")
 
-    def __init__(self, level: int, summary: str, until: float) -> None:
+    def __init__(self, logger: logging.Logger, level: int, summary: str, until: float) -> None:
+        self.logger = logger
         self.level = level
         self.summary = summary
         self.until = until
@@ -72,14 +73,22 @@ class LogLimiter:
         self._armed_at: float | None = None
 
     def log(
-        self, now: float, kind: str, summary: str, level: int, message: str, *args: Any
+        self,
+        now: float,
+        kind: str,
+        summary: str,
+        level: int,
+        message: str,
+        *args: Any,
+        logger: logging.Logger | None = None,
     ) -> None:
         """Log ``message % args`` unless a line of ``kind`` went out less than an interval ago.
 
         ``summary`` names what the held lines were, for the count line:
         ``"refused connections (max_connections_per_peer)"`` gives
         "refused 3,999 more connections (max_connections_per_peer) in the last 10 s".
-        Its first word is the verb the count follows.
+        Its first word is the verb the count follows. ``logger``: where the
+        lines of this kind go, if not to the limiter's own logger.
         """
         state = self._kinds.get(kind)
         if state is not None and now < state.until:
@@ -89,8 +98,9 @@ class LogLimiter:
             return
         if state is not None:
             self._report(state)
-        self._kinds[kind] = _Kind(level, summary, now + self.interval)
-        self.logger.log(level, message, *args)
+        target = logger if logger is not None else self.logger
+        self._kinds[kind] = _Kind(target, level, summary, now + self.interval)
+        target.log(level, message, *args)
 
     @property
     def due(self) -> float | None:
@@ -123,7 +133,7 @@ class LogLimiter:
         if not state.held:
             return
         verb, _, what = state.summary.partition(" ")
-        self.logger.log(
+        state.logger.log(
             state.level,
             "%s %s more %s in the last %g s",
             verb,
@@ -135,7 +145,7 @@ class LogLimiter:
 
 
 class _ConnectionFields(logging.Filter):
-    """Name the connection a line is about, as fields: its id and its peer.
+    """Name the connection a line is about, as fields: id, peer, listener and transport.
 
     Every wirekit line about a connection passes the connection as its first
     argument (``"%r: closing: ..."``), so the fields come from there.
@@ -149,6 +159,10 @@ class _ConnectionFields(logging.Filter):
             if isinstance(conn_id, int) and hasattr(subject, "peer"):
                 record.connection = conn_id
                 record.peer = _peer_text(subject.peer)
+                listener = getattr(subject, "listener", None)
+                if isinstance(listener, str):
+                    record.listener = listener
+                    record.transport = listener.partition("://")[0]
         return True
 
 

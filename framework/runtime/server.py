@@ -111,6 +111,7 @@ class Server:
             return False
         self._per_peer[key] = open_from_peer + 1
         self.connections.add(conn)
+        conn._served(self.url, self._log)
         return True
 
     def _release(self, conn: StreamConnection) -> None:
@@ -269,6 +270,7 @@ async def start_server(
         )
         server._datagrams = datagrams
         server.endpoint = bound
+        datagrams.listener = bound.url
         return server
     # Fail now, not on the first connection, if the framing cannot cut a stream.
     pipeline.decoder()

@@ -212,7 +212,13 @@ class StreamConnection(Connection, asyncio.Protocol):
         error = self._state.receive_eof()
         if error is not None:
             self.stats.errors += 1
-            log.warning("%r: peer closed mid-frame: %s", self, error)
+            self._peer_warning(
+                "mid-frame",
+                "closed connections (peer closed mid-frame)",
+                "%r: peer closed mid-frame: %s",
+                self,
+                error,
+            )
         transport = self._transport
         if (
             (self._tasks or self._held)

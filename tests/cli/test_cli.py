@@ -393,6 +393,7 @@ def test_log_format_json_writes_one_object_per_line_naming_the_connection() -> N
     assert "FrameTooLarge" in closing["message"]
     assert isinstance(closing["connection"], int)
     assert closing["peer"] == f"{client[0]}:{client[1]}"
+    assert (closing["listener"], closing["transport"]) == (url, "tcp")
     assert closing["time"].endswith("+00:00")
 
 

@@ -87,11 +87,12 @@ def test_with_a_scheduler_the_count_is_reported_when_its_interval_ends(
 
 
 class Subject:
-    """What a connection offers the log fields: an id and a peer."""
+    """What a connection offers the log fields: an id, a peer, the listener that accepted it."""
 
-    def __init__(self, peer: object) -> None:
+    def __init__(self, peer: object, listener: str | None = None) -> None:
         self.id = 7
         self.peer = peer
+        self.listener = listener
 
     def __repr__(self) -> str:
         return "<Connection #7>"
@@ -127,3 +128,14 @@ def test_text_is_the_default_and_an_unknown_format_is_refused() -> None:
     assert stream.getvalue().rstrip().endswith("WARNING wirekit.test-logs: plain text")
     with pytest.raises(ConfigError, match="log_format"):
         configure_logging(log_format="xml")
+
+
+def test_json_lines_name_the_listener_and_transport_of_a_served_connection() -> None:
+    stream = io.StringIO()
+    handler = configure_logging(log_format="json", stream=stream)
+    try:
+        log.warning("%r: closing", Subject(("127.0.0.1", 1), listener="udp://127.0.0.1:9000"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert (line["listener"], line["transport"]) == ("udp://127.0.0.1:9000", "udp")

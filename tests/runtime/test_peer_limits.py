@@ -173,3 +173,27 @@ def test_a_flood_of_refusals_logs_one_line_then_the_count(
     assert lines[1:] == [
         f"refused {refused - 1} more connections (max_connections_per_peer) in the last 10 s"
     ]
+
+
+def test_a_flood_of_bad_connections_logs_one_line_per_error_then_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = echo_app(typed_pipeline())
+    caplog.set_level(logging.WARNING, logger="wirekit")
+    bad = 12
+
+    async def main() -> None:
+        async with await app.start("tcp://127.0.0.1:0") as s:
+            for _ in range(bad):
+                reader, writer = await asyncio.open_connection("127.0.0.1", s.endpoint.port)
+                writer.write(b"\xff\xff\xff\xff")  # a length header far over max_frame_size
+                assert await within(reader.read()) == b""  # closed by the server
+                writer.close()
+                await writer.wait_closed()
+            closing = [m for m in records(caplog) if "closing: FrameTooLarge" in m]
+            assert len(closing) == 1, closing
+
+    run(main())
+    assert [m for m in records(caplog) if m.startswith("closed ")] == [
+        f"closed {bad - 1} more connections (FrameTooLarge) in the last 10 s"
+    ]
