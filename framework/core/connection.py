@@ -255,7 +255,8 @@ class StreamState:
 
     ``recover``: whether a frame that fails to decode may cost only itself
     (a fallback handler is there to see the error); otherwise the first bad
-    frame ends the stream.
+    frame ends the stream. A callable is asked at each bad frame, so a
+    fallback registered while the connection is open counts.
     """
 
     def __init__(
@@ -264,7 +265,7 @@ class StreamState:
         *,
         role: Role,
         limits: Limits,
-        recover: bool,
+        recover: bool | Callable[[], bool],
         now: float,
     ) -> None:
         self.role = role
@@ -329,8 +330,9 @@ class StreamState:
     def _recover(self, exc: DecodeError | FramingError) -> list[Any]:
         """The values before a bad frame, the bad frame, and (if it can go on) what follows."""
         values: list[Any] = []
+        recover = self.recover if isinstance(self.recover, bool) else self.recover()
         while True:
-            fatal = not self.recover or (isinstance(exc, FramingError) and not exc.recoverable)
+            fatal = not recover or (isinstance(exc, FramingError) and not exc.recoverable)
             values += exc.decoded
             exc.decoded = []
             values.append(BadInput(exc, fatal))

@@ -55,7 +55,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             pipeline,
             role=role,
             limits=limits,
-            recover=router is not None and router.fallback_handler is not None,
+            recover=self._can_recover,
             now=self._now(),
         )
         self.stats = state.stats
@@ -72,6 +72,11 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._batch = ReplyBatch(pipeline)
         self._header = self._batch.header
         self._header_limit = self._batch.limit
+
+    def _can_recover(self) -> bool:
+        """Whether a bad frame may cost only itself: a fallback is there to see it."""
+        router = self._router
+        return router is not None and router.fallback_handler is not None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 

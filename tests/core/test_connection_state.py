@@ -257,3 +257,13 @@ def test_the_last_free_slot_pauses_reading_and_half_free_releases_what_was_held(
     assert slots.finished()  # 2 of 4: the held values may go
     assert not slots.full
     assert list(slots.held) == ["a", "b"]
+
+
+def test_recovery_is_decided_at_each_bad_frame_when_asked_by_a_callable() -> None:
+    fallback = False
+    conn = StreamState(LINES, role=Role.SERVER, limits=Limits(), recover=lambda: fallback, now=0.0)
+    fallback = True  # a fallback registered after the connection opened
+    values = conn.receive_data(b"\xff\nok\n", now=0.0)
+    assert isinstance(values[0], BadInput)
+    assert not values[0].fatal
+    assert values[1:] == ["ok"]
