@@ -60,7 +60,47 @@ def _sealer(
     return seal
 
 
-class DatagramPeer(Connection):
+class _DatagramConnection(Connection):
+    """What a UDP peer and a UDP client give the Connection as its adapter side."""
+
+    def _drop_stats(self) -> DatagramStats:
+        """The socket's counters, where a dropped value is counted."""
+        raise NotImplementedError
+
+    def _pause_inbox(self) -> None:
+        # UDP cannot push back, and nobody may ever call receive() on a
+        # server's peer: keep the newest max_queued values, drop and count the rest.
+        while len(self._inbox) > self._limits.max_queued:
+            self._inbox.popleft()
+            self._drop_stats().count(Drop.NO_CAPACITY)
+
+    def _resume_inbox(self) -> None:
+        return None  # nothing was paused: _pause_inbox dropped the oldest values
+
+    def _backed_up(self) -> bool:
+        # A datagram is sent or dropped, never queued for one peer; a server's
+        # socket is shared, and its write buffer is not one peer's to watch.
+        return False
+
+    async def _drain(self) -> None:
+        return None  # a datagram is handed to the socket at once: nothing to wait for
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        # One peer of a shared socket cannot be paused: the gate drops its
+        # datagrams instead while max_inflight_handlers are running.
+        return None
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        return None
+
+    def _stop_reading(self) -> None:
+        return None  # a server stops reading the whole socket (stop_reading)
+
+    def _all_done(self) -> None:
+        return None  # no half-closed stream to finish closing
+
+
+class DatagramPeer(_DatagramConnection):
     """The virtual connection of one remote address on a UDP server."""
 
     def __init__(self, server: DatagramServer, addr: Any) -> None:
@@ -173,41 +213,11 @@ class DatagramPeer(Connection):
         self.stats.errors += 1
         log.exception("%r: handler for %s raised", self, describe(subject))
 
-    def _pause_inbox(self) -> None:
-        # Nobody may ever call receive() on a server's peer: keep the newest
-        # max_queued values, drop and count the rest.
-        while len(self._inbox) > self._limits.max_queued:
-            self._inbox.popleft()
-            self._server.stats.count(Drop.NO_CAPACITY)
-
     def _closing(self) -> bool:
         return self.closed
 
-    # -- what the Connection asks of its adapter, for one peer of a shared socket --
-
-    def _backed_up(self) -> bool:
-        # The socket is shared: its write buffer is not this peer's to watch.
-        return False
-
-    async def _drain(self) -> None:
-        return None  # a datagram is handed to the socket at once: nothing to wait for
-
-    def _pause_reading(self, reason: ReadPause) -> None:
-        # One peer of a shared socket cannot be paused: the gate drops its
-        # datagrams instead while max_inflight_handlers are running.
-        return None
-
-    def _resume_reading(self, reason: ReadPause) -> None:
-        return None
-
-    def _resume_inbox(self) -> None:
-        return None  # nothing was paused: _pause_inbox dropped the oldest values
-
-    def _stop_reading(self) -> None:
-        return None  # the server stops reading the whole socket (stop_reading)
-
-    def _all_done(self) -> None:
-        return None  # no half-closed stream to finish closing
+    def _drop_stats(self) -> DatagramStats:
+        return self._server.stats
 
     def close(self) -> None:
         """Forget this peer (its next datagram makes a new virtual connection)."""
@@ -438,7 +448,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class DatagramClient(Connection, asyncio.DatagramProtocol):
+class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
     """A client's UDP socket, connected to one server address."""
 
     def __init__(self, pipeline: Pipeline, *, limits: Limits) -> None:
@@ -513,32 +523,8 @@ class DatagramClient(Connection, asyncio.DatagramProtocol):
     def _closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def _pause_inbox(self) -> None:
-        # UDP cannot push back; beyond max_queued, datagrams are dropped and counted.
-        while len(self._inbox) > self._limits.max_queued:
-            self._inbox.popleft()
-            self.datagram_stats.count(Drop.NO_CAPACITY)
-
-    def _backed_up(self) -> bool:
-        return False  # datagrams are sent or dropped, never queued for this peer
-
-    async def _drain(self) -> None:
-        return None  # a datagram is handed to the socket at once: nothing to wait for
-
-    def _pause_reading(self, reason: ReadPause) -> None:
-        return None  # a client receives no handler work to hold back
-
-    def _resume_reading(self, reason: ReadPause) -> None:
-        return None
-
-    def _resume_inbox(self) -> None:
-        return None  # nothing was paused: _pause_inbox dropped the oldest values
-
-    def _stop_reading(self) -> None:
-        return None
-
-    def _all_done(self) -> None:
-        return None
+    def _drop_stats(self) -> DatagramStats:
+        return self.datagram_stats
 
     def close(self) -> None:
         """Close the socket."""

@@ -29,13 +29,7 @@ log = logging.getLogger("wirekit.connection")
 
 
 class StreamConnection(Connection, asyncio.Protocol):
-    """A connection over a byte-stream transport (TCP, TLS, Unix, memory).
-
-    The asyncio glue around a :class:`~framework.core.connection.StreamState`:
-    it hands each read's bytes and the time to the state, dispatches the
-    values it returns, writes the read's replies in one call, and calls the
-    state back at its ``wakeup_at``.
-    """
+    """A connection over a byte-stream transport (TCP, TLS, Unix, memory): see the module."""
 
     def __init__(
         self,
