@@ -5,6 +5,13 @@ joined; all the players of one server share its session. The relay
 forwards as it receives: ordering and loss over UDP are the receiver's
 business (see :mod:`protocols.game.tracker`).
 
+A spectator is a player that sends no positions: it joins as any player
+does, gets a number, and receives every other player's positions. The game
+page (``protocols/web/game``) watches the relay that way. A served
+connection whose peer sends nothing for ``idle_timeout`` is closed, so a
+spectator sends ``Join`` again now and then: a joined player's join is
+answered with the same ``Welcome`` and changes nothing else.
+
 Joining is a two-step handshake, as QUIC's Retry and DTLS's
 HelloVerifyRequest are: the relay answers a ``Join`` without a valid cookie
 with a ``Challenge`` holding a cookie (an HMAC of the peer's address and the

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from framework import (
     ConfigError,
+    ConnectionClosed,
     DecodeError,
     EncodeError,
     Limits,
@@ -21,7 +22,7 @@ from framework import (
     TransportError,
     make_codec,
 )
-from framework.runtime import connect
+from framework.runtime import Connection, connect
 from framework.testing import (
     check_codec_roundtrip,
     check_decode_total,
@@ -333,6 +334,66 @@ def test_a_forgotten_player_is_challenged_and_rejoins() -> None:
             assert isinstance(await asyncio.wait_for(conn.receive(), 2), Challenge)
             assert await join(conn) == 2
             conn.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("url", ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"])
+def test_a_spectator_receives_every_players_positions_and_sends_none(url: str) -> None:
+    async def scenario() -> None:
+        app = create_app()
+        async with await app.start(url) as server:
+            spectator, a, b = [await connect(server.url, app.pipeline) for _ in range(3)]
+            assert [await join(conn) for conn in (spectator, a, b)] == [1, 2, 3]
+            for count in (1, 2, 3):
+                await a.send(Position(1.0, 0.0, 0.0, count))
+                await b.send(Position(0.0, 1.0, 0.0, count))
+                # Over UDP a sender's datagrams may cross: wait for each round.
+                seen = {await asyncio.wait_for(spectator.receive(), 2) for _ in range(2)}
+                assert seen == {
+                    Relayed(2, Position(1.0, 0.0, 0.0, count)),
+                    Relayed(3, Position(0.0, 1.0, 0.0, count)),
+                }
+            # The players see each other, and nothing from the spectator.
+            assert [await asyncio.wait_for(a.receive(), 2) for _ in range(3)] == [
+                Relayed(3, Position(0.0, 1.0, 0.0, count)) for count in (1, 2, 3)
+            ]
+            for conn in (spectator, a, b):
+                conn.close()
+
+    asyncio.run(scenario())
+
+
+async def read_until_closed(conn: Connection) -> None:
+    while True:
+        await conn.receive()
+
+
+def test_a_spectator_that_joins_again_stays_past_the_idle_timeout() -> None:
+    # What the game page does: a joined player's join changes nothing but
+    # the idle clock, so a spectator that sends nothing else is not closed.
+    async def scenario() -> None:
+        app = create_app()
+        limits = Limits(idle_timeout=0.3)
+        async with await app.start("tcp://127.0.0.1:0", limits=limits) as server:
+            spectator, player, silent = [await connect(server.url, app.pipeline) for _ in range(3)]
+            assert await join(spectator) == 1
+            assert await join(player) == 2
+            assert await join(silent) == 3
+            for _ in range(6):  # 0.6 s in all, twice the idle timeout
+                await asyncio.sleep(0.1)
+                assert await join(spectator) == 1
+                await player.send(Position(2.0, 2.0, 0.0, 1))  # the player stays too
+            await player.send(Position(3.0, 3.0, 0.0, 2))
+            update = None
+            while update != Relayed(2, Position(3.0, 3.0, 0.0, 2)):
+                update = await asyncio.wait_for(spectator.receive(), 2)
+            assert not spectator.closed
+            # The one that sent nothing more was closed by the idle timeout.
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(read_until_closed(silent), 2)
+            for conn in (spectator, player):
+                conn.close()
 
     asyncio.run(scenario())
 
