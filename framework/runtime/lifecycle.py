@@ -70,7 +70,7 @@ async def serve_until_stopped(server: Server, ready: Callable[[Server], None] | 
         stop.set()
 
     def on_reload() -> None:
-        if server.endpoint.scheme != "tls":
+        if server.endpoint.scheme not in ("tls", "wss"):
             log.info("SIGHUP: %s has no certificate to reload", server.url)
             return
         try:

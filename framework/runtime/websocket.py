@@ -1,0 +1,655 @@
+"""The WebSocket adapter: ``ws://`` and ``wss://`` connections on the websockets sans-I/O protocol.
+
+:class:`WebSocketConnection` is a :class:`~framework.runtime.connection.Connection`
+over a TCP (or TLS) transport that drives a ``websockets``
+``ServerProtocol`` or ``ClientProtocol``: bytes from the transport go to
+the protocol object, the frames it returns become messages, and each
+message is one frame of the pipeline (its payload goes through the codec
+stack, no stream framing), decoded by
+:class:`~framework.core.websocket.MessageDecoder` and handed to the shared
+dispatch. Replies are sent as text frames when the codec stack writes text
+(``utf-8``, ``json``), binary otherwise; all the replies of one read go out
+in one write.
+
+A server connection starts with an HTTP request: a WebSocket upgrade on the
+endpoint's path is checked (Origin, subprotocol) and accepted; anything else
+is answered from ``App.pages`` (:mod:`framework.runtime.pages`) and closed.
+The request is bounded in size (``WebSocketOptions.max_request_size``) and
+in time (``Limits.handshake_timeout``). What a TCP connection bounds is
+bounded here the same way: messages (the framing's ``max_frame_size``: 1009
+before the message is buffered), the write buffer (reading pauses while it
+is over ``write_high_water``), handlers in flight, idle peers; and keepalive
+pings find dead ones.
+
+Close codes: the application's ``close()`` sends 1000, a shutdown 1001, a
+message that does not decode 1007, an oversize one 1009, a handler error
+that closes 1011 (and a keepalive timeout). The peer's close code and reason
+are on the :class:`~framework.core.errors.ConnectionClosed` that ``receive``
+and ``send`` raise afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+from websockets.client import ClientProtocol
+from websockets.datastructures import MultipleValuesError
+from websockets.exceptions import PayloadTooBig
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.frames import Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import SEND_EOF, State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from framework.core.connection import ReadPause, Role
+from framework.core.errors import (
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidFrame,
+    TransportError,
+    WirekitError,
+)
+from framework.core.limits import Limits
+from framework.core.pipeline import Pipeline
+from framework.core.router import Router
+from framework.core.websocket import (
+    CloseCode,
+    MessageDecoder,
+    WebSocketOptions,
+    close_code_for,
+    message_limit,
+    origin_allowed,
+)
+from framework.runtime.connection import Connection
+from framework.runtime.dispatch import loop_clock
+from framework.runtime.pages import Pages, answer
+
+__all__ = ["WebSocketConnection", "client_protocol"]
+
+log = logging.getLogger("wirekit.connection")
+# The protocol objects log every connection opened and closed at INFO: one
+# line per peer is what wirekit's own logs avoid. Quiet unless asked for.
+_protocol_log = logging.getLogger("wirekit.websocket.protocol")
+if _protocol_log.level == logging.NOTSET:
+    _protocol_log.setLevel(logging.WARNING)
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_PONG = Opcode.PONG
+_CLOSE = Opcode.CLOSE
+
+
+class WebSocketConnection(Connection, asyncio.Protocol):
+    """A connection over a WebSocket (``ws://``, ``wss://``): see the module.
+
+    ``subprotocol`` is the one agreed in the handshake (or None);
+    ``request_path`` the path a server connection's client asked for.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        router: Router | None,
+        limits: Limits,
+        role: Role,
+        options: WebSocketOptions,
+        path: str = "/",
+        secure: bool = False,
+        pages: Pages | None = None,
+        client: ClientProtocol | None = None,
+        handler_errors: str = "close",
+        on_made: Callable[[Connection], bool] | None = None,
+        on_lost: Callable[[Connection], None] | None = None,
+    ) -> None:
+        super().__init__(pipeline, router=router, limits=limits, handler_errors=handler_errors)
+        self.role = role
+        self._options = options
+        self._path = path
+        self._secure = secure
+        self._pages = pages
+        self._on_made = on_made
+        self._on_lost = on_lost
+        self.subprotocol: str | None = None
+        self.request_path: str | None = None
+        self._ws: ServerProtocol | ClientProtocol
+        if client is not None:
+            self._ws = client
+        else:
+            self._ws = ServerProtocol(
+                max_size=message_limit(pipeline),
+                extensions=[ServerPerMessageDeflateFactory()] if options.compression else None,
+                subprotocols=[Subprotocol(options.subprotocol)] if options.subprotocol else None,
+                logger=_protocol_log,
+            )
+        self._open = False
+        #: Set once the handshake ends: None when it succeeded, else why not.
+        self.handshake: asyncio.Future[None] = self._loop.create_future()
+        self._decoder = MessageDecoder(pipeline, self._can_recover)
+        self._encode = pipeline.encode_frame
+        self._text = pipeline.writes_text
+        self._now = loop_clock(self._loop)
+        self._transport: asyncio.Transport | None = None
+        self._paused = ReadPause(0)
+        self._reading = True
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        # A fragmented message being assembled (its frames' payloads).
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self._request_bytes = 0
+        self._close_code = CloseCode.NORMAL
+        self._close_reason = ""
+        # Deadlines, on the loop's clock: one timer for them all.
+        self._started = self._now()
+        self.last_activity = self._started
+        self._ping: bytes | None = None
+        self._ping_at = self._started
+        self._closing_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle = limits.idle_timeout if role is Role.SERVER else None
+
+    def __repr__(self) -> str:
+        return f"<WebSocketConnection #{self.id} peer={self.peer!r}>"
+
+    def _can_recover(self) -> bool:
+        router = self._router
+        return router is not None and router.fallback_handler is not None
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(
+            high=self._limits.write_high_water, low=self._limits.write_low_water
+        )
+        if self._on_made is not None and not self._on_made(self):
+            self._router = None
+            self._watch_close = True
+            transport.abort()
+            return
+        if isinstance(self._ws, ClientProtocol):
+            self._ws.send_request(self._ws.connect())
+            self._flush_ws()
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        self.last_activity = self._now()
+        ws = self._ws
+        if not self._open:
+            self._handshake_data(data)
+            return
+        ws.receive_data(data)
+        self._frames(ws.events_received())
+
+    def _frames(self, events: list[Any]) -> None:
+        """Hand the messages among ``events`` to the dispatch; reply in one write."""
+        values: list[Any] = []
+        decode = self._decoder.decode
+        closing = self._closing_at is not None or self._paused & ReadPause.SHUTTING_DOWN
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is _BINARY or opcode is _TEXT:
+                if not frame.fin:
+                    self._fragments = [frame.data]
+                    self._fragment_text = opcode is _TEXT
+                    continue
+                if not closing:
+                    values += decode(frame.data, text=opcode is _TEXT)
+            elif opcode is _CONT:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    payload = b"".join(self._fragments)
+                    self._fragments = []
+                    if not closing:
+                        values += decode(payload, text=self._fragment_text)
+            elif opcode is _PONG:
+                if frame.data == self._ping:
+                    self._ping = None
+            elif opcode is _CLOSE:
+                self._fragments = []
+        if values:
+            replies: list[Any] = []
+            self._replies = replies
+            try:
+                self._deliver(values)
+            finally:
+                self._replies = None
+                if replies and not self._closing():
+                    self._write_values(replies)
+        self._after_receive()
+
+    def _after_receive(self) -> None:
+        ws = self._ws
+        error = ws.parser_exc
+        if error is not None and self._close_error is None:
+            self._protocol_failed(error)
+        self._flush_ws()
+        if ws.close_expected() and self._closing_at is None:
+            self._closing_at = self._now()
+            self._arm()
+
+    def _protocol_failed(self, error: Exception) -> None:
+        """The protocol object refused the peer's bytes (and sent its close frame)."""
+        if isinstance(error, EOFError):
+            return  # the peer closed without a close frame: connection_lost follows
+        self.stats.errors += 1
+        wrapped: WirekitError
+        if isinstance(error, PayloadTooBig):
+            limit = message_limit(self.pipeline) or 0
+            wrapped = FrameTooLarge(
+                f"WebSocket message exceeds max_frame_size={limit}: {error}",
+                size=(error.size or 0) + (error.current_size or 0) or limit + 1,
+                limit=limit,
+            )
+        else:
+            wrapped = InvalidFrame(f"bad WebSocket frame: {error}")
+        self._close_error = wrapped
+        kind = type(wrapped).__name__
+        self._peer_warning(
+            kind, f"closed connections ({kind})", "%r: closing: %s: %s", self, kind, wrapped
+        )
+
+    def eof_received(self) -> bool | None:
+        self._ws.receive_eof()
+        self._flush_ws()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if not self.handshake.done():
+            self.handshake.set_exception(
+                TransportError(
+                    f"connection closed during the WebSocket handshake: {exc or 'end of stream'}",
+                    peer=self.peer,
+                )
+            )
+            self.handshake.exception()  # retrieved: nobody may be waiting
+        if not self._open:
+            # An HTTP request, or a handshake that failed: the application
+            # never saw this connection, so no disconnect hook runs for it.
+            self._router = None
+        if exc is not None:
+            log.info("%r: connection lost: %s", self, exc)
+        error = self._close_error or exc
+        self._mark_closed(error)
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading(ReadPause.WRITES_BACKED_UP)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume_reading(ReadPause.WRITES_BACKED_UP)
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the opening handshake ----------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        ws = self._ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        if isinstance(ws, ClientProtocol):
+            self._client_handshake(ws, events)
+            return
+        if not events:
+            self._request_bytes += len(data)
+            if ws.state is State.CONNECTING and not ws.eof_sent:
+                if self._request_bytes > self._options.max_request_size:
+                    self._refuse(
+                        431,
+                        f"request headers over {self._options.max_request_size} bytes",
+                    )
+            else:
+                self._handshake_failed(ws.handshake_exc)
+            self._flush_ws()
+            return
+        request = events[0]
+        assert isinstance(request, Request)
+        response = self._respond(ws, request)
+        ws.send_response(response)
+        if response.status_code != 101:
+            self._flush_ws()
+            return
+        self._opened(ws.subprotocol)
+        if self._router is not None:
+            self._run_hooks(self._router.connect_hooks)
+        # Frames the client sent right behind its request.
+        self._frames(events[1:])
+
+    def _respond(self, ws: ServerProtocol, request: Request) -> Response:
+        headers = request.headers
+        target = request.path
+        self.request_path = target.partition("?")[0]
+        upgrade = "websocket" in headers.get("Upgrade", "").lower()
+        if not upgrade:
+            page = answer(
+                self._pages,
+                request.method,
+                target,
+                websocket_path=self._path,
+                max_page_size=self._options.max_page_size,
+            )
+            return Response(page.status, page.reason, type(headers)(page.headers()), page.body)
+        if self.request_path != self._path:
+            return ws.reject(404, f"No WebSocket endpoint at {self.request_path}.\n")
+        try:
+            origin = headers.get("Origin")
+            host = headers.get("Host")
+        except MultipleValuesError:
+            return ws.reject(400, "Repeated Origin or Host header.\n")
+        if not origin_allowed(origin, host, secure=self._secure, allowed=self._options.origins):
+            self._peer_warning(
+                "origin",
+                "refused WebSocket handshakes (Origin not allowed)",
+                "%r: refusing a WebSocket from origin %r (not in [websocket] origins)",
+                self,
+                origin,
+            )
+            return ws.reject(403, f"Origin {origin} is not allowed here.\n")
+        response = ws.accept(request)
+        if response.status_code != 101:
+            self._handshake_failed(ws.handshake_exc)
+        return response
+
+    def _refuse(self, status: int, reason: str) -> None:
+        assert isinstance(self._ws, ServerProtocol)
+        log.info("%r: refusing the HTTP request: %s", self, reason)
+        self._ws.send_response(self._ws.reject(status, f"{reason}.\n"))
+
+    def _handshake_failed(self, error: Exception | None) -> None:
+        if error is not None:
+            log.info("%r: WebSocket handshake failed: %s", self, error)
+
+    def _client_handshake(self, ws: ClientProtocol, events: list[Any]) -> None:
+        if not events and ws.handshake_exc is None:
+            return
+        if ws.handshake_exc is not None:
+            error = TransportError(
+                f"WebSocket handshake failed: {ws.handshake_exc}", peer=self.peer
+            )
+            error.__cause__ = ws.handshake_exc
+            if not self.handshake.done():
+                self.handshake.set_exception(error)
+            self._flush_ws()
+            if self._transport is not None:
+                self._transport.close()
+            return
+        self._opened(ws.subprotocol)
+        self._frames(events[1:])
+
+    def _opened(self, subprotocol: str | None) -> None:
+        self._open = True
+        self.subprotocol = subprotocol
+        self._ping_at = self._now()
+        if not self.handshake.done():
+            self.handshake.set_result(None)
+        self._arm()
+
+    # -- deadlines -------------------------------------------------------------------
+
+    def _due(self) -> float | None:
+        """The earliest deadline: handshake, close, pong, next ping, idle."""
+        limits = self._limits
+        if not self._open:
+            return self._started + limits.handshake_timeout
+        if self._closing_at is not None:
+            return self._closing_at + limits.handshake_timeout
+        options = self._options
+        due: list[float] = []
+        if self._ping is not None:
+            due.append(self._ping_at + options.ping_timeout)
+        elif options.ping_interval is not None:
+            due.append(self._ping_at + options.ping_interval)
+        if self._idle is not None:
+            due.append(self.last_activity + self._idle)
+        return min(due) if due else None
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = self._due()
+        if at is not None and not self.closed:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or self.closed:
+            return
+        now = self._now()
+        limits = self._limits
+        if not self._open:
+            if now >= self._started + limits.handshake_timeout:
+                log.info(
+                    "%r: no complete %s within handshake_timeout=%s s, closing",
+                    self,
+                    "handshake" if self.role is Role.CLIENT else "HTTP request",
+                    limits.handshake_timeout,
+                )
+                self.stats.errors += 1
+                transport.abort()
+                return
+        elif self._closing_at is not None:
+            if now >= self._closing_at + limits.handshake_timeout:
+                log.info("%r: the close handshake did not finish, aborting", self)
+                transport.abort()
+                return
+        else:
+            self._keepalive(now)
+            if self._idle is not None and now >= self.last_activity + self._idle:
+                log.info("%r: idle for %.1f s, closing", self, now - self.last_activity)
+                self.close()
+        self._arm()
+
+    def _keepalive(self, now: float) -> None:
+        options = self._options
+        if self._ping is not None:
+            if now >= self._ping_at + options.ping_timeout:
+                log.info(
+                    "%r: no pong within ping_timeout=%s s, closing", self, options.ping_timeout
+                )
+                self._close_code = CloseCode.INTERNAL_ERROR
+                self._close_reason = "keepalive ping timeout"
+                self.close()
+            return
+        if options.ping_interval is not None and now >= self._ping_at + options.ping_interval:
+            self._ping = os.urandom(4)
+            self._ping_at = now
+            self._ws.send_ping(self._ping)
+            self._flush_ws()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _flush_ws(self) -> None:
+        """Write what the protocol object has to send; end the stream when it says so."""
+        writes = self._ws.data_to_send()
+        if not writes:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if writes[-1] is SEND_EOF or writes[-1] == SEND_EOF:
+            data = b"".join(writes[:-1])
+            if data:
+                transport.write(data)
+                self.stats.bytes_out += len(data)
+            # The close handshake is over (or the request answered): a server
+            # closes the TCP connection, which flushes what is buffered first.
+            transport.close()
+            return
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
+        transport.write(data)
+        self.stats.bytes_out += len(data)
+
+    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
+        transport = self._transport
+        if transport is None or self._closing():
+            raise self._ended(f"connection #{self.id} is closed")
+        encode = self._encode
+        if strict:
+            payloads = [encode(value) for value in values]
+        else:
+            try:
+                payloads = [encode(value) for value in values]
+            except WirekitError:
+                payloads = self._encode_each(values, encode)
+        ws = self._ws
+        send = ws.send_text if self._text else ws.send_binary
+        for payload in payloads:
+            send(payload)
+        self.stats.frames_out += len(payloads)
+        self._flush_ws()
+
+    # -- Connection ----------------------------------------------------------------
+
+    def _ended(self, text: str) -> ConnectionClosed:
+        ws = self._ws
+        received = ws.close_rcvd
+        if received is None:
+            return ConnectionClosed(
+                text, peer=self.peer, code=CloseCode.ABNORMAL if self.closed else None
+            )
+        return ConnectionClosed(
+            f"{text} (close code {received.code}{': ' if received.reason else ''}"
+            f"{received.reason})",
+            peer=self.peer,
+            code=received.code,
+            reason=received.reason,
+        )
+
+    def close(self) -> None:
+        """Close gracefully: replies already produced go first, then a close frame."""
+        self._watch_close = True
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._closing_at is not None:
+            return
+        if self._late:
+            self._flush_late()
+        if self._replies:
+            pending = self._replies[:]
+            self._replies.clear()
+            self._write_values(pending)
+        ws = self._ws
+        if ws.state is not State.OPEN:
+            transport.close()
+            return
+        ws.send_close(self._close_code, self._close_reason)
+        self._flush_ws()
+        self._closing_at = self._now()
+        # The peer's close frame must be read, whatever paused reading.
+        self._paused = ReadPause(0)
+        self._sync_reading()
+        self._arm()
+
+    def abort(self) -> None:
+        self._watch_close = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
+        self._close_code = close_code_for(error)
+        self._close_reason = type(error).__name__
+        super()._bad_input(error, fatal=fatal)
+
+    def _handler_failed(self, subject: Any) -> None:
+        self._close_code = CloseCode.INTERNAL_ERROR
+        self._close_reason = "handler error"
+        super()._handler_failed(subject)
+
+    def _closing(self) -> bool:
+        transport = self._transport
+        return (
+            transport is None
+            or transport.is_closing()
+            or self._closing_at is not None
+            or self._ws.state is not State.OPEN
+        )
+
+    def _backed_up(self) -> bool:
+        return self._write_paused
+
+    async def _drain(self) -> None:
+        if self._write_paused and not self.closed:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self.closed:
+            raise self._ended(f"connection #{self.id} closed")
+
+    def _pause_inbox(self) -> None:
+        self._pause_reading(ReadPause.INBOX_FULL)
+
+    def _resume_inbox(self) -> None:
+        self._resume_reading(ReadPause.INBOX_FULL)
+
+    def _stop_reading(self) -> None:
+        # A shutdown: the close that follows says "going away".
+        self._close_code = CloseCode.GOING_AWAY
+        self._close_reason = "server shutting down"
+        self._pause_reading(ReadPause.SHUTTING_DOWN)
+
+    def _all_done(self) -> None:
+        pass  # nothing half-closed to finish: the close handshake ends a WebSocket
+
+    def _pause_reading(self, reason: ReadPause) -> None:
+        if self._closing_at is not None:
+            return  # the close handshake reads to the end
+        self._paused |= reason
+        self._sync_reading()
+
+    def _resume_reading(self, reason: ReadPause) -> None:
+        self._paused &= ~reason
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        should = not self._paused
+        transport = self._transport
+        if should is self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = should
+        if should:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+
+def client_protocol(
+    url: str, pipeline: Pipeline, options: WebSocketOptions, *, origin: str | None = None
+) -> ClientProtocol:
+    """The websockets client protocol object for ``url`` (a ``ws://`` or ``wss://`` URL)."""
+    from websockets.typing import Origin
+    from websockets.uri import parse_uri
+
+    return ClientProtocol(
+        parse_uri(url),
+        origin=Origin(origin) if origin is not None else None,
+        extensions=[ClientPerMessageDeflateFactory()] if options.compression else None,
+        subprotocols=[Subprotocol(options.subprotocol)] if options.subprotocol else None,
+        max_size=message_limit(pipeline),
+        logger=_protocol_log,
+    )
