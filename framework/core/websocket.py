@@ -95,6 +95,15 @@ def _seconds_or_none(_instance: Any, attribute: Any, value: Any) -> None:
         )
 
 
+def _boolean(_instance: Any, attribute: Any, value: Any) -> None:
+    if type(value) is not bool:
+        raise ConfigError(
+            f"{attribute.name} must be true or false, got {value!r}",
+            option=attribute.name,
+            value=value,
+        )
+
+
 def _required_limit(_instance: Any, attribute: Any, value: Any) -> None:
     check_limit(attribute.name, value, allow_none=False)
 
@@ -139,7 +148,7 @@ class WebSocketOptions:
     #: Per-message compression (permessage-deflate). Off by default: each
     #: compressed connection keeps zlib state of tens of KiB, a compressed
     #: message costs CPU, and small game or chat messages gain little.
-    compression: bool = False
+    compression: bool = attrs.field(default=False, validator=_boolean)
     #: Seconds between keepalive pings (None: no pings). 20 s is what
     #: websockets and browsers' proxies expect; it keeps NAT and proxy
     #: mappings alive and finds dead peers.
