@@ -15,6 +15,10 @@ and renames are announced with a leading ``*``; errors come back to the
 sender only, with a leading ``!``. A line over 2 KiB or one that is not
 UTF-8 is answered with an error line and skipped; the connection goes on.
 
+Served on a ``ws://`` URL too, the same rooms have a web page (see
+:mod:`protocols.web`): over WebSocket one message is one line, without its
+newline.
+
 A client that stops reading is disconnected once its send buffer is full
 (the server's write high-water mark, 256 KiB by default): it would
 otherwise hold every message for it in memory, and the others do not wait
@@ -40,6 +44,7 @@ from framework import (
     Utf8Codec,
     WirekitError,
 )
+from protocols.web import pages
 
 __all__ = ["MAX_LINE", "ChatRoom", "app", "create_app", "pipeline"]
 
@@ -68,7 +73,10 @@ class ChatRoom:
 
 def create_app() -> App:
     """A chat server with its own rooms."""
-    app = App(pipeline(), handler_errors="keep", default_url="tcp://127.0.0.1:9300")
+    # The page (protocols/web/chat) is served on ws:// listeners: one room for nc and browsers.
+    app = App(
+        pipeline(), handler_errors="keep", default_url="tcp://127.0.0.1:9300", pages=pages("chat")
+    )
     rooms = ChatRoom()
     guests = itertools.count(1)
 

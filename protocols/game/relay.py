@@ -34,6 +34,7 @@ from typing import Any
 
 from framework import App, ConfigError, Connection, ConnectionClosed, Pipeline
 from protocols.game.messages import COOKIE_SIZE, Challenge, Join, Position, Relayed, Welcome
+from protocols.web import pages
 
 __all__ = ["COOKIE_LIFETIME", "DEFAULT_URL", "JoinCookies", "create_app", "default_pipeline"]
 
@@ -124,7 +125,8 @@ def create_app(pipeline: Pipeline | None = None, *, cookies: JoinCookies | None 
             f"the relay's pipeline must carry every game message; missing: {', '.join(missing)}",
             option="messages",
         )
-    app = App(pipeline, default_url=DEFAULT_URL)
+    # On a ws:// listener, the live view (protocols/web/game) watches as a spectator.
+    app = App(pipeline, default_url=DEFAULT_URL, pages=pages("game"))
     jar = cookies if cookies is not None else JoinCookies()
     players: dict[Connection, int] = {}
     numbers = itertools.count(1)

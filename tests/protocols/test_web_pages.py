@@ -1,0 +1,262 @@
+"""The shipped web pages, in a real browser: headless Chromium against real servers.
+
+The chat page and an ``nc``-style TCP peer talk in one room of one App,
+served on ``tcp://`` and ``ws://`` at once; the game page watches bots play
+through the relay. See tests/helpers_browser.py for how the browser is run
+(and skipped when it is missing, except under CI).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from helpers_browser import LinePeer, LoopThread, chromium_page
+
+from framework import App, Server
+from framework.core.endpoints import parse_url
+from protocols import chat, game
+from protocols.game.bot import run_bots
+from protocols.web import pages
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    with chromium_page(tmp_path / "profile") as page:
+        yield page
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def serve(loop: LoopThread, app: App, *urls: str) -> list[Server]:
+    """Start ``app`` on each URL, in the loop thread; one App, one state."""
+
+    async def start() -> list[Server]:
+        return [await app.start(url) for url in urls]
+
+    return loop.run(start())
+
+
+def close(loop: LoopThread, servers: list[Server]) -> None:
+    async def stop() -> None:
+        for server in servers:
+            await server.close()
+
+    loop.run(stop())
+
+
+def page_url(server: Server) -> str:
+    """The http:// address of a ws:// listener, where its pages are."""
+    endpoint = parse_url(server.url)
+    return f"http://{endpoint.host}:{endpoint.port}/"
+
+
+def log_lines(page: Page) -> list[str]:
+    return [str(text) for text in page.locator("#log li").all_text_contents()]
+
+
+def wait_for_line(page: Page, line: str) -> None:
+    page.locator("#log li", has_text=re.compile(f"^{re.escape(line)}$")).last.wait_for()
+
+
+def say(page: Page, line: str) -> None:
+    page.fill("#line", line)
+    page.press("#line", "Enter")
+
+
+# -- the pages are in the package and load only what is in it -------------------------
+
+
+class _Sources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value and not value.startswith("data:"):
+                self.sources.append(value)
+
+
+@pytest.mark.parametrize("name", ["chat", "game"])
+def test_each_page_loads_only_files_shipped_beside_it(name: str) -> None:
+    directory = pages(name)
+    parser = _Sources()
+    parser.feed(directory.joinpath("index.html").read_text())
+    assert parser.sources, "the page loads its script"
+    for source in parser.sources:
+        assert "//" not in source, f"{source}: no CDN, no other host"
+        assert directory.joinpath(*source.split("/")).is_file(), source
+
+
+def test_an_unknown_page_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="no web page called 'nope'"):
+        pages("nope")
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.headers["Content-Type"].split(";")[0], response.read()
+
+
+TYPES = {".html": "text/html", ".js": "text/javascript"}
+
+
+@pytest.mark.parametrize(
+    ("name", "create_app"), [("chat", chat.create_app), ("game", game.create_app)]
+)
+def test_the_protocol_serves_its_page_and_every_file_it_loads(
+    name: str, create_app: Callable[[], App], loop: LoopThread
+) -> None:
+    [server] = serve(loop, create_app(), "ws://127.0.0.1:0")
+    try:
+        base = page_url(server)
+        parser = _Sources()
+        status, kind, body = fetch(base)
+        assert (status, kind) == (200, "text/html")
+        assert body == pages(name).joinpath("index.html").read_bytes()
+        parser.feed(body.decode())
+        for source in parser.sources:
+            status, kind, body = fetch(base + source)
+            assert (status, kind) == (200, TYPES[source[source.rfind(".") :]])
+            assert body == pages(name).joinpath(*source.split("/")).read_bytes()
+    finally:
+        close(loop, [server])
+
+
+# -- chat: a browser and nc in one room ------------------------------------------------
+
+
+def test_the_chat_page_and_an_nc_peer_talk_in_one_room(page: Page, loop: LoopThread) -> None:
+    app = chat.create_app()
+    servers = serve(loop, app, "tcp://127.0.0.1:0", "ws://127.0.0.1:0")
+    tcp = parse_url(servers[0].url)
+    try:
+        page.goto(page_url(servers[1]))
+        page.locator("#status[data-state=open]").wait_for()
+        wait_for_line(page, f"* welcome, guest-1! you are in #lobby. {chat.HELP}")
+
+        peer = LinePeer(tcp.host, tcp.port)
+        assert peer.line().startswith("* welcome, guest-2!")
+        wait_for_line(page, "* guest-2 joined #lobby")
+        peer.send("/nick ada")
+        assert peer.line() == "* you are now ada"
+        wait_for_line(page, "* guest-2 is now known as ada")
+
+        peer.send("hello from nc")
+        wait_for_line(page, "<ada> hello from nc")
+        say(page, "hello from a browser, ünïcode too")
+        assert peer.line() == "<guest-1> hello from a browser, ünïcode too"
+        assert page.input_value("#line") == ""
+
+        say(page, "/nick bea")
+        wait_for_line(page, "* you are now bea")
+        assert peer.line() == "* guest-1 is now known as bea"
+        say(page, "/who")
+        wait_for_line(page, "* in #lobby: ada, bea")
+
+        # A line over the server's limit is refused by the page, not sent:
+        # the connection and the room go on.
+        say(page, "x" * (chat.MAX_LINE + 1))
+        page.locator("#log li.error", has_text="line too long").wait_for()
+        say(page, "/join side")
+        wait_for_line(page, "* you are in #side")
+        assert peer.line() == "* bea left #lobby"
+        peer.send("anyone?")
+        peer.send("/join side")
+        assert peer.line() == "* you are in #side"
+        wait_for_line(page, "* ada joined #side")
+        assert "<ada> anyone?" not in log_lines(page)
+        assert page.get_attribute("#status", "data-state") == "open"
+        peer.close()
+        wait_for_line(page, "* ada left #side")
+    finally:
+        close(loop, servers)
+    page.locator("#status[data-state=closed]").wait_for()
+
+
+# -- game: the relay's live view -------------------------------------------------------
+
+
+def counters(page: Page) -> dict[int, dict[str, int]]:
+    """The players' table: player -> received, lost, late, dup."""
+    rows: list[dict[str, Any]] = page.eval_on_selector_all(
+        "#players tbody tr",
+        """rows => rows.map(row => ({
+            player: Number(row.dataset.player),
+            received: Number(row.querySelector('.received').textContent),
+            lost: Number(row.querySelector('.lost').textContent),
+            late: Number(row.querySelector('.late').textContent),
+            dup: Number(row.querySelector('.dup').textContent),
+        }))""",
+    )
+    return {row.pop("player"): row for row in rows}
+
+
+# The colourful pixels of the canvas (players are drawn in saturated colours
+# on a grey field), as indices into its pixels.
+COLOURED_PIXELS = """() => {
+    const canvas = document.getElementById('field');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const found = [];
+    for (let i = 0; i < data.length; i += 4) {
+        const r = data[i], g = data[i + 1], b = data[i + 2];
+        if (Math.max(r, g, b) - Math.min(r, g, b) > 80) found.push(i / 4);
+    }
+    return found;
+}"""
+
+
+def coloured(page: Page) -> set[int]:
+    return set(page.evaluate(COLOURED_PIXELS))
+
+
+def test_the_game_page_draws_the_bots_as_they_move(
+    page: Page, loop: LoopThread, tmp_path: Path
+) -> None:
+    app = game.create_app()
+    servers = serve(loop, app, "tcp://127.0.0.1:0", "ws://127.0.0.1:0")
+    try:
+        page.goto(page_url(servers[1]))
+        page.locator("#status[data-state=open]").wait_for()
+        page.locator("#totals", has_text="spectator #1;").wait_for()
+        assert coloured(page) == set()  # nobody playing yet
+
+        bots = loop.submit(run_bots(servers[0].url, players=3, rate=20, duration=4.0))
+        page.wait_for_function("document.querySelectorAll('#players tbody tr').length === 3")
+        first = counters(page)
+        drawn = coloured(page)
+        time.sleep(0.6)
+        later = counters(page)
+        moved = coloured(page)
+        screenshot = page.screenshot(path=str(tmp_path / "game.png"))
+
+        assert sorted(later) == [2, 3, 4]  # the bots joined after the spectator
+        for player, seen in later.items():
+            assert seen["received"] > first[player]["received"], "counters rise"
+            # TCP to the relay, WebSocket to the page: nothing lost or reordered.
+            assert (seen["lost"], seen["late"], seen["dup"]) == (0, 0, 0)
+        # Three dots (and their trails) drawn, and they moved.
+        assert len(drawn) > 3 * 100
+        assert len(drawn ^ moved) > len(drawn) / 4
+        assert screenshot.startswith(b"\x89PNG\r\n\x1a\n")
+        report = bots.result(10)
+        assert report.received > 0
+    finally:
+        close(loop, servers)
