@@ -4,6 +4,11 @@ Starts two relays on loopback, drives a few bot players on each for a few
 seconds and shows messages per second, latency and lost or reordered
 updates per transport, then a summary. It shows in ten seconds what wirekit
 is for: the same protocol code on two transports, chosen by one URL.
+
+With ``--web`` each relay also listens on ``ws://`` and serves the game page
+there (see :mod:`protocols.web`): the demo prints the pages' addresses, and a
+browser that opens one watches that relay's bots move, as a spectator, for
+as long as they play (60 seconds unless ``--duration`` says otherwise).
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from framework import Server, parse_url
 from protocols.game.bot import BotReport, run_bots
 from protocols.game.relay import create_app
 
 __all__ = ["register", "run_demo"]
 
 _TRANSPORTS = ("tcp://127.0.0.1:0", "udp://127.0.0.1:0")
+#: Where a relay's game page is served with ``--web``: its own WebSocket listener.
+_WEB = "ws://127.0.0.1:0"
+#: Seconds the bots play by default: long enough to open a page with ``--web``.
+_DURATION, _WEB_DURATION = 5.0, 60.0
 
 
 def _table(reports: dict[str, BotReport], *, title: str) -> Table:
@@ -46,12 +56,37 @@ def _table(reports: dict[str, BotReport], *, title: str) -> Table:
     return table
 
 
+def page_url(server: Server) -> str:
+    """The ``http://`` address of a ``ws://`` listener's pages."""
+    endpoint = parse_url(server.url)
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"http://{host}:{endpoint.port}/"
+
+
 async def run_demo(
-    *, players: int = 4, rate: float = 30.0, duration: float = 5.0, console: Console | None = None
+    *,
+    players: int = 4,
+    rate: float = 30.0,
+    duration: float = _DURATION,
+    web: bool = False,
+    console: Console | None = None,
 ) -> dict[str, BotReport]:
-    """Run the demo; returns each transport's report."""
+    """Run the demo; returns each transport's report.
+
+    ``web=True`` also serves each relay's game page on a ``ws://`` listener
+    of the same relay (one session: the page sees that relay's bots).
+    """
     console = console if console is not None else Console()
-    servers = [await create_app().start(url) for url in _TRANSPORTS]
+    apps = [create_app() for _ in _TRANSPORTS]
+    servers = [await app.start(url) for app, url in zip(apps, _TRANSPORTS, strict=True)]
+    pages: list[Server] = []
+    try:
+        if web:
+            pages = [await app.start(_WEB) for app in apps]
+    except BaseException:
+        for server in servers:
+            await server.close()
+        raise
     reports: dict[str, BotReport] = {}
     progress = Progress(
         TextColumn("bots running"), BarColumn(), TimeRemainingColumn(), console=console
@@ -65,6 +100,11 @@ async def run_demo(
     )
     for server in servers:
         console.print(f"  relay listening on {server.url}")
+    for server, page in zip(servers, pages, strict=False):
+        kind = server.url.split("://")[0].upper()
+        console.print(
+            f"  live view of the {kind} relay: [bold]{page_url(page)}[/] (open it in a browser)"
+        )
 
     def view() -> Group:
         return Group(_table(reports, title="live"), progress)
@@ -86,7 +126,7 @@ async def run_demo(
                 )
             )
     finally:
-        for server in servers:
+        for server in [*pages, *servers]:
             await server.close()
     reports = {report.url: report for report in results}
     console.print(_table(reports, title=f"after {duration:g} s"))
@@ -109,14 +149,24 @@ async def run_demo(
 
 
 def _run(args: argparse.Namespace) -> int:
-    asyncio.run(run_demo(players=args.players, rate=args.rate, duration=args.duration))
+    duration = args.duration
+    if duration is None:
+        duration = _WEB_DURATION if args.web else _DURATION
+    asyncio.run(run_demo(players=args.players, rate=args.rate, duration=duration, web=args.web))
     return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``wirekit demo`` to the command line (an entry point of the wirekit.commands group)."""
     parser = commands.add_parser("demo", help="the game relay over TCP and UDP, live")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds to run (default 5)")
+    parser.add_argument(
+        "--duration", type=float, help="seconds to run (default 5, or 60 with --web)"
+    )
     parser.add_argument("--players", type=int, default=4, help="bot players per transport")
     parser.add_argument("--rate", type=float, default=30.0, help="updates per second per player")
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve each relay's live view on ws:// and print its address for a browser",
+    )
     parser.set_defaults(handler=_run)

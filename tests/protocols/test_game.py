@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
 import struct
+import urllib.request
 
 import pytest
 from hypothesis import given
@@ -223,6 +225,37 @@ def test_demo_runs_and_prints_a_summary() -> None:
     assert "after 0.6 s" in text
     assert "TCP" in text
     assert "UDP" in text
+
+
+def test_demo_with_web_serves_each_relays_live_view_while_the_bots_play() -> None:
+    out = io.StringIO()
+
+    async def scenario() -> None:
+        console = Console(file=out, width=120)
+        demo = asyncio.create_task(
+            run_demo(duration=1.5, players=2, rate=20, web=True, console=console)
+        )
+        pages: list[str] = []
+        while len(pages) < 2:
+            assert not demo.done(), out.getvalue()
+            await asyncio.sleep(0.05)
+            pages = re.findall(r"live view of the (TCP|UDP) relay: (http://\S+/)", out.getvalue())
+        for _kind, url in pages:
+            with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as response:
+                assert b"wirekit game relay" in response.read()
+            # The page's socket is the relay's: a spectator there sees the bots.
+            async with connect("ws" + url.removeprefix("http"), default_pipeline()) as spectator:
+                await join(spectator)
+                update = await asyncio.wait_for(spectator.receive(), 2)
+                while not isinstance(update, Relayed):
+                    update = await asyncio.wait_for(spectator.receive(), 2)
+        reports = await demo
+        assert {url.split("://")[0] for url in reports} == {"tcp", "udp"}
+        # Served while the bots play, and no longer.
+        with pytest.raises(TransportError):
+            await connect("ws" + pages[0][1].removeprefix("http"), default_pipeline())
+
+    asyncio.run(scenario())
 
 
 def test_the_relay_defaults_to_udp() -> None:
