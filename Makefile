@@ -25,7 +25,8 @@ UVLOOP_TESTS := tests/runtime/test_runtime_streams.py tests/runtime/test_runtime
 	tests/runtime/test_shutdown.py tests/runtime/test_reconnect.py tests/runtime/test_peer_limits.py \
 	tests/runtime/test_udp_security.py tests/runtime/test_blocking.py tests/runtime/test_udp_transport.py \
 	tests/runtime/test_udp_batch_send.py \
-	tests/protocols/test_echo.py tests/protocols/test_game.py tests/protocols/test_rpc.py tests/protocols/test_chat.py
+	tests/protocols/test_echo.py tests/protocols/test_game.py tests/protocols/test_rpc.py tests/protocols/test_chat.py \
+	tests/protocols/test_web_pages.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n auto

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers_browser import LinePeer, LoopThread, chromium_page
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from framework import App, Server
+from framework import App, Connection, Server
 from framework.core.endpoints import parse_url
 from protocols import chat, game
 from protocols.game.bot import run_bots
@@ -260,3 +262,51 @@ def test_the_game_page_draws_the_bots_as_they_move(
         assert report.received > 0
     finally:
         close(loop, servers)
+
+
+# -- the page's counters are the sequence tracker's ------------------------------------
+
+serials = st.integers(0, 2**32 - 1)
+# Steps around the newest count: ahead (lost numbers), behind (late, or a
+# repeat), beyond the 64-number window, and across the 32-bit wrap-around.
+steps = st.lists(st.integers(-80, 80), min_size=1, max_size=60)
+
+
+def scripted_relay(script: list[list[int]]) -> App:
+    """A relay stand-in that answers a join with a welcome and then player 7's ``script[0]``."""
+    app = App(game.default_pipeline(), pages=pages("game"))
+
+    @app.on(game.Join)
+    def joined(_request: game.Join, conn: Connection) -> None:
+        conn.send_nowait(game.Welcome(1))
+        for count in script[0]:
+            conn.send_nowait(game.Relayed(7, game.Position(float(count % 10), 0.0, 0.0, count)))
+
+    return app
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=serials, offsets=steps)
+def test_the_game_page_counts_lost_late_and_repeated_as_the_tracker_does(
+    page: Page, loop: LoopThread, start: int, offsets: list[int]
+) -> None:
+    counts = [(start + offset) % 2**32 for offset in offsets]
+    tracker = game.SequenceTracker()
+    for count in counts:
+        tracker.accept(7, count)
+    script = [counts]
+    [server] = serve(loop, scripted_relay(script), "ws://127.0.0.1:0")
+    try:
+        page.goto(page_url(server))  # a fresh page: its counters start at 0
+        page.wait_for_function(
+            f"document.querySelector('#players tr[data-player=\"7\"] .received')"
+            f"?.textContent === '{len(counts)}'"
+        )
+        assert counters(page)[7] == {
+            "received": tracker.received,
+            "lost": tracker.lost,
+            "late": tracker.out_of_order,
+            "dup": tracker.duplicates,
+        }
+    finally:
+        close(loop, [server])
