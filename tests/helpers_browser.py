@@ -53,7 +53,7 @@ def chromium_path() -> str | None:
     """The Chromium to drive: ``WIREKIT_CHROMIUM``, else ``chromium`` on the PATH."""
     given = os.environ.get("WIREKIT_CHROMIUM")
     if given:
-        return given
+        return given if os.access(given, os.X_OK) else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -81,8 +81,11 @@ def _descendants() -> dict[int, psutil.Process]:
 
 
 @contextlib.contextmanager
-def chromium_page(profile: Path) -> Iterator[Page]:
+def chromium_page(profile: Path, *, ignore_https_errors: bool = False) -> Iterator[Page]:
     """A page in a fresh headless Chromium with its own profile directory ``profile``.
+
+    ``ignore_https_errors``: accept any certificate (a test's own CA, which
+    this browser profile does not trust), for ``https://`` and ``wss://``.
 
     On the way out, even after a failure, the browser is closed, Playwright's
     driver stopped, and any process they started that is still running
@@ -100,6 +103,7 @@ def chromium_page(profile: Path) -> Iterator[Page]:
             executable_path=executable,
             headless=True,
             args=CHROMIUM_ARGS,
+            ignore_https_errors=ignore_https_errors,
             timeout=STEP_TIMEOUT_MS * 3,  # a cold start on a busy machine
         )
         context.set_default_timeout(STEP_TIMEOUT_MS)

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
 from helpers_browser import LinePeer, LoopThread, chromium_page
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework import App, Connection, Server
+from framework import App, Connection, Server, TlsOptions
 from framework.core.endpoints import parse_url
 from protocols import chat, game
 from protocols.game.bot import run_bots
@@ -191,6 +192,31 @@ def test_the_chat_page_and_an_nc_peer_talk_in_one_room(page: Page, loop: LoopThr
     finally:
         close(loop, servers)
     page.locator("#status[data-state=closed]").wait_for()
+
+
+def test_the_chat_page_over_https_talks_over_wss(loop: LoopThread, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    certificate = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(certificate))
+    app = chat.create_app()
+
+    async def start() -> Server:
+        return await app.start("wss://127.0.0.1:0", tls=TlsOptions(certfile=str(certificate)))
+
+    server = loop.run(start())
+    endpoint = parse_url(server.url)
+    try:
+        # The test's CA is not in this browser's trust store: accept its certificate.
+        with chromium_page(tmp_path / "profile", ignore_https_errors=True) as page:
+            page.goto(f"https://{endpoint.host}:{endpoint.port}/")
+            page.locator("#status[data-state=open]").wait_for()
+            status = page.text_content("#status")
+            assert status == f"connected to wss://{endpoint.host}:{endpoint.port}/"
+            wait_for_line(page, f"* welcome, guest-1! you are in #lobby. {chat.HELP}")
+            say(page, "/who")
+            wait_for_line(page, "* in #lobby: guest-1")
+    finally:
+        close(loop, [server])
 
 
 # -- game: the relay's live view -------------------------------------------------------
