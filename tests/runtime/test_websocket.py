@@ -385,9 +385,7 @@ def test_a_handshake_with_no_request_is_cut_after_handshake_timeout() -> None:
     async def main() -> None:
         from framework.core.limits import Limits
 
-        server = await echo_app(text_pipeline()).start(
-            URL, limits=Limits(handshake_timeout=0.2)
-        )
+        server = await echo_app(text_pipeline()).start(URL, limits=Limits(handshake_timeout=0.2))
         endpoint = server.endpoint
         reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end
