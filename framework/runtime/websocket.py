@@ -473,6 +473,10 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                 )
                 self._close_code = CloseCode.INTERNAL_ERROR
                 self._close_reason = "keepalive ping timeout"
+                # An unresponsive peer will not answer a close frame either.
+                self._close_error = TransportError(
+                    f"no pong within ping_timeout={options.ping_timeout} s", peer=self.peer
+                )
                 self.close()
             return
         if options.ping_interval is not None and now >= self._ping_at + options.ping_interval:

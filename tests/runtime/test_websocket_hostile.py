@@ -79,7 +79,7 @@ def test_bad_utf8_in_a_text_frame_closes_with_1007() -> None:
     async def main() -> None:
         async with bystander_and_server() as (server, _good):
             raw = await open_raw_websocket(server.url)
-            raw.send_frame(Opcode.TEXT, "fine".encode())
+            raw.send_frame(Opcode.TEXT, b"fine")
             assert (await within(raw.read_frame())).payload == b"fine"
             raw.send_frame(Opcode.TEXT, b"\xed\xa0\x80 lone surrogate")
             frame = await within(raw.read_until_close())
@@ -107,7 +107,7 @@ def test_a_handshake_that_never_finishes_is_cut_after_handshake_timeout() -> Non
             # The established connection is past its handshake: it stays,
             # however long it is quiet.
             await asyncio.sleep(0.4)
-            assert not good.state.name == "CLOSED"
+            assert good.state.name != "CLOSED"
 
     run(main())
 
