@@ -1,4 +1,4 @@
-"""The WebSocket rules of the core, with bytes and strings: messages, text or binary, Origin, options."""
+"""The core's WebSocket rules, with bytes and strings: messages, text or binary, Origin."""
 
 from __future__ import annotations
 
