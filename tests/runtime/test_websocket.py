@@ -455,3 +455,13 @@ def test_wss_with_the_same_tls_options_as_tls(tls_files: TlsFiles) -> None:
         await server.close()
 
     run(main())
+
+
+def test_the_blocking_client_speaks_websocket_too() -> None:
+    from framework.runtime.blocking import BlockingClient, ServerThread
+
+    with (
+        ServerThread(echo_app(text_pipeline()), "ws://127.0.0.1:0/b") as served,
+        BlockingClient(served.url, text_pipeline(), websocket=WebSocketOptions()) as client,
+    ):
+        assert client.request("blocking") == "blocking"
