@@ -186,7 +186,7 @@ def origin_allowed(
     own = f"{scheme}://{host.lower()}"
     # A default port may be left out of either header.
     default = ":443" if secure else ":80"
-    return origin in (own, own.removesuffix(default)) or own in (origin, origin + default)
+    return origin.removesuffix(default) == own.removesuffix(default)
 
 
 def message_limit(pipeline: Pipeline) -> int | None:

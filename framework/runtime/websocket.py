@@ -319,10 +319,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             self._request_bytes += len(data)
             if ws.state is State.CONNECTING and not ws.eof_sent:
                 if self._request_bytes > self._options.max_request_size:
-                    self._refuse(
-                        431,
-                        f"request headers over {self._options.max_request_size} bytes",
-                    )
+                    limit = self._options.max_request_size
+                    log.info("%r: refusing the HTTP request: headers over %d bytes", self, limit)
+                    ws.send_response(ws.reject(431, f"Request headers over {limit} bytes.\n"))
             else:
                 self._handshake_failed(ws.handshake_exc)
             self._flush_ws()
@@ -342,6 +341,10 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     def _respond(self, ws: ServerProtocol, request: Request) -> Response:
         headers = request.headers
+        limit = self._options.max_request_size
+        if _request_size(request) > limit:
+            log.info("%r: refusing the HTTP request: headers over %d bytes", self, limit)
+            return ws.reject(431, f"Request headers over {limit} bytes.\n")
         target = request.path
         self.request_path = target.partition("?")[0]
         upgrade = "websocket" in headers.get("Upgrade", "").lower()
@@ -374,11 +377,6 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         if response.status_code != 101:
             self._handshake_failed(ws.handshake_exc)
         return response
-
-    def _refuse(self, status: int, reason: str) -> None:
-        assert isinstance(self._ws, ServerProtocol)
-        log.info("%r: refusing the HTTP request: %s", self, reason)
-        self._ws.send_response(self._ws.reject(status, f"{reason}.\n"))
 
     def _handshake_failed(self, error: Exception | None) -> None:
         if error is not None:
@@ -475,6 +473,10 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                 )
                 self._close_code = CloseCode.INTERNAL_ERROR
                 self._close_reason = "keepalive ping timeout"
+                # An unresponsive peer will not answer a close frame either.
+                self._close_error = TransportError(
+                    f"no pong within ping_timeout={options.ping_timeout} s", peer=self.peer
+                )
                 self.close()
             return
         if options.ping_interval is not None and now >= self._ping_at + options.ping_interval:
@@ -557,6 +559,13 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         ws = self._ws
         if ws.state is not State.OPEN:
             transport.close()
+            return
+        if self._close_error is not None:
+            # The peer broke the protocol or sent bad data: fail the
+            # connection (RFC 6455, 7.1.7): the close frame, then the end of
+            # the stream, without waiting for its answer.
+            ws.fail(self._close_code, self._close_reason)
+            self._flush_ws()
             return
         ws.send_close(self._close_code, self._close_reason)
         self._flush_ws()
@@ -653,3 +662,9 @@ def client_protocol(
         max_size=message_limit(pipeline),
         logger=_protocol_log,
     )
+
+
+def _request_size(request: Request) -> int:
+    """Bytes of an HTTP request's head, as sent (request line and headers)."""
+    line = len(request.method) + len(request.path) + len(request.protocol) + 4
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items()) + 2

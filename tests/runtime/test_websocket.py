@@ -385,9 +385,7 @@ def test_a_handshake_with_no_request_is_cut_after_handshake_timeout() -> None:
     async def main() -> None:
         from framework.core.limits import Limits
 
-        server = await echo_app(text_pipeline()).start(
-            URL, limits=Limits(handshake_timeout=0.2)
-        )
+        server = await echo_app(text_pipeline()).start(URL, limits=Limits(handshake_timeout=0.2))
         endpoint = server.endpoint
         reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end
@@ -457,3 +455,13 @@ def test_wss_with_the_same_tls_options_as_tls(tls_files: TlsFiles) -> None:
         await server.close()
 
     run(main())
+
+
+def test_the_blocking_client_speaks_websocket_too() -> None:
+    from framework.runtime.blocking import BlockingClient, ServerThread
+
+    with (
+        ServerThread(echo_app(text_pipeline()), "ws://127.0.0.1:0/b") as served,
+        BlockingClient(served.url, text_pipeline(), websocket=WebSocketOptions()) as client,
+    ):
+        assert client.request("blocking") == "blocking"
