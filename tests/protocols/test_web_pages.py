@@ -191,7 +191,9 @@ def test_the_chat_page_and_an_nc_peer_talk_in_one_room(page: Page, loop: LoopThr
         wait_for_line(page, "* ada left #side")
     finally:
         close(loop, servers)
-    page.locator("#status[data-state=closed]").wait_for()
+    # The server shut down: the page says so (1001, going away) and offers to reconnect.
+    page.locator("#status[data-state=closed]", has_text="code 1001").wait_for()
+    assert page.is_visible("#reconnect")
 
 
 def test_the_chat_page_over_https_talks_over_wss(loop: LoopThread, tmp_path: Path) -> None:
