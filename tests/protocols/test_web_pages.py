@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import pytest
 import trustme
 from helpers_browser import LinePeer, LoopThread, chromium_page
@@ -82,6 +83,24 @@ def wait_for_line(page: Page, line: str) -> None:
 def say(page: Page, line: str) -> None:
     page.fill("#line", line)
     page.press("#line", "Enter")
+
+
+def test_the_browser_is_stopped_even_when_a_test_fails(tmp_path: Path) -> None:
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    started: list[psutil.Process] = []
+
+    def failing_test() -> None:
+        with chromium_page(tmp_path / "profile") as page:
+            page.set_content("<p>hello</p>")
+            started.extend(
+                p for p in psutil.Process().children(recursive=True) if p.pid not in before
+            )
+            assert any("chrom" in p.name() for p in started)
+            raise RuntimeError("a failing test")
+
+    with pytest.raises(RuntimeError, match="a failing test"):
+        failing_test()
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
 
 # -- the pages are in the package and load only what is in it -------------------------
