@@ -1,7 +1,8 @@
 """Endpoint URLs: ``tcp://host:port``, ``udp://host:port``, ``unix:///path``,
 ``tls://host:port``, ``ws://host:port[/path]`` and ``wss://host:port[/path]``
 (WebSocket, plain and over TLS), and the in-process ``memory://name`` (a
-stream) and ``memory+udp://name`` (datagrams) that tests use.
+stream), ``memory+udp://name`` (datagrams) and ``memory+ws://name[/path]``
+(a WebSocket over an in-process stream) that tests use.
 
 A WebSocket URL's path is where the upgrade is accepted (``/`` when none is
 given); every other endpoint is a bare address, with no path or query.
@@ -22,7 +23,7 @@ from framework.core.errors import ConfigError
 
 __all__ = ["SCHEMES", "WEBSOCKET_SCHEMES", "Endpoint", "parse_url"]
 
-Scheme = Literal["tcp", "udp", "unix", "tls", "memory", "memory+udp", "ws", "wss"]
+Scheme = Literal["tcp", "udp", "unix", "tls", "memory", "memory+udp", "ws", "wss", "memory+ws"]
 #: The schemes wirekit understands, with whether each carries a byte stream.
 #: A WebSocket carries messages (one message is one frame), not a stream.
 SCHEMES: dict[str, bool] = {
@@ -34,9 +35,12 @@ SCHEMES: dict[str, bool] = {
     "memory+udp": False,
     "ws": False,
     "wss": False,
+    "memory+ws": False,
 }
-#: The WebSocket schemes: messages over a TCP (``ws``) or TLS (``wss``) connection.
-WEBSOCKET_SCHEMES = ("ws", "wss")
+#: The WebSocket schemes: messages over a TCP (``ws``) or TLS (``wss``)
+#: connection, or (``memory+ws``, for tests and fault injection) over an
+#: in-process stream named by the URL's host.
+WEBSOCKET_SCHEMES = ("ws", "wss", "memory+ws")
 # Schemes whose address is a name in this process, not a host and port.
 _NAMED = ("memory", "memory+udp")
 # Characters of URL syntax (userinfo, brackets) that a bare host never holds.
@@ -69,6 +73,8 @@ class Endpoint:
             return f"unix://{self.path}"
         if self.scheme in _NAMED:
             return f"{self.scheme}://{self.path}"
+        if self.scheme == "memory+ws":
+            return f"memory+ws://{self.host}{self.path if self.path != '/' else ''}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         # A WebSocket's default path "/" is left out, as browsers write it.
         path = self.path if self.path not in ("", "/") else ""
@@ -96,6 +102,11 @@ def parse_url(url: str) -> Endpoint:
         if not rest.startswith("/") and not rest.startswith("@"):
             raise _fail(url, "path", "must be absolute (unix:///run/app.sock)")
         return Endpoint("unix", path=unquote(rest))
+    if scheme == "memory+ws":
+        name, path = _split_path(url, rest)
+        if not name:
+            raise _fail(url, "name", "is empty (memory+ws://NAME[/PATH])")
+        return Endpoint("memory+ws", host=name, path=path)
     if scheme in _NAMED:
         if not rest:
             raise _fail(url, "name", f"is empty ({scheme}://NAME)")

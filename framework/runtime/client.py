@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from framework.core.connection import Role
 from framework.core.endpoints import Endpoint, parse_url
 from framework.core.errors import TransportError
@@ -73,7 +71,13 @@ async def _open_websocket(
 
     options = options if options is not None else WebSocketOptions()
     secure = endpoint.scheme == "wss"
-    client = client_protocol(endpoint.url, pipeline, options, origin=options.origin)
+    # An in-process stream's name is no host to put in the request.
+    uri = endpoint.url if endpoint.scheme != "memory+ws" else f"ws://localhost{endpoint.path}"
+    client = client_protocol(uri, pipeline, options, origin=options.origin)
+    if endpoint.scheme == "memory+ws":
+        underneath = Endpoint("memory", path=endpoint.host)
+    else:
+        underneath = Endpoint("tls" if secure else "tcp", host=endpoint.host, port=endpoint.port)
 
     def factory() -> WebSocketConnection:
         return WebSocketConnection(
@@ -89,7 +93,7 @@ async def _open_websocket(
 
     async def opening() -> WebSocketConnection:
         transport, protocol = await open_stream(
-            attrs.evolve(endpoint, scheme="tls" if secure else "tcp", path=""),
+            underneath,
             factory,
             ssl_context=(tls or TlsOptions()).client_context() if secure else None,
             server_hostname=tls.server_hostname if tls is not None else None,

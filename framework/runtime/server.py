@@ -314,6 +314,13 @@ async def _listen(
 ) -> Server:
     """Listen for a stream server's connections, through a TLS acceptor for tls:// and wss://."""
     endpoint = server.endpoint
+    if endpoint.scheme == "memory+ws":
+        # A WebSocket over an in-process stream (tests, fault injection).
+        listener, _bound = await serve_stream(
+            Endpoint("memory", path=endpoint.host), factory, reuse_port=reuse_port
+        )
+        server._listener = listener
+        return server
     if endpoint.scheme not in ("tls", "wss"):
         plain = endpoint if endpoint.scheme != "ws" else attrs.evolve(endpoint, scheme="tcp")
         listener, bound = await serve_stream(plain, factory, reuse_port=reuse_port)

@@ -170,6 +170,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        # An in-process transport (memory+ws://, fault injection) can be
+        # reset by the other end in the middle of a read: watch it throughout.
+        self._watch_close = transport.get_extra_info("socket") is None
         self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(
             high=self._limits.write_high_water, low=self._limits.write_low_water

@@ -66,6 +66,8 @@ def test_port_zero_asks_for_any_port() -> None:
         "memory+udp://bus",
         "ws://127.0.0.1:8000",
         "wss://[::1]:443/game/live",
+        "memory+ws://room",
+        "memory+ws://room/chat",
     ],
 )
 def test_url_round_trips(url: str) -> None:
@@ -84,6 +86,7 @@ def test_stream_schemes() -> None:
         "memory+udp": False,
         "ws": False,
         "wss": False,
+        "memory+ws": False,
     }
     assert parse_url("tcp://h:1").is_stream
     assert parse_url("unix:///x").is_stream
@@ -148,8 +151,15 @@ def test_non_string_url_is_a_config_error(url: object) -> None:
         parse_url(url)  # type: ignore[arg-type]
 
 
+def test_in_memory_websocket_urls_name_a_stream_and_a_path() -> None:
+    assert parse_url("memory+ws://room/chat") == Endpoint("memory+ws", host="room", path="/chat")
+    assert parse_url("memory+ws://room").path == "/"
+    with pytest.raises(ConfigError, match="name is empty"):
+        parse_url("memory+ws:///chat")
+
+
 def test_websocket_urls_are_message_oriented() -> None:
-    for url in ("ws://h:1", "wss://h:1/x"):
+    for url in ("ws://h:1", "wss://h:1/x", "memory+ws://x"):
         endpoint = parse_url(url)
         assert endpoint.is_websocket
         assert not endpoint.is_stream
