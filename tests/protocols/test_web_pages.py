@@ -361,3 +361,34 @@ def test_the_game_page_counts_lost_late_and_repeated_as_the_tracker_does(
         }
     finally:
         close(loop, [server])
+
+
+def test_the_game_page_joins_again_every_30_seconds_to_stay_past_the_idle_timeout(
+    page: Page, loop: LoopThread
+) -> None:
+    joins: list[bytes] = []
+    app = App(game.default_pipeline(), pages=pages("game"))
+
+    @app.on(game.Join)
+    def joined(request: game.Join, conn: Connection) -> game.Challenge | game.Welcome:
+        joins.append(request.cookie)
+        if request.cookie == game.NO_COOKIE:
+            return game.Challenge(b"c" * 24)
+        return game.Welcome(5)
+
+    [server] = serve(loop, app, "ws://127.0.0.1:0")
+    try:
+        page.clock.install()  # the page's timers run when the test says
+        page.goto(page_url(server))
+        page.locator("#totals", has_text="spectator #5;").wait_for()
+        assert joins == [game.NO_COOKIE, b"c" * 24]  # the handshake: echo the challenge's cookie
+        page.clock.run_for(29_000)
+        time.sleep(0.2)  # room for a join sent too early to arrive
+        assert len(joins) == 2
+        page.clock.run_for(2_000)
+        deadline = time.monotonic() + 5
+        while len(joins) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert joins[2:] == [b"c" * 24]  # one more join, with the cookie it has
+    finally:
+        close(loop, [server])
