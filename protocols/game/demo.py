@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import time
 
 from rich.console import Console, Group
@@ -22,7 +23,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from framework import Server, parse_url
+from framework import ConfigError, Server, parse_url
 from protocols.game.bot import BotReport, run_bots
 from protocols.game.relay import create_app
 
@@ -148,7 +149,20 @@ async def run_demo(
     return reports
 
 
+def _require_websockets() -> None:
+    try:
+        importlib.import_module("websockets")
+    except ImportError as exc:
+        raise ConfigError(
+            "wirekit demo --web serves its pages on ws://, which needs the websockets "
+            "library: pip install 'wirekit[websocket]'",
+            option="web",
+        ) from exc
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.web:
+        _require_websockets()
     duration = args.duration
     if duration is None:
         duration = _WEB_DURATION if args.web else _DURATION

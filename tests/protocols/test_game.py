@@ -7,6 +7,7 @@ import io
 import itertools
 import re
 import struct
+import sys
 import urllib.request
 
 import pytest
@@ -24,6 +25,7 @@ from framework import (
     TransportError,
     make_codec,
 )
+from framework.cli import main
 from framework.runtime import Connection, connect
 from framework.testing import (
     check_codec_roundtrip,
@@ -256,6 +258,14 @@ def test_demo_with_web_serves_each_relays_live_view_while_the_bots_play() -> Non
             await connect("ws" + pages[0][1].removeprefix("http"), default_pipeline())
 
     asyncio.run(scenario())
+
+
+def test_demo_web_without_the_websockets_library_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "websockets", None)  # as if not installed
+    assert main(["demo", "--web", "--duration", "0.1"]) == 1
+    assert "pip install 'wirekit[websocket]'" in capsys.readouterr().err
 
 
 def test_the_relay_defaults_to_udp() -> None:
