@@ -8,7 +8,10 @@ through the relay. See tests/helpers_browser.py for how the browser is run
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -313,6 +316,38 @@ def test_the_game_page_draws_the_bots_as_they_move(
         if bots is not None:
             bots.cancel()  # they close their connections as they stop
         close(loop, servers)
+
+
+def test_wirekit_demo_web_prints_the_live_view_a_browser_then_watches(page: Page) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "framework", "demo", "--web", "--players", "3", "--duration", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        printed = []
+        for line in demo.stdout:  # the demo prints the addresses before its bots play
+            printed.append(line)
+            found = re.search(r"live view of the TCP relay: (http://\S+/)", line)
+            if found:
+                break
+        else:
+            pytest.fail("".join(printed))
+        page.goto(found.group(1))
+        page.wait_for_function("document.querySelectorAll('#players tbody tr').length === 3")
+        first = counters(page)
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('#players .received')]"
+            ".every(cell => Number(cell.textContent) > n)",
+            arg=max(seen["received"] for seen in first.values()),
+        )
+        assert len(coloured(page)) > 3 * 100
+    finally:
+        demo.terminate()
+        demo.communicate(timeout=10)
 
 
 # -- the page's counters are the sequence tracker's ------------------------------------
