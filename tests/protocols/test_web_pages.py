@@ -31,6 +31,7 @@ from framework import App, Connection, Server, TlsOptions
 from framework.core.endpoints import parse_url
 from protocols import chat, game
 from protocols.game.bot import BotReport, run_bots
+from protocols.game.demo import page_url
 from protocols.web import pages
 
 if TYPE_CHECKING:
@@ -55,10 +56,7 @@ def loop() -> Iterator[LoopThread]:
 def serve(loop: LoopThread, app: App, *urls: str) -> list[Server]:
     """Start ``app`` on each URL, in the loop thread; one App, one state."""
 
-    async def start() -> list[Server]:
-        return [await app.start(url) for url in urls]
-
-    return loop.run(start())
+    return loop.run(app.start_all(urls))
 
 
 def close(loop: LoopThread, servers: list[Server]) -> None:
@@ -67,12 +65,6 @@ def close(loop: LoopThread, servers: list[Server]) -> None:
             await server.close()
 
     loop.run(stop())
-
-
-def page_url(server: Server) -> str:
-    """The http:// address of a ws:// listener, where its pages are."""
-    endpoint = parse_url(server.url)
-    return f"http://{endpoint.host}:{endpoint.port}/"
 
 
 def log_lines(page: Page) -> list[str]:
