@@ -8,6 +8,7 @@ through the relay. See tests/helpers_browser.py for how the browser is run
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -121,6 +122,15 @@ def test_each_page_loads_only_files_shipped_beside_it(name: str) -> None:
     for source in parser.sources:
         assert "//" not in source, f"{source}: no CDN, no other host"
         assert directory.joinpath(*source.split("/")).is_file(), source
+
+
+def test_the_vendored_msgpack_bundle_is_the_one_its_note_names() -> None:
+    vendor = pages("game") / "vendor"
+    note = vendor.joinpath("README.md").read_text()
+    [noted] = re.findall(r"`([0-9a-f]{64})`", note)
+    assert hashlib.sha256(vendor.joinpath("msgpack.min.js").read_bytes()).hexdigest() == noted
+    assert "ISC" in note
+    assert vendor.joinpath("msgpack.LICENSE").read_text().startswith("Copyright")
 
 
 def test_an_unknown_page_name_is_refused() -> None:
