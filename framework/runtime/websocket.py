@@ -59,6 +59,7 @@ from framework.core.errors import (
 )
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
+from framework.core.ratelimit import TokenBucket
 from framework.core.router import Router
 from framework.core.websocket import (
     CloseCode,
@@ -157,6 +158,12 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._closing_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._idle = limits.idle_timeout if role is Role.SERVER else None
+        # max_frames_per_second (servers): a message is a frame.
+        rate = limits.max_frames_per_second if role is Role.SERVER else None
+        self._bucket = (
+            TokenBucket(rate, limits.frame_burst, now=self._started) if rate is not None else None
+        )
+        self._rate_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} peer={self.peer!r}>"
@@ -223,6 +230,8 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                     self._ping = None
             elif opcode is _CLOSE:
                 self._fragments = []
+        if values and self._bucket is not None:
+            self._charge(len(values))
         if values:
             replies: list[Any] = []
             self._replies = replies
@@ -233,6 +242,21 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                 if replies and not self._closing():
                     self._write_values(replies)
         self._after_receive()
+
+    def _charge(self, messages: int) -> None:
+        """Count messages against ``max_frames_per_second``; over it, pause until refilled."""
+        bucket = self._bucket
+        assert bucket is not None
+        wait = bucket.charge(self.last_activity, messages)
+        if wait > 0 and self._rate_timer is None and self._closing_at is None:
+            # Nothing is lost: reading pauses until the bucket has refilled.
+            self.stats.rate_limited += 1
+            self._pause_reading(ReadPause.RATE_LIMITED)
+            self._rate_timer = self._loop.call_later(wait, self._rate_refilled)
+
+    def _rate_refilled(self) -> None:
+        self._rate_timer = None
+        self._resume_reading(ReadPause.RATE_LIMITED)
 
     def _after_receive(self) -> None:
         ws = self._ws
@@ -274,6 +298,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
