@@ -495,3 +495,27 @@ def test_max_frames_per_second_paces_a_flooding_client_without_losing_messages()
         await server.close()
 
     run(main())
+
+
+def test_shutdown_lets_a_running_handler_reply_before_1001() -> None:
+    async def main() -> None:
+        app = App(text_pipeline())
+        started = asyncio.Event()
+
+        @app.on(str)
+        async def slow(line: str, conn: Any) -> str:
+            started.set()
+            await asyncio.sleep(0.2)
+            return f"done: {line}"
+
+        server = await app.start(URL)
+        async with ws_connect(server.url) as ws:
+            await ws.send("work")
+            await within(started.wait())
+            closing = asyncio.create_task(server.close())
+            assert await within(ws.recv()) == "done: work"
+            await within(ws.wait_closed())
+            assert ws.close_code == 1001
+            await within(closing)
+
+    run(main())
