@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from helpers_runtime import TlsFiles, echo_app, eventually, run, tls_files, within
 from helpers_websocket import open_raw_websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
 from websockets.frames import Opcode
@@ -519,3 +521,50 @@ def test_shutdown_lets_a_running_handler_reply_before_1001() -> None:
             await within(closing)
 
     run(main())
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+_STACKS = {
+    "bytes": (lambda: Pipeline(codecs="bytes"), st.binary(max_size=300)),
+    "utf-8": (lambda: Pipeline(codecs="utf-8"), st.text(max_size=300)),
+    "json": (lambda: Pipeline(codecs="json"), _VALUES),
+    "msgpack": (lambda: Pipeline(codecs="msgpack"), _VALUES | st.binary(max_size=50)),
+}
+
+
+@settings(max_examples=25)
+@given(data=st.data(), codec=st.sampled_from(sorted(_STACKS)), send_text=st.booleans())
+def test_any_value_round_trips_over_loopback_as_the_codecs_frame_kind(
+    data: st.DataObject, codec: str, send_text: bool
+) -> None:
+    make, values = _STACKS[codec]
+    pipeline = make()
+    # None is the one value an echo handler cannot return: it means "no reply".
+    value = data.draw(values.filter(lambda v: v is not None))
+    payload = pipeline.encode_frame(value)
+    if send_text:
+        try:
+            outgoing: str | bytes = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            outgoing = payload  # not text: it can only go as a binary frame
+    else:
+        outgoing = payload
+
+    async def main() -> str | bytes:
+        server = await echo_app(pipeline).start(URL)
+        try:
+            async with ws_connect(server.url, max_size=None) as ws:
+                await ws.send(outgoing)
+                return await within(ws.recv())
+        finally:
+            await server.close()
+
+    echoed = run(main())
+    # Text frames back exactly when the codec writes text, whatever came in.
+    assert isinstance(echoed, str) is pipeline.writes_text
+    wire = echoed.encode("utf-8") if isinstance(echoed, str) else echoed
+    assert pipeline.decode_frame(wire) == value
