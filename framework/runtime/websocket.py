@@ -514,12 +514,12 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             return
         if self._close_error is not None:
             # The peer broke the protocol or sent bad data: fail the
-            # connection (RFC 6455, 7.1.7): the close frame, then the end of
-            # the stream, without waiting for its answer.
+            # connection (RFC 6455, 7.1.7): the close frame, then (a server)
+            # the end of the stream, without waiting for its answer. A
+            # client waits for the server to close, within the close deadline.
             ws.fail(self._close_code, self._close_reason)
-            self._flush_ws()
-            return
-        ws.send_close(self._close_code, self._close_reason)
+        else:
+            ws.send_close(self._close_code, self._close_reason)
         self._flush_ws()
         self._clock.closing_at = self._now()
         # The peer's close frame must be read, whatever paused reading.

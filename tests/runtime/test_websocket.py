@@ -568,3 +568,45 @@ def test_any_value_round_trips_over_loopback_as_the_codecs_frame_kind(
     assert isinstance(echoed, str) is pipeline.writes_text
     wire = echoed.encode("utf-8") if isinstance(echoed, str) else echoed
     assert pipeline.decode_frame(wire) == value
+
+
+def test_a_client_whose_server_stops_answering_gives_up_within_its_deadlines() -> None:
+    from websockets.utils import accept_key
+
+    from framework.core.limits import Limits
+
+    async def main() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Accepts the handshake, then never answers a ping nor a close.
+            request = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in request.split("\r\n")
+                if line.lower().startswith("sec-websocket-key")
+            )
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_key(key).encode()
+                + b"\r\n\r\n"
+            )
+            while await reader.read(4096):
+                pass
+            writer.close()
+
+        mute_server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = mute_server.sockets[0].getsockname()[1]
+        options = WebSocketOptions(ping_interval=0.05, ping_timeout=0.1)
+        conn = await connect(
+            f"ws://127.0.0.1:{port}",
+            text_pipeline(),
+            websocket=options,
+            limits=Limits(handshake_timeout=0.3),
+        )
+        with pytest.raises(ConnectionClosed):
+            await within(conn.receive())
+        assert conn.closed
+        mute_server.close()
+        await mute_server.wait_closed()
+
+    run(main())
