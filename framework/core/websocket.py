@@ -15,7 +15,10 @@ wirekit's own, and decided here with bytes and strings only:
   :class:`~framework.core.connection.BadInput` as on every transport;
 - :class:`CloseCode` and :func:`close_code_for`: which close code an error
   sends (a decode error 1007, an oversize message 1009, a handler error
-  1011, a shutdown 1001).
+  1011, a shutdown 1001);
+- :class:`WebSocketClock`: the deadlines of one connection (the opening
+  handshake, keepalive pings and their pongs, the idle timeout, the close
+  handshake), driven by a number for the clock.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from framework.core.pipeline import Pipeline
 
 __all__ = [
     "CloseCode",
+    "Due",
     "MessageDecoder",
+    "WebSocketClock",
     "WebSocketOptions",
     "close_code_for",
     "message_limit",
@@ -204,11 +209,32 @@ class MessageDecoder:
     so.
     """
 
-    __slots__ = ("_decode", "_recover")
+    __slots__ = ("_decode", "_fragments", "_recover", "_text")
 
     def __init__(self, pipeline: Pipeline, recover: Callable[[], bool]) -> None:
         self._decode = pipeline.decode_frame
         self._recover = recover
+        # A fragmented message being assembled: its frames' payloads (the
+        # protocol object bounds their total by max_frame_size).
+        self._fragments: list[bytes] = []
+        self._text = False
+
+    def fragment(self, payload: bytes, *, text: bool | None, fin: bool) -> list[Any]:
+        """A frame of a fragmented message (``text`` None: continued); values once it ends."""
+        if text is not None:
+            self._fragments = [payload]
+            self._text = text
+        else:
+            self._fragments.append(payload)
+        if not fin:
+            return []
+        message = b"".join(self._fragments)
+        self._fragments = []
+        return self.decode(message, text=self._text)
+
+    def reset(self) -> None:
+        """Drop a message left unfinished (the connection is closing)."""
+        self._fragments = []
 
     def decode(self, payload: bytes, *, text: bool) -> list[Any]:
         """The values of one message; a :class:`BadInput` in the place of a bad one."""
@@ -228,3 +254,109 @@ class MessageDecoder:
             values = exc.decoded
             exc.decoded = []
             return [*values, BadInput(exc, fatal=not self._recover())]
+
+
+class Due(enum.Enum):
+    """What :meth:`WebSocketClock.on_timer` asks the adapter to do."""
+
+    NOTHING = "nothing"
+    #: The opening handshake (or the HTTP request) did not finish in time: abort.
+    HANDSHAKE_TIMEOUT = "handshake-timeout"
+    #: Our close frame got no answer in time: abort.
+    CLOSE_TIMEOUT = "close-timeout"
+    #: Send a ping with :attr:`WebSocketClock.ping` as its payload.
+    PING = "ping"
+    #: The last ping got no pong within ``ping_timeout``: fail with 1011.
+    PONG_TIMEOUT = "pong-timeout"
+    #: Nothing from the peer for ``idle_timeout``: close.
+    IDLE = "idle"
+
+
+class WebSocketClock:
+    """The deadlines of one WebSocket connection; the adapter calls :meth:`on_timer` at ``due()``.
+
+    ``handshake_timeout`` bounds the opening handshake and, once we have
+    sent a close frame, the close handshake; ``idle_timeout`` is None on a
+    client; ``ping_interval`` None turns keepalive off. ``make_ping`` gives
+    a ping's payload (random bytes, so a late pong is not mistaken).
+    """
+
+    __slots__ = (
+        "closing_at",
+        "handshake_timeout",
+        "idle_timeout",
+        "last_activity",
+        "make_ping",
+        "open",
+        "ping",
+        "ping_at",
+        "ping_interval",
+        "ping_timeout",
+        "started",
+    )
+
+    def __init__(
+        self,
+        *,
+        now: float,
+        handshake_timeout: float,
+        idle_timeout: float | None,
+        ping_interval: float | None,
+        ping_timeout: float,
+        make_ping: Callable[[], bytes],
+    ) -> None:
+        self.started = self.last_activity = self.ping_at = now
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.make_ping = make_ping
+        self.open = False
+        #: The payload of the ping waiting for its pong, or None.
+        self.ping: bytes | None = None
+        #: When we sent our close frame, or None.
+        self.closing_at: float | None = None
+
+    def opened(self, now: float) -> None:
+        """The handshake succeeded: keepalive starts counting from now."""
+        self.open = True
+        self.ping_at = now
+
+    def pong(self, payload: bytes) -> None:
+        """A pong arrived; the one for our ping clears it."""
+        if payload == self.ping:
+            self.ping = None
+
+    def due(self) -> float | None:
+        """The earliest deadline, or None."""
+        if not self.open:
+            return self.started + self.handshake_timeout
+        if self.closing_at is not None:
+            return self.closing_at + self.handshake_timeout
+        due: list[float] = []
+        if self.ping is not None:
+            due.append(self.ping_at + self.ping_timeout)
+        elif self.ping_interval is not None:
+            due.append(self.ping_at + self.ping_interval)
+        if self.idle_timeout is not None:
+            due.append(self.last_activity + self.idle_timeout)
+        return min(due) if due else None
+
+    def on_timer(self, now: float) -> Due:
+        """The deadline that has passed by ``now`` and what it asks for (one at a time)."""
+        if not self.open:
+            ended = now >= self.started + self.handshake_timeout
+            return Due.HANDSHAKE_TIMEOUT if ended else Due.NOTHING
+        if self.closing_at is not None:
+            ended = now >= self.closing_at + self.handshake_timeout
+            return Due.CLOSE_TIMEOUT if ended else Due.NOTHING
+        if self.ping is not None:
+            if now >= self.ping_at + self.ping_timeout:
+                return Due.PONG_TIMEOUT
+        elif self.ping_interval is not None and now >= self.ping_at + self.ping_interval:
+            self.ping = self.make_ping()
+            self.ping_at = now
+            return Due.PING
+        if self.idle_timeout is not None and now >= self.last_activity + self.idle_timeout:
+            return Due.IDLE
+        return Due.NOTHING

@@ -1,31 +1,17 @@
 """The WebSocket adapter: ``ws://`` and ``wss://`` connections on the websockets sans-I/O protocol.
 
 :class:`WebSocketConnection` is a :class:`~framework.runtime.connection.Connection`
-over a TCP (or TLS) transport that drives a ``websockets``
-``ServerProtocol`` or ``ClientProtocol``: bytes from the transport go to
-the protocol object, the frames it returns become messages, and each
-message is one frame of the pipeline (its payload goes through the codec
-stack, no stream framing), decoded by
-:class:`~framework.core.websocket.MessageDecoder` and handed to the shared
-dispatch. Replies are sent as text frames when the codec stack writes text
-(``utf-8``, ``json``), binary otherwise; all the replies of one read go out
-in one write.
-
-A server connection starts with an HTTP request: a WebSocket upgrade on the
-endpoint's path is checked (Origin, subprotocol) and accepted; anything else
-is answered from ``App.pages`` (:mod:`framework.runtime.pages`) and closed.
-The request is bounded in size (``WebSocketOptions.max_request_size``) and
-in time (``Limits.handshake_timeout``). What a TCP connection bounds is
-bounded here the same way: messages (the framing's ``max_frame_size``: 1009
-before the message is buffered), the write buffer (reading pauses while it
-is over ``write_high_water``), handlers in flight, idle peers; and keepalive
-pings find dead ones.
-
-Close codes: the application's ``close()`` sends 1000, a shutdown 1001, a
-message that does not decode 1007, an oversize one 1009, a handler error
-that closes 1011 (and a keepalive timeout). The peer's close code and reason
-are on the :class:`~framework.core.errors.ConnectionClosed` that ``receive``
-and ``send`` raise afterwards.
+over a TCP (or TLS) transport driving a ``websockets`` ``ServerProtocol`` or
+``ClientProtocol``. Each message is one frame of the pipeline (no stream
+framing), decoded by :class:`~framework.core.websocket.MessageDecoder` and
+handed to the shared dispatch; a read's replies go out in one write, as
+text frames when the codec stack writes text, binary otherwise. A server
+connection opens with an HTTP request, answered as
+:mod:`framework.runtime.websocket_handshake` says (an upgrade, a page, or a
+refusal). Limits apply as over TCP; the deadlines (handshake, keepalive,
+idle, close) are :class:`~framework.core.websocket.WebSocketClock`'s. Close
+codes: ``close()`` 1000, a shutdown 1001, bad input 1007 or 1009, a handler
+error that closes 1011; the peer's are on ``ConnectionClosed``.
 """
 
 from __future__ import annotations
@@ -37,17 +23,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.client import ClientProtocol
-from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import PayloadTooBig
-from websockets.extensions.permessage_deflate import (
-    ClientPerMessageDeflateFactory,
-    ServerPerMessageDeflateFactory,
-)
 from websockets.frames import Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from framework.core.connection import ReadPause, Role
 from framework.core.errors import (
@@ -59,27 +39,31 @@ from framework.core.errors import (
 )
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
+from framework.core.ratelimit import TokenBucket
 from framework.core.router import Router
 from framework.core.websocket import (
     CloseCode,
+    Due,
     MessageDecoder,
+    WebSocketClock,
     WebSocketOptions,
     close_code_for,
     message_limit,
-    origin_allowed,
 )
 from framework.runtime.connection import Connection
 from framework.runtime.dispatch import loop_clock
-from framework.runtime.pages import Pages, answer
+from framework.runtime.pages import Pages
+from framework.runtime.websocket_handshake import (
+    Refusal,
+    client_protocol,
+    refuse_oversize,
+    respond,
+    server_protocol,
+)
 
 __all__ = ["WebSocketConnection", "client_protocol"]
 
 log = logging.getLogger("wirekit.connection")
-# The protocol objects log every connection opened and closed at INFO: one
-# line per peer is what wirekit's own logs avoid. Quiet unless asked for.
-_protocol_log = logging.getLogger("wirekit.websocket.protocol")
-if _protocol_log.level == logging.NOTSET:
-    _protocol_log.setLevel(logging.WARNING)
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -122,15 +106,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self.subprotocol: str | None = None
         self.request_path: str | None = None
         self._ws: ServerProtocol | ClientProtocol
-        if client is not None:
-            self._ws = client
-        else:
-            self._ws = ServerProtocol(
-                max_size=message_limit(pipeline),
-                extensions=[ServerPerMessageDeflateFactory()] if options.compression else None,
-                subprotocols=[Subprotocol(options.subprotocol)] if options.subprotocol else None,
-                logger=_protocol_log,
-            )
+        self._ws = client if client is not None else server_protocol(pipeline, options)
         self._open = False
         #: Set once the handshake ends: None when it succeeded, else why not.
         self.handshake: asyncio.Future[None] = self._loop.create_future()
@@ -143,23 +119,33 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        # A fragmented message being assembled (its frames' payloads).
-        self._fragments: list[bytes] = []
-        self._fragment_text = False
         self._request_bytes = 0
         self._close_code = CloseCode.NORMAL
         self._close_reason = ""
         # Deadlines, on the loop's clock: one timer for them all.
-        self._started = self._now()
-        self.last_activity = self._started
-        self._ping: bytes | None = None
-        self._ping_at = self._started
-        self._closing_at: float | None = None
+        now = self._now()
+        self._clock = WebSocketClock(
+            now=now,
+            handshake_timeout=limits.handshake_timeout,
+            # A client keeps its connection however quiet, as over TCP.
+            idle_timeout=limits.idle_timeout if role is Role.SERVER else None,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            make_ping=lambda: os.urandom(4),
+        )
         self._timer: asyncio.TimerHandle | None = None
-        self._idle = limits.idle_timeout if role is Role.SERVER else None
+        # max_frames_per_second (servers): a message is a frame.
+        rate = limits.max_frames_per_second if role is Role.SERVER else None
+        self._bucket = TokenBucket(rate, limits.frame_burst, now=now) if rate is not None else None
+        self._rate_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} peer={self.peer!r}>"
+
+    @property
+    def last_activity(self) -> float:
+        """When the peer last sent bytes, on the event loop's clock."""
+        return self._clock.last_activity
 
     def _can_recover(self) -> bool:
         router = self._router
@@ -189,7 +175,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.stats.bytes_in += len(data)
-        self.last_activity = self._now()
+        self._clock.last_activity = self._now()
         ws = self._ws
         if not self._open:
             self._handshake_data(data)
@@ -200,30 +186,24 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     def _frames(self, events: list[Any]) -> None:
         """Hand the messages among ``events`` to the dispatch; reply in one write."""
         values: list[Any] = []
-        decode = self._decoder.decode
-        closing = self._closing_at is not None or self._paused & ReadPause.SHUTTING_DOWN
+        decoder = self._decoder
+        closing = self._clock.closing_at is not None or self._paused & ReadPause.SHUTTING_DOWN
         for frame in events:
             opcode = frame.opcode
             if opcode is _BINARY or opcode is _TEXT:
-                if not frame.fin:
-                    self._fragments = [frame.data]
-                    self._fragment_text = opcode is _TEXT
-                    continue
-                if not closing:
-                    values += decode(frame.data, text=opcode is _TEXT)
+                if frame.fin:  # the usual case: a whole message in one frame
+                    values += decoder.decode(frame.data, text=opcode is _TEXT)
+                else:
+                    decoder.fragment(frame.data, text=opcode is _TEXT, fin=False)
             elif opcode is _CONT:
-                self._fragments.append(frame.data)
-                if frame.fin:
-                    payload = b"".join(self._fragments)
-                    self._fragments = []
-                    if not closing:
-                        values += decode(payload, text=self._fragment_text)
+                values += decoder.fragment(frame.data, text=None, fin=frame.fin)
             elif opcode is _PONG:
-                if frame.data == self._ping:
-                    self._ping = None
+                self._clock.pong(frame.data)
             elif opcode is _CLOSE:
-                self._fragments = []
-        if values:
+                decoder.reset()
+        if values and not closing:
+            if self._bucket is not None:
+                self._charge(len(values))
             replies: list[Any] = []
             self._replies = replies
             try:
@@ -234,14 +214,29 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                     self._write_values(replies)
         self._after_receive()
 
+    def _charge(self, messages: int) -> None:
+        """Count messages against ``max_frames_per_second``; over it, pause until refilled."""
+        bucket = self._bucket
+        assert bucket is not None
+        wait = bucket.charge(self._clock.last_activity, messages)
+        if wait > 0 and self._rate_timer is None and self._clock.closing_at is None:
+            # Nothing is lost: reading pauses until the bucket has refilled.
+            self.stats.rate_limited += 1
+            self._pause_reading(ReadPause.RATE_LIMITED)
+            self._rate_timer = self._loop.call_later(wait, self._rate_refilled)
+
+    def _rate_refilled(self) -> None:
+        self._rate_timer = None
+        self._resume_reading(ReadPause.RATE_LIMITED)
+
     def _after_receive(self) -> None:
         ws = self._ws
         error = ws.parser_exc
         if error is not None and self._close_error is None:
             self._protocol_failed(error)
         self._flush_ws()
-        if ws.close_expected() and self._closing_at is None:
-            self._closing_at = self._now()
+        if ws.close_expected() and self._clock.closing_at is None:
+            self._clock.closing_at = self._now()
             self._arm()
 
     def _protocol_failed(self, error: Exception) -> None:
@@ -274,17 +269,17 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
         if not self.handshake.done():
-            self.handshake.set_exception(
-                TransportError(
-                    f"connection closed during the WebSocket handshake: {exc or 'end of stream'}",
-                    peer=self.peer,
-                )
-            )
+            why = exc or "end of stream"
+            lost = TransportError(f"connection closed during the WebSocket handshake: {why}")
+            self.handshake.set_exception(lost)
             self.handshake.exception()  # retrieved: nobody may be waiting
         if not self._open:
             # An HTTP request, or a handshake that failed: the application
@@ -322,16 +317,36 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             self._request_bytes += len(data)
             if ws.state is State.CONNECTING and not ws.eof_sent:
                 if self._request_bytes > self._options.max_request_size:
-                    limit = self._options.max_request_size
-                    log.info("%r: refusing the HTTP request: headers over %d bytes", self, limit)
-                    ws.send_response(ws.reject(431, f"Request headers over {limit} bytes.\n"))
+                    log.info("%r: refusing the HTTP request: headers over the limit", self)
+                    ws.send_response(refuse_oversize(ws, self._options.max_request_size))
             else:
                 self._handshake_failed(ws.handshake_exc)
             self._flush_ws()
             return
         request = events[0]
         assert isinstance(request, Request)
-        response = self._respond(ws, request)
+        self.request_path = request.path.partition("?")[0]
+        reply = respond(
+            ws,
+            request,
+            options=self._options,
+            path=self._path,
+            secure=self._secure,
+            pages=self._pages,
+        )
+        response = reply.response
+        if reply.refusal is Refusal.ORIGIN:
+            self._peer_warning(
+                "origin",
+                "refused WebSocket handshakes (Origin not allowed)",
+                "%r: refusing a WebSocket from origin %r (not in [websocket] origins)",
+                self,
+                reply.origin,
+            )
+        elif reply.refusal is Refusal.TOO_LARGE:
+            log.info("%r: refusing the HTTP request: headers over the limit", self)
+        elif reply.refusal is Refusal.HANDSHAKE:
+            self._handshake_failed(ws.handshake_exc)
         ws.send_response(response)
         if response.status_code != 101:
             self._flush_ws()
@@ -341,45 +356,6 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             self._run_hooks(self._router.connect_hooks)
         # Frames the client sent right behind its request.
         self._frames(events[1:])
-
-    def _respond(self, ws: ServerProtocol, request: Request) -> Response:
-        headers = request.headers
-        limit = self._options.max_request_size
-        if _request_size(request) > limit:
-            log.info("%r: refusing the HTTP request: headers over %d bytes", self, limit)
-            return ws.reject(431, f"Request headers over {limit} bytes.\n")
-        target = request.path
-        self.request_path = target.partition("?")[0]
-        upgrade = "websocket" in headers.get("Upgrade", "").lower()
-        if not upgrade:
-            page = answer(
-                self._pages,
-                request.method,
-                target,
-                websocket_path=self._path,
-                max_page_size=self._options.max_page_size,
-            )
-            return Response(page.status, page.reason, type(headers)(page.headers()), page.body)
-        if self.request_path != self._path:
-            return ws.reject(404, f"No WebSocket endpoint at {self.request_path}.\n")
-        try:
-            origin = headers.get("Origin")
-            host = headers.get("Host")
-        except MultipleValuesError:
-            return ws.reject(400, "Repeated Origin or Host header.\n")
-        if not origin_allowed(origin, host, secure=self._secure, allowed=self._options.origins):
-            self._peer_warning(
-                "origin",
-                "refused WebSocket handshakes (Origin not allowed)",
-                "%r: refusing a WebSocket from origin %r (not in [websocket] origins)",
-                self,
-                origin,
-            )
-            return ws.reject(403, f"Origin {origin} is not allowed here.\n")
-        response = ws.accept(request)
-        if response.status_code != 101:
-            self._handshake_failed(ws.handshake_exc)
-        return response
 
     def _handshake_failed(self, error: Exception | None) -> None:
         if error is not None:
@@ -405,35 +381,18 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     def _opened(self, subprotocol: str | None) -> None:
         self._open = True
         self.subprotocol = subprotocol
-        self._ping_at = self._now()
+        self._clock.opened(self._now())
         if not self.handshake.done():
             self.handshake.set_result(None)
         self._arm()
 
-    # -- deadlines -------------------------------------------------------------------
-
-    def _due(self) -> float | None:
-        """The earliest deadline: handshake, close, pong, next ping, idle."""
-        limits = self._limits
-        if not self._open:
-            return self._started + limits.handshake_timeout
-        if self._closing_at is not None:
-            return self._closing_at + limits.handshake_timeout
-        options = self._options
-        due: list[float] = []
-        if self._ping is not None:
-            due.append(self._ping_at + options.ping_timeout)
-        elif options.ping_interval is not None:
-            due.append(self._ping_at + options.ping_interval)
-        if self._idle is not None:
-            due.append(self.last_activity + self._idle)
-        return min(due) if due else None
+    # -- deadlines (the clock's rules) ----------------------------------------------
 
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        at = self._due()
+        at = self._clock.due()
         if at is not None and not self.closed:
             self._timer = self._loop.call_at(at, self._on_timer)
 
@@ -442,51 +401,41 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         transport = self._transport
         if transport is None or self.closed:
             return
+        clock = self._clock
         now = self._now()
-        limits = self._limits
-        if not self._open:
-            if now >= self._started + limits.handshake_timeout:
-                log.info(
-                    "%r: no complete %s within handshake_timeout=%s s, closing",
-                    self,
-                    "handshake" if self.role is Role.CLIENT else "HTTP request",
-                    limits.handshake_timeout,
-                )
-                self.stats.errors += 1
-                transport.abort()
-                return
-        elif self._closing_at is not None:
-            if now >= self._closing_at + limits.handshake_timeout:
-                log.info("%r: the close handshake did not finish, aborting", self)
-                transport.abort()
-                return
-        else:
-            self._keepalive(now)
-            if self._idle is not None and now >= self.last_activity + self._idle:
-                log.info("%r: idle for %.1f s, closing", self, now - self.last_activity)
-                self.close()
-        self._arm()
-
-    def _keepalive(self, now: float) -> None:
-        options = self._options
-        if self._ping is not None:
-            if now >= self._ping_at + options.ping_timeout:
-                log.info(
-                    "%r: no pong within ping_timeout=%s s, closing", self, options.ping_timeout
-                )
-                self._close_code = CloseCode.INTERNAL_ERROR
-                self._close_reason = "keepalive ping timeout"
-                # An unresponsive peer will not answer a close frame either.
-                self._close_error = TransportError(
-                    f"no pong within ping_timeout={options.ping_timeout} s", peer=self.peer
-                )
-                self.close()
+        due = clock.on_timer(now)
+        if due is Due.HANDSHAKE_TIMEOUT:
+            what = "handshake" if self.role is Role.CLIENT else "HTTP request"
+            log.info(
+                "%r: no complete %s within handshake_timeout=%s s, closing",
+                self,
+                what,
+                clock.handshake_timeout,
+            )
+            self.stats.errors += 1
+            transport.abort()
             return
-        if options.ping_interval is not None and now >= self._ping_at + options.ping_interval:
-            self._ping = os.urandom(4)
-            self._ping_at = now
-            self._ws.send_ping(self._ping)
+        if due is Due.CLOSE_TIMEOUT:
+            log.info("%r: the close handshake did not finish, aborting", self)
+            transport.abort()
+            return
+        if due is Due.PING:
+            assert clock.ping is not None
+            self._ws.send_ping(clock.ping)
             self._flush_ws()
+        elif due is Due.PONG_TIMEOUT:
+            log.info("%r: no pong within ping_timeout=%s s, closing", self, clock.ping_timeout)
+            self._close_code = CloseCode.INTERNAL_ERROR
+            self._close_reason = "keepalive ping timeout"
+            # An unresponsive peer will not answer a close frame either.
+            self._close_error = TransportError(
+                f"no pong within ping_timeout={clock.ping_timeout} s", peer=self.peer
+            )
+            self.close()
+        elif due is Due.IDLE:
+            log.info("%r: idle for %.1f s, closing", self, now - clock.last_activity)
+            self.close()
+        self._arm()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -551,7 +500,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         """Close gracefully: replies already produced go first, then a close frame."""
         self._watch_close = True
         transport = self._transport
-        if transport is None or transport.is_closing() or self._closing_at is not None:
+        if transport is None or transport.is_closing() or self._clock.closing_at is not None:
             return
         if self._late:
             self._flush_late()
@@ -565,14 +514,14 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             return
         if self._close_error is not None:
             # The peer broke the protocol or sent bad data: fail the
-            # connection (RFC 6455, 7.1.7): the close frame, then the end of
-            # the stream, without waiting for its answer.
+            # connection (RFC 6455, 7.1.7): the close frame, then (a server)
+            # the end of the stream, without waiting for its answer. A
+            # client waits for the server to close, within the close deadline.
             ws.fail(self._close_code, self._close_reason)
-            self._flush_ws()
-            return
-        ws.send_close(self._close_code, self._close_reason)
+        else:
+            ws.send_close(self._close_code, self._close_reason)
         self._flush_ws()
-        self._closing_at = self._now()
+        self._clock.closing_at = self._now()
         # The peer's close frame must be read, whatever paused reading.
         self._paused = ReadPause(0)
         self._sync_reading()
@@ -598,7 +547,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         return (
             transport is None
             or transport.is_closing()
-            or self._closing_at is not None
+            or self._clock.closing_at is not None
             or self._ws.state is not State.OPEN
         )
 
@@ -629,7 +578,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         pass  # nothing half-closed to finish: the close handshake ends a WebSocket
 
     def _pause_reading(self, reason: ReadPause) -> None:
-        if self._closing_at is not None:
+        if self._clock.closing_at is not None:
             return  # the close handshake reads to the end
         self._paused |= reason
         self._sync_reading()
@@ -648,26 +597,3 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             transport.resume_reading()
         else:
             transport.pause_reading()
-
-
-def client_protocol(
-    url: str, pipeline: Pipeline, options: WebSocketOptions, *, origin: str | None = None
-) -> ClientProtocol:
-    """The websockets client protocol object for ``url`` (a ``ws://`` or ``wss://`` URL)."""
-    from websockets.typing import Origin
-    from websockets.uri import parse_uri
-
-    return ClientProtocol(
-        parse_uri(url),
-        origin=Origin(origin) if origin is not None else None,
-        extensions=[ClientPerMessageDeflateFactory()] if options.compression else None,
-        subprotocols=[Subprotocol(options.subprotocol)] if options.subprotocol else None,
-        max_size=message_limit(pipeline),
-        logger=_protocol_log,
-    )
-
-
-def _request_size(request: Request) -> int:
-    """Bytes of an HTTP request's head, as sent (request line and headers)."""
-    line = len(request.method) + len(request.path) + len(request.protocol) + 4
-    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items()) + 2

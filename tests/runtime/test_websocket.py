@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from helpers_runtime import TlsFiles, echo_app, eventually, run, tls_files, within
 from helpers_websocket import open_raw_websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
 from websockets.frames import Opcode
@@ -465,3 +467,146 @@ def test_the_blocking_client_speaks_websocket_too() -> None:
         BlockingClient(served.url, text_pipeline(), websocket=WebSocketOptions()) as client,
     ):
         assert client.request("blocking") == "blocking"
+
+
+def test_max_frames_per_second_paces_a_flooding_client_without_losing_messages() -> None:
+    async def main() -> None:
+        from framework.core.limits import Limits
+
+        rate, burst, batch, total = 2000.0, 50, 100, 600
+        app = echo_app(text_pipeline())
+        served: list[Any] = []
+        app.on_connect(served.append)
+        loop = asyncio.get_running_loop()
+        limits = Limits(max_frames_per_second=rate, frame_burst=burst)
+        server = await app.start(URL, limits=limits)
+        async with connect(server.url, text_pipeline()) as conn:
+            start = loop.time()
+            replies: list[str] = []
+            for first in range(0, total, batch):
+                for n in range(first, first + batch):
+                    conn.send_nowait(str(n))
+                replies += [await within(conn.receive()) for _ in range(batch)]
+            elapsed = loop.time() - start
+        assert replies == [str(n) for n in range(total)]  # nothing lost or reordered
+        assert served[0].stats.rate_limited >= 1
+        # A lower bound only (no flake on a slow machine): a batch is read
+        # once the bucket is out of debt, so all but the burst and the last
+        # batch waited for tokens at `rate` per second.
+        assert elapsed >= (total - burst - batch) / rate
+        await server.close()
+
+    run(main())
+
+
+def test_shutdown_lets_a_running_handler_reply_before_1001() -> None:
+    async def main() -> None:
+        app = App(text_pipeline())
+        started = asyncio.Event()
+
+        @app.on(str)
+        async def slow(line: str, conn: Any) -> str:
+            started.set()
+            await asyncio.sleep(0.2)
+            return f"done: {line}"
+
+        server = await app.start(URL)
+        async with ws_connect(server.url) as ws:
+            await ws.send("work")
+            await within(started.wait())
+            closing = asyncio.create_task(server.close())
+            assert await within(ws.recv()) == "done: work"
+            await within(ws.wait_closed())
+            assert ws.close_code == 1001
+            await within(closing)
+
+    run(main())
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+_STACKS = {
+    "bytes": (lambda: Pipeline(codecs="bytes"), st.binary(max_size=300)),
+    "utf-8": (lambda: Pipeline(codecs="utf-8"), st.text(max_size=300)),
+    "json": (lambda: Pipeline(codecs="json"), _VALUES),
+    "msgpack": (lambda: Pipeline(codecs="msgpack"), _VALUES | st.binary(max_size=50)),
+}
+
+
+@settings(max_examples=25)
+@given(data=st.data(), codec=st.sampled_from(sorted(_STACKS)), send_text=st.booleans())
+def test_any_value_round_trips_over_loopback_as_the_codecs_frame_kind(
+    data: st.DataObject, codec: str, send_text: bool
+) -> None:
+    make, values = _STACKS[codec]
+    pipeline = make()
+    # None is the one value an echo handler cannot return: it means "no reply".
+    value = data.draw(values.filter(lambda v: v is not None))
+    payload = pipeline.encode_frame(value)
+    if send_text:
+        try:
+            outgoing: str | bytes = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            outgoing = payload  # not text: it can only go as a binary frame
+    else:
+        outgoing = payload
+
+    async def main() -> str | bytes:
+        server = await echo_app(pipeline).start(URL)
+        try:
+            async with ws_connect(server.url, max_size=None) as ws:
+                await ws.send(outgoing)
+                return await within(ws.recv())
+        finally:
+            await server.close()
+
+    echoed = run(main())
+    # Text frames back exactly when the codec writes text, whatever came in.
+    assert isinstance(echoed, str) is pipeline.writes_text
+    wire = echoed.encode("utf-8") if isinstance(echoed, str) else echoed
+    assert pipeline.decode_frame(wire) == value
+
+
+def test_a_client_whose_server_stops_answering_gives_up_within_its_deadlines() -> None:
+    from websockets.utils import accept_key
+
+    from framework.core.limits import Limits
+
+    async def main() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Accepts the handshake, then never answers a ping nor a close.
+            request = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in request.split("\r\n")
+                if line.lower().startswith("sec-websocket-key")
+            )
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_key(key).encode()
+                + b"\r\n\r\n"
+            )
+            while await reader.read(4096):
+                pass
+            writer.close()
+
+        mute_server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = mute_server.sockets[0].getsockname()[1]
+        options = WebSocketOptions(ping_interval=0.05, ping_timeout=0.1)
+        conn = await connect(
+            f"ws://127.0.0.1:{port}",
+            text_pipeline(),
+            websocket=options,
+            limits=Limits(handshake_timeout=0.3),
+        )
+        with pytest.raises(ConnectionClosed):
+            await within(conn.receive())
+        assert conn.closed
+        mute_server.close()
+        await mute_server.wait_closed()
+
+    run(main())

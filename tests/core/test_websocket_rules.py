@@ -13,7 +13,9 @@ from framework.core.connection import BadInput
 from framework.core.errors import DecodeError, FrameTooLarge, InvalidFrame
 from framework.core.websocket import (
     CloseCode,
+    Due,
     MessageDecoder,
+    WebSocketClock,
     WebSocketOptions,
     close_code_for,
     origin_allowed,
@@ -139,3 +141,71 @@ def test_options_normalise_origins() -> None:
     options = WebSocketOptions(origins=["https://Game.Example/"], ping_interval=None)
     assert options.origins == ("https://game.example",)
     assert options.ping_interval is None
+
+
+def test_fragments_are_assembled_into_one_message() -> None:
+    decoder = MessageDecoder(Pipeline(codecs="utf-8"), _never)
+    assert decoder.fragment(b"frag", text=True, fin=False) == []
+    assert decoder.fragment(b"men", text=None, fin=False) == []
+    assert decoder.fragment(b"ted", text=None, fin=True) == ["fragmented"]
+    # A UTF-8 character split across fragments is checked on the whole message.
+    assert decoder.fragment("é".encode()[:1], text=True, fin=False) == []
+    assert decoder.fragment("é".encode()[1:], text=None, fin=True) == ["é"]
+
+
+def _clock(**options: Any) -> WebSocketClock:
+    settings = {
+        "now": 100.0,
+        "handshake_timeout": 10.0,
+        "idle_timeout": 300.0,
+        "ping_interval": 20.0,
+        "ping_timeout": 5.0,
+        "make_ping": lambda: b"ping",
+    }
+    settings.update(options)
+    return WebSocketClock(**settings)
+
+
+def test_the_opening_handshake_is_bounded() -> None:
+    clock = _clock()
+    assert clock.due() == 110.0
+    assert clock.on_timer(109.9) is Due.NOTHING
+    assert clock.on_timer(110.0) is Due.HANDSHAKE_TIMEOUT
+
+
+def test_keepalive_pings_then_fails_without_a_pong() -> None:
+    clock = _clock()
+    clock.opened(101.0)
+    assert clock.due() == 121.0  # the next ping, before the idle timeout
+    assert clock.on_timer(121.0) is Due.PING
+    assert clock.ping == b"ping"
+    assert clock.due() == 126.0  # the pong's deadline
+    clock.pong(b"other")  # not ours
+    assert clock.on_timer(126.0) is Due.PONG_TIMEOUT
+
+
+def test_a_pong_rearms_the_next_ping() -> None:
+    clock = _clock()
+    clock.opened(100.0)
+    assert clock.on_timer(120.0) is Due.PING
+    clock.pong(b"ping")
+    assert clock.ping is None
+    assert clock.due() == 140.0
+
+
+def test_idle_and_close_deadlines() -> None:
+    clock = _clock(ping_interval=None)
+    clock.opened(100.0)
+    clock.last_activity = 150.0
+    assert clock.due() == 450.0
+    assert clock.on_timer(449.0) is Due.NOTHING
+    assert clock.on_timer(450.0) is Due.IDLE
+    clock.closing_at = 450.0
+    assert clock.due() == 460.0
+    assert clock.on_timer(460.0) is Due.CLOSE_TIMEOUT
+
+
+def test_a_client_without_keepalive_has_no_deadline_once_open() -> None:
+    clock = _clock(idle_timeout=None, ping_interval=None)
+    clock.opened(100.0)
+    assert clock.due() is None
