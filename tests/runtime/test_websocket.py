@@ -454,6 +454,13 @@ def test_wss_with_the_same_tls_options_as_tls(tls_files: TlsFiles) -> None:
         async with connect(server.url, pipeline, tls=tls_files.client_options()) as conn:
             await conn.send("wirekit over tls")
             assert await within(conn.receive()) == "wirekit over tls"
+        server.reload_tls()  # what SIGHUP does: new connections get the files read again
+        async with ws_connect(server.url, ssl=context) as ws:
+            await ws.send("after a reload")
+            assert await within(ws.recv()) == "after a reload"
+        # A plain ws:// client on the wss:// port is refused, not answered in clear.
+        with pytest.raises((InvalidMessage, OSError)):
+            await ws_connect(server.url.replace("wss://", "ws://"), open_timeout=2)
         await server.close()
 
     run(main())
