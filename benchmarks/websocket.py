@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from websockets.client import ClientProtocol
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from benchmarks.io_servers import ServerPool, ServerSpec
 
-__all__ = ["client_handshake", "main", "pipelined"]
+__all__ = ["client_handshake", "echo_size", "main", "masked_frames", "pipelined", "verify_echo"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_RATIO = 0.8  # of the websockets server's figure, same loop, same run
@@ -78,6 +79,26 @@ def _frames(protocol: ClientProtocol, payload: bytes, count: int) -> bytes:
     return b"".join(protocol.data_to_send())
 
 
+def masked_frames(payload: bytes, count: int) -> bytes:
+    """``count`` binary frames of ``payload``, masked as a client sends them (by websockets)."""
+    # Frames only, no handshake: a protocol object that starts open.
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN, max_size=None)
+    return _frames(protocol, payload, count)
+
+
+def echo_size(payload: bytes) -> int:
+    """Bytes of the server's echo of one message of ``payload``: an unmasked binary frame."""
+    size = len(payload)
+    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+
+
+def verify_echo(address: tuple[str, int], payload: bytes, timeout: float = 5.0) -> None:
+    """Open a connection and check that the server echoes ``payload`` as one binary frame."""
+    sock, protocol = client_handshake(address, timeout)
+    with sock:
+        _verify(sock, protocol, payload, echo_size(payload))
+
+
 def _verify(sock: socket.socket, protocol: ClientProtocol, payload: bytes, reply: int) -> None:
     """One message first: the server must echo it as one binary frame, byte for byte."""
     sock.sendall(_frames(protocol, payload, 1))
@@ -97,8 +118,7 @@ def pipelined(
     """Messages per second echoed on one pipelined connection for ``seconds``."""
     sock, protocol = client_handshake(address)
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    # Each echo is an unmasked binary frame: a 2-byte header up to 125 bytes.
-    reply = size + (2 if size < 126 else 4 if size < 65536 else 10)
+    reply = echo_size(payload)
     sock.settimeout(10)
     try:
         _verify(sock, protocol, payload, reply)

@@ -39,3 +39,21 @@ def test_a_server_that_does_not_echo_is_refused() -> None:
         endpoint = parse_url(served.url)
         with pytest.raises(AssertionError, match="not an echo"):
             pipelined((endpoint.host, endpoint.port), size=8, window=64, seconds=0.1)
+
+
+def test_the_io_suite_websocket_scenario_checks_and_counts_real_echoes() -> None:
+    import time
+
+    from benchmarks.io_load import pipelined as io_pipelined
+    from benchmarks.io_load import verify_echo
+    from benchmarks.io_scenarios import build_scenarios
+
+    (scenario,) = [s for s in build_scenarios() if s.key == "websocket"]
+    assert scenario.load.shape == "ws-pipelined"
+    with ServerThread(_echo(), "ws://127.0.0.1:0") as served:
+        endpoint = parse_url(served.url)
+        address = (endpoint.host, endpoint.port)
+        verify_echo(address, scenario.load.shape, scenario.check)
+        now = time.monotonic()
+        counts = io_pipelined(address, scenario.load, (now + 0.1, now + 0.4))
+    assert counts["messages"] > 0

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import PayloadTooBig
 from websockets.frames import Opcode
 from websockets.http11 import Request
 from websockets.protocol import SEND_EOF, State
@@ -32,8 +31,6 @@ from websockets.server import ServerProtocol
 from framework.core.connection import ReadPause, Role
 from framework.core.errors import (
     ConnectionClosed,
-    FrameTooLarge,
-    InvalidFrame,
     TransportError,
     WirekitError,
 )
@@ -56,6 +53,7 @@ from framework.runtime.pages import Pages
 from framework.runtime.websocket_handshake import (
     Refusal,
     client_protocol,
+    peer_error,
     refuse_oversize,
     respond,
     server_protocol,
@@ -241,19 +239,10 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     def _protocol_failed(self, error: Exception) -> None:
         """The protocol object refused the peer's bytes (and sent its close frame)."""
-        if isinstance(error, EOFError):
+        wrapped = peer_error(error, message_limit(self.pipeline))
+        if wrapped is None:
             return  # the peer closed without a close frame: connection_lost follows
         self.stats.errors += 1
-        wrapped: WirekitError
-        if isinstance(error, PayloadTooBig):
-            limit = message_limit(self.pipeline) or 0
-            wrapped = FrameTooLarge(
-                f"WebSocket message exceeds max_frame_size={limit}: {error}",
-                size=(error.size or 0) + (error.current_size or 0) or limit + 1,
-                limit=limit,
-            )
-        else:
-            wrapped = InvalidFrame(f"bad WebSocket frame: {error}")
         self._close_error = wrapped
         kind = type(wrapped).__name__
         self._peer_warning(
@@ -266,16 +255,11 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._rate_timer is not None:
-            self._rate_timer.cancel()
-            self._rate_timer = None
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        for timer in (self._timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._rate_timer = None
+        self._wake_drainers()
         if not self.handshake.done():
             why = exc or "end of stream"
             lost = TransportError(f"connection closed during the WebSocket handshake: {why}")
@@ -299,6 +283,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._resume_reading(ReadPause.WRITES_BACKED_UP)
+        self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -321,6 +308,11 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                     ws.send_response(refuse_oversize(ws, self._options.max_request_size))
             else:
                 self._handshake_failed(ws.handshake_exc)
+                writes = ws.data_to_send()
+                if writes == [SEND_EOF]:  # not HTTP the library could read: say so all the same
+                    writes.insert(0, ws.reject(400, "Not a valid HTTP request.\n").serialize())
+                self._write_out(writes)
+                return
             self._flush_ws()
             return
         request = events[0]
@@ -441,7 +433,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     def _flush_ws(self) -> None:
         """Write what the protocol object has to send; end the stream when it says so."""
-        writes = self._ws.data_to_send()
+        self._write_out(self._ws.data_to_send())
+
+    def _write_out(self, writes: list[bytes]) -> None:
         if not writes:
             return
         transport = self._transport

@@ -1,10 +1,11 @@
-"""The opening of a WebSocket: the protocol objects, and the answer to a server's HTTP request.
+"""The ``websockets`` protocol objects: making them, reading their errors, opening a connection.
 
 :func:`server_protocol` and :func:`client_protocol` make the ``websockets``
 sans-I/O protocol objects with wirekit's options (message size from the
-framing, compression, subprotocol). :func:`respond` decides what a server
-answers to the HTTP request a connection opens with (see
-:mod:`framework.runtime.websocket`): a request head over
+framing, compression, subprotocol); :func:`peer_error` names, as a wirekit
+error, what a protocol object refused in a peer's bytes. :func:`respond`
+decides what a server answers to the HTTP request a connection opens with
+(see :mod:`framework.runtime.websocket`): a request head over
 ``max_request_size`` is 431; a plain HTTP request gets a page
 (:mod:`framework.runtime.pages`); an upgrade on another path is 404; one
 from an origin not allowed is 403; else the library's own checks, and 101.
@@ -18,6 +19,7 @@ import logging
 import attrs
 from websockets.client import ClientProtocol
 from websockets.datastructures import MultipleValuesError
+from websockets.exceptions import PayloadTooBig
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
     ServerPerMessageDeflateFactory,
@@ -27,6 +29,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
+from framework.core.errors import FrameTooLarge, InvalidFrame, WirekitError
 from framework.core.pipeline import Pipeline
 from framework.core.websocket import WebSocketOptions, message_limit, origin_allowed
 from framework.runtime.pages import Pages, answer
@@ -35,6 +38,7 @@ __all__ = [
     "Answer",
     "Refusal",
     "client_protocol",
+    "peer_error",
     "refuse_oversize",
     "request_size",
     "respond",
@@ -70,6 +74,20 @@ def client_protocol(
         max_size=message_limit(pipeline),
         logger=PROTOCOL_LOG,
     )
+
+
+def peer_error(error: Exception, limit: int | None) -> WirekitError | None:
+    """The wirekit error for a protocol object's ``parser_exc`` (None: the peer just left)."""
+    if isinstance(error, EOFError):
+        return None
+    if isinstance(error, PayloadTooBig):
+        most = limit or 0
+        return FrameTooLarge(
+            f"WebSocket message exceeds max_frame_size={most}: {error}",
+            size=(error.size or 0) + (error.current_size or 0) or most + 1,
+            limit=most,
+        )
+    return InvalidFrame(f"bad WebSocket frame: {error}")
 
 
 class Refusal(enum.Enum):

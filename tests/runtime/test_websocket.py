@@ -427,13 +427,24 @@ def test_a_peer_that_does_not_read_makes_the_server_stop_reading_it() -> None:
 
         server = await app.start(URL)
         raw = await open_raw_websocket(server.url)
-        # Enough requests for far more replies than the write high-water mark.
-        for _ in range(400):
-            raw.send_frame(Opcode.BINARY, b"\x01")
-        await raw.writer.drain()
         conn = next(iter(server.connections))
-        await eventually(lambda: not conn.can_send)
-        assert conn._transport.get_write_buffer_size() < 64 * 1024 * 1024
+        # Requests in small batches, each its own read, until the replies
+        # nobody reads are over the write high-water mark.
+        sent = 0
+        while conn.can_send and sent < 400:
+            for _ in range(4):
+                raw.send_frame(Opcode.BINARY, b"\x01")
+            sent += 4
+            await raw.writer.drain()
+            await asyncio.sleep(0.01)
+        assert not conn.can_send
+        # Reading is paused: more requests are not taken in (they wait in the
+        # kernel's buffers, not in the server), so no more replies pile up.
+        taken = conn.stats.frames_in
+        for _ in range(100):
+            raw.send_frame(Opcode.BINARY, b"\x01")
+        await asyncio.sleep(0.3)
+        assert conn.stats.frames_in == taken
         raw.writer.transport.abort()
         await server.close()
 
@@ -454,6 +465,13 @@ def test_wss_with_the_same_tls_options_as_tls(tls_files: TlsFiles) -> None:
         async with connect(server.url, pipeline, tls=tls_files.client_options()) as conn:
             await conn.send("wirekit over tls")
             assert await within(conn.receive()) == "wirekit over tls"
+        server.reload_tls()  # what SIGHUP does: new connections get the files read again
+        async with ws_connect(server.url, ssl=context) as ws:
+            await ws.send("after a reload")
+            assert await within(ws.recv()) == "after a reload"
+        # A plain ws:// client on the wss:// port is refused, not answered in clear.
+        with pytest.raises((InvalidMessage, OSError)):
+            await ws_connect(server.url.replace("wss://", "ws://"), open_timeout=2)
         await server.close()
 
     run(main())

@@ -172,3 +172,24 @@ def test_page_requests_run_no_connect_hooks(tmp_path: Path) -> None:
         await server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"HELLO THERE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_requests_the_server_cannot_read_get_a_short_400(request_bytes: bytes) -> None:
+    async def main() -> None:
+        server = await _serving(None)
+        status, headers, body = await within(http_request(server.url, request_bytes))
+        assert status == 400
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+        assert body == b"Not a valid HTTP request.\n"
+        await server.close()
+
+    run(main())
