@@ -211,6 +211,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         error = self._state.receive_eof()
         if error is not None:
             self.stats.errors += 1
+            if self._metrics is not None:
+                self._metrics.decode_errors += 1
             self._peer_warning(
                 "mid-frame",
                 "closed connections (peer closed mid-frame)",
