@@ -39,6 +39,8 @@ from framework.runtime.app import App
 from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
+from framework.runtime.metrics_http import MetricsEndpoint, serve_metrics
+from framework.runtime.metrics_workers import WorkerMetrics
 from framework.runtime.tls import TlsOptions
 from framework.runtime.workers import check_workers, serve_workers
 
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from N processes sharing the port (Linux SO_REUSEPORT; tcp, tls, udp)",
     )
     serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at /metrics and a health check at /healthz on HOST:PORT "
+        "(needs wirekit[metrics])",
+    )
+    serve.add_argument(
         "--no-uvloop",
         action="store_true",
         help="use asyncio's own event loop even if uvloop is installed",
@@ -282,13 +290,41 @@ def _serve(args: argparse.Namespace) -> None:
     tls = _tls(args, config.tls)
     workers = args.workers if args.workers is not None else config.workers
     uvloop = False if args.no_uvloop else None
-    loop_label = describe_loop(uvloop)
-
-    def banner(bound: str) -> None:
-        print(f"wirekit: serving {args.target} on {bound}", flush=True)
-
+    metrics = args.metrics if args.metrics is not None else config.metrics
     if workers != 1:
         check_workers(parse_url(url), workers)
+    reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
+    # Before serving: the endpoint turns handler timing on for the servers to come.
+    endpoint = (
+        serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
+        if metrics is not None
+        else None
+    )
+    try:
+        _serve_until_stopped(args, app, url, config, tls, workers, uvloop, endpoint, reporter)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _serve_until_stopped(
+    args: argparse.Namespace,
+    app: App,
+    url: str,
+    config: Config,
+    tls: TlsOptions | None,
+    workers: int,
+    uvloop: bool | None,
+    endpoint: MetricsEndpoint | None,
+    reporter: WorkerMetrics | None,
+) -> None:
+    loop_label = describe_loop(uvloop)
+    shown = f" (metrics: {endpoint.url}/metrics)" if endpoint is not None else ""
+
+    def banner(bound: str) -> None:
+        print(f"wirekit: serving {args.target} on {bound}{shown}", flush=True)
+
+    if workers != 1:
 
         def announce(bound: str, pids: list[int]) -> None:
             banner(bound)
@@ -304,6 +340,7 @@ def _serve(args: argparse.Namespace) -> None:
             tls=tls,
             uvloop=uvloop,
             announce=announce,
+            metrics=reporter,
         )
         return
 

@@ -5,6 +5,7 @@
     protocol = "protocols.echo"        # module that defines `app`
     url = "tcp://127.0.0.1:9000"
     workers = 2                        # processes sharing the port (Linux)
+    metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
 
     [framing]
     name = "length-prefix"
@@ -44,6 +45,7 @@ from framework.core.framing import Framing, make_framing
 from framework.core.limits import Limits
 from framework.runtime.app import App
 from framework.runtime.logs import LOG_FORMATS
+from framework.runtime.metrics_http import parse_address
 from framework.runtime.tls import TlsOptions
 
 __all__ = ["Config", "load_config", "load_protocol", "parse_config"]
@@ -58,6 +60,7 @@ _TOP_KEYS = {
     "tls",
     "limits",
     "log_format",
+    "metrics",
 }
 _TLS_TYPES: dict[str, type] = {
     "certfile": str,
@@ -86,6 +89,8 @@ class Config:
     workers: int = 1
     #: ``"text"`` or ``"json"`` log lines (``--log-format`` overrides it).
     log_format: str | None = None
+    #: ``"HOST:PORT"`` of the metrics and health endpoint (``--metrics`` overrides it).
+    metrics: str | None = None
 
     def apply(self, app: App) -> App:
         """The app with this config's framing, codecs and frame limit applied."""
@@ -142,7 +147,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     """Validate a config mapping (as read from TOML) into a :class:`Config`."""
     _check_keys(source, "", data, _TOP_KEYS)
     fields: dict[str, Any] = {"source": source}
-    for key in ("protocol", "url"):
+    for key in ("protocol", "url", "metrics"):
         if key in data:
             if not isinstance(data[key], str):
                 raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
@@ -159,6 +164,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         if type(workers) is not int or workers < 1:
             raise _error(source, "workers", f"must be a positive integer, got {workers!r}")
         fields["workers"] = workers
+    if "metrics" in fields:
+        try:
+            parse_address(fields["metrics"])
+        except ConfigError as exc:
+            raise _error(source, "metrics", str(exc)) from exc
     if "url" in fields:
         try:
             parse_url(fields["url"])

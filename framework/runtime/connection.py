@@ -383,16 +383,17 @@ class Connection(abc.ABC):
     def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
         # _dispatch with metrics on (see _served): the read's plain handler
         # calls are timed together; async ones on their own (see _finish).
-        timing = self._timing
-        assert timing is not None
-        held, self._async_calls, self._async_time = len(self._held), 0, 0.0
+        timing, metrics = self._timing, self._metrics
+        assert timing is not None and metrics is not None
+        held, bad = len(self._held), metrics.decode_errors
+        self._async_calls, self._async_time = 0, 0.0
         start = time.perf_counter()
         try:
             Connection._dispatch(self, router, values)
         finally:
             elapsed = time.perf_counter() - start - self._async_time
-            calls = len(values) - (len(self._held) - held) - self._async_calls
-            timing.observe(elapsed, calls)
+            skipped = len(self._held) - held + metrics.decode_errors - bad + self._async_calls
+            timing.observe(elapsed, len(values) - skipped)
 
     def _write_one(self, reply: Any) -> None:
         self._watch_close = True  # a failed write closes
@@ -536,8 +537,7 @@ class Connection(abc.ABC):
         self._peer_log = peer_log
         self._metrics = metrics
         if metrics.times is not None:
-            self._timing = metrics.times
-            # An instance attribute: with metrics off, _dispatch costs nothing more.
+            self._timing = metrics.times  # an instance attribute: off, it costs nothing
             self._dispatch = self._timed_dispatch  # type: ignore[method-assign]
 
     def _run_hooks(self, hooks: list[Callable[[Any], Any]]) -> None:
