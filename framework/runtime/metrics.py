@@ -273,9 +273,12 @@ class _State:
 _state = _State()
 
 
-def enable() -> None:
-    """Turn on handler timing for listeners started from now on (a metrics endpoint does)."""
-    _state.enabled = True
+def enable(on: bool = True) -> None:
+    """Turn handler timing on (or off) for listeners started from now on.
+
+    A metrics endpoint or collector turns it on: until then nothing is timed.
+    """
+    _state.enabled = on
 
 
 def enabled() -> bool:
