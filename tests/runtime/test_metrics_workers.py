@@ -1,0 +1,181 @@
+"""``wirekit serve --workers N --metrics``: one endpoint, in the parent, adds every worker up.
+
+Real processes on loopback: the load generator's own counts are the truth
+the scrape must match exactly, across workers, a worker killed and
+replaced, and a worker that stops answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers_metrics import Samples, fetch, scrape, total
+
+from framework import Pipeline
+from framework.runtime import Connection, connect
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 20
+RAW = Pipeline(framing="length-prefix", codecs="bytes")
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="workers need Linux's SO_REUSEPORT"
+)
+
+
+@contextlib.contextmanager
+def serving(scheme: str, workers: int = 2) -> Iterator[tuple[str, str, list[int]]]:
+    """``wirekit serve protocols.echo --workers N --metrics``: its URL, metrics URL and pids."""
+    command = [
+        sys.executable,
+        "-m",
+        "framework",
+        "serve",
+        "protocols.echo",
+        "--codec",
+        "bytes",
+        "--url",
+        f"{scheme}://127.0.0.1:0",
+        "--workers",
+        str(workers),
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            banner = proc.stdout.readline()
+            match = re.search(r"((?:tcp|udp)://\S+) \(metrics: (http://\S+)/metrics\)", banner)
+            assert match, f"no URLs in {banner!r}"
+            line = proc.stderr.readline()
+            pids = [int(pid) for pid in re.findall(r"\d+", line.split("pids", 1)[-1].split(")")[0])]
+            wait_healthy(match.group(2))
+            yield match.group(1), match.group(2), pids
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a hang is the failure
+                proc.kill()
+                proc.wait()
+
+
+def wait_healthy(base: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while fetch(f"{base}/healthz")[0] != 200:
+        assert time.monotonic() < deadline, fetch(f"{base}/healthz")
+        time.sleep(0.05)
+
+
+async def load(url: str, clients: int, sizes: list[int]) -> tuple[int, int]:
+    """Each client sends ``sizes`` one by one and reads each echo: (frames, payload bytes)."""
+
+    async def one(client: int) -> None:
+        async with connect(url, RAW) as conn:
+            for size in sizes:
+                payload = bytes([client % 256]) * size
+                await conn.send(payload)
+                assert await asyncio.wait_for(conn.receive(), 5) == payload
+
+    await asyncio.gather(*(one(client) for client in range(clients)))
+    return clients * len(sizes), clients * sum(sizes)
+
+
+def listener_totals(samples: Samples, url: str) -> dict[str, float]:
+    names = [
+        "wirekit_frames_received_total",
+        "wirekit_frames_sent_total",
+        "wirekit_bytes_received_total",
+        "wirekit_bytes_sent_total",
+        "wirekit_connections_total",
+        "wirekit_handler_duration_seconds_count",
+    ]
+    return {name: total(samples, name, listener=url) for name in names}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "udp"])
+def test_the_parent_reports_the_exact_sum_over_its_workers(scheme: str) -> None:
+    sizes = [3, 30, 300]
+    header = 4 if scheme == "tcp" else 0
+    with serving(scheme) as (url, metrics, _pids):
+        frames, payload = asyncio.run(load(url, 24, sizes))
+        samples = scrape(metrics)
+        totals = listener_totals(samples, url)
+        wire = payload + header * frames
+        assert totals == {
+            "wirekit_frames_received_total": frames,
+            "wirekit_frames_sent_total": frames,
+            "wirekit_bytes_received_total": wire,
+            "wirekit_bytes_sent_total": wire,
+            "wirekit_connections_total": 24,
+            "wirekit_handler_duration_seconds_count": frames,
+        }
+        # Both workers served, and each one's listener counts as one.
+        assert total(samples, "wirekit_listener_up", listener=url) == 2
+
+
+def test_a_replaced_worker_neither_loses_nor_doubles_and_its_gauges_leave() -> None:
+    async def hold(url: str, count: int) -> list[Connection]:
+        conns = [await connect(url, RAW) for _ in range(count)]
+        for conn in conns:
+            await conn.send(b"hold")
+            await asyncio.wait_for(conn.receive(), 5)
+        return conns
+
+    async def main(url: str, metrics: str, pids: list[int]) -> None:
+        held = await hold(url, 12)  # spread over both workers by the kernel
+        frames, _payload = await load(url, 16, [10, 20])
+        frames += len(held)
+        before = await asyncio.to_thread(scrape, metrics)
+        assert listener_totals(before, url)["wirekit_frames_received_total"] == frames
+        assert total(before, "wirekit_connections_active", listener=url) == 12
+        os.kill(pids[0], signal.SIGKILL)
+        # The killed worker's connections end; the others stay open.
+        await asyncio.sleep(0.5)
+        still_open = sum(not conn.closed for conn in held)
+        assert 0 < still_open < 12, "both workers should have held connections"
+        await asyncio.to_thread(wait_healthy, metrics)  # replaced, and serving
+        after = await asyncio.to_thread(scrape, metrics)
+        assert listener_totals(after, url) == listener_totals(before, url)
+        assert total(after, "wirekit_connections_active", listener=url) == still_open
+        more, _payload = await load(url, 16, [5])
+        final = await asyncio.to_thread(scrape, metrics)
+        expected = listener_totals(before, url)["wirekit_frames_received_total"] + more
+        assert listener_totals(final, url)["wirekit_frames_received_total"] == expected
+        assert listener_totals(final, url)["wirekit_frames_sent_total"] == expected
+        for conn in held:
+            conn.abort()
+
+    with serving("tcp") as (url, metrics, pids):
+        asyncio.run(main(url, metrics, pids))
+
+
+def test_healthz_fails_while_a_worker_does_not_answer() -> None:
+    with serving("tcp") as (_url, metrics, pids):
+        assert fetch(f"{metrics}/healthz") == (200, "ok\n")
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            status, reason = fetch(f"{metrics}/healthz")
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        assert status == 503
+        assert reason == f"worker 1 (pid {pids[1]}) did not answer within 1 s\n"
+        wait_healthy(metrics)
