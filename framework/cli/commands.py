@@ -7,6 +7,7 @@
     wirekit serve protocols.echo --url tcp://0.0.0.0:9000 --workers 2
     wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}' --codec msgpack
     wirekit listen udp://127.0.0.1:9000 --codec json
+    wirekit top 127.0.0.1:9100
 
 A command's flags may come anywhere among its arguments. Errors print one
 line and exit with status 1; bad usage prints the command's usage and exits
@@ -29,6 +30,7 @@ from typing import Any
 import attrs
 
 from framework.cli.config import Config, load_config, load_protocol, parse_config
+from framework.cli.top import add_top_command, top
 from framework.core.codecs import codec_names, make_codec
 from framework.core.endpoints import parse_url
 from framework.core.errors import ConfigError, WirekitError
@@ -198,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("url", help="endpoint to listen on")
     _add_pipeline_flags(listen)
     _add_tls_flags(listen)
+    add_top_command(commands)
     _add_plugin_commands(commands)
     return parser
 
@@ -415,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_loop(_send(args))
         elif args.command == "listen":
             run_loop(_listen(args))
+        elif args.command == "top":
+            return top(args.address, interval=args.interval, iterations=args.iterations)
         else:
             return int(args.handler(args))
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from framework.core.connection import (
     BadInput,
@@ -383,8 +383,7 @@ class Connection(abc.ABC):
     def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
         # _dispatch with metrics on (see _served): the read's plain handler
         # calls are timed together; async ones on their own (see _finish).
-        timing, metrics = self._timing, self._metrics
-        assert timing is not None and metrics is not None
+        metrics = cast(ListenerMetrics, self._metrics)
         held, bad = len(self._held), metrics.decode_errors
         self._async_calls, self._async_time = 0, 0.0
         start = time.perf_counter()
@@ -393,7 +392,7 @@ class Connection(abc.ABC):
         finally:
             elapsed = time.perf_counter() - start - self._async_time
             skipped = len(self._held) - held + metrics.decode_errors - bad + self._async_calls
-            timing.observe(elapsed, len(values) - skipped)
+            cast(HandlerTimes, self._timing).observe(elapsed, len(values) - skipped)
 
     def _write_one(self, reply: Any) -> None:
         self._watch_close = True  # a failed write closes
