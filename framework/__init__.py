@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     )
     from framework.runtime.app import App
     from framework.runtime.blocking import BlockingClient, ServerThread
+    from framework.runtime.metrics_http import MetricsCollector, MetricsEndpoint, serve_metrics
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
@@ -86,6 +87,8 @@ _LAZY = {
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
+    "MetricsCollector": "framework.runtime.metrics_http",
+    "MetricsEndpoint": "framework.runtime.metrics_http",
     "ConnectionStats": "framework.runtime",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
@@ -95,6 +98,7 @@ _LAZY = {
     "connect": "framework.runtime",
     "load_config": "framework.cli.config",
     "load_protocol": "framework.cli.config",
+    "serve_metrics": "framework.runtime.metrics_http",
 }
 
 
@@ -150,6 +154,8 @@ __all__ = [
     "Limits",
     "MessageError",
     "MessageRegistry",
+    "MetricsCollector",
+    "MetricsEndpoint",
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
@@ -180,4 +186,5 @@ __all__ = [
     "parse_url",
     "register_codec",
     "register_framing",
+    "serve_metrics",
 ]

@@ -11,6 +11,7 @@ Rates come from two successive scrapes. Ctrl-C exits.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -187,6 +188,7 @@ def top(target: str, *, interval: float = 1.0, iterations: int | None = None) ->
     require_prometheus()
     url = metrics_url(target)
     previous = fetch(url)
+    print(f"wirekit: watching {url} (Ctrl-C to quit)", file=sys.stderr, flush=True)
     console = Console()
     shown = 0
     try:

@@ -135,7 +135,9 @@ def test_top_shows_a_running_server_and_exits_cleanly_on_ctrl_c() -> None:
             assert once.returncode == 0, err
             assert url in out
             with wirekit("top", address, "--interval", "0.1") as live:
-                time.sleep(1.0)
+                assert live.stderr is not None
+                assert live.stderr.readline().startswith("wirekit: watching http://")
+                time.sleep(0.3)  # a refresh or two
                 live.send_signal(signal.SIGINT)
                 _out, err = live.communicate(timeout=TIMEOUT)
             assert live.returncode == 0

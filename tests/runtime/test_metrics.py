@@ -456,3 +456,14 @@ def test_labels_never_carry_a_peer_address(endpoint: str) -> None:
     values = {value for _name, keys in samples for _key, value in keys}
     assert values
     assert not any(peer_port in value for value in values)
+
+
+def test_the_how_to_s_table_is_the_metrics_exported() -> None:
+    page = (ROOT / "docs" / "howto" / "monitor.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in page.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`wirekit_"):
+            labels = tuple(label.strip("` ") for label in cells[2].split(","))
+            rows[cells[0].strip("`")] = (cells[1], labels, cells[3])
+    assert rows == METRICS
