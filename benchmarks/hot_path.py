@@ -42,7 +42,7 @@ from framework.core.connection import Role
 from framework.core.limits import Limits
 from framework.runtime.logs import LogLimiter
 from framework.runtime.metrics import HandlerTimes, ListenerMetrics
-from framework.runtime.stream import StreamConnection
+from framework.runtime.stream import StreamConnection, TimedStreamConnection
 
 __all__ = ["main"]
 
@@ -218,7 +218,8 @@ def _wirekit_protocol(app: App, metrics: bool = False) -> StreamConnection:
             conn._served(LogLimiter(logging.getLogger("wirekit.server")), listener)
         return True
 
-    return StreamConnection(
+    kind = TimedStreamConnection if metrics else StreamConnection
+    return kind(
         app.pipeline,
         router=app,
         limits=Limits(),

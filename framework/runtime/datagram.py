@@ -118,8 +118,6 @@ class DatagramPeer(_DatagramConnection):
         if metrics is not None:
             self._metrics = metrics
             self._timing = metrics.times
-            if metrics.times is not None:
-                self._dispatch = self._timed_dispatch  # type: ignore[method-assign]
         self._peer = PeerState(server.limits, now=self._loop.time())
         self.stats = self._peer.stats
 
@@ -243,6 +241,12 @@ class DatagramPeer(_DatagramConnection):
     def abort(self) -> None:
         """Same as :meth:`close`: there is nothing to flush on UDP."""
         self.close()
+
+
+class TimedDatagramPeer(DatagramPeer):
+    """A UDP peer whose handlers are timed (metrics on)."""
+
+    _dispatch = Connection._timed_dispatch
 
 
 class DatagramServer(asyncio.DatagramProtocol):
@@ -394,7 +398,8 @@ class DatagramServer(asyncio.DatagramProtocol):
             if len(self.peers) >= self.limits.max_peers:
                 stats.count(Drop.NO_CAPACITY)
                 return None
-            peer = DatagramPeer(self, addr)
+            timed = self.metrics is not None and self.metrics.times is not None
+            peer = (TimedDatagramPeer if timed else DatagramPeer)(self, addr)
             with REGISTRY.lock:  # a scrape in another thread sees it live, or not yet
                 self.peers[addr] = peer
                 if self.metrics is not None:

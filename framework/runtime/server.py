@@ -30,7 +30,7 @@ from framework.runtime.metrics import (
     datagram_sample,
 )
 from framework.runtime.shutdown import finish_handlers, linger_close
-from framework.runtime.stream import StreamConnection
+from framework.runtime.stream import StreamConnection, TimedStreamConnection
 from framework.runtime.tls import TlsAcceptor, TlsOptions
 from framework.runtime.transports import StreamListener, serve_datagrams, serve_stream
 
@@ -331,8 +331,11 @@ async def start_server(
     # Fail now, not on the first connection, if the framing cannot cut a stream.
     pipeline.decoder()
 
+    # Handlers timed (metrics on) through the class: see Connection._timed_dispatch.
+    kind = StreamConnection if server.metrics.times is None else TimedStreamConnection
+
     def factory() -> Any:
-        return StreamConnection(
+        return kind(
             pipeline,
             router=router,
             limits=limits,
