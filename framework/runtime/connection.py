@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import bisect
 import collections
 import inspect
 import itertools
@@ -20,7 +21,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from framework.core.connection import (
     BadInput,
@@ -38,7 +39,7 @@ from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, guard_hook, needs_await
 from framework.runtime.logs import LogLimiter
-from framework.runtime.metrics import HandlerTimes, ListenerMetrics
+from framework.runtime.metrics import BUCKETS, HandlerTimes, ListenerMetrics
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
 
@@ -381,14 +382,19 @@ class Connection(abc.ABC):
                 return
 
     def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
-        # _dispatch of the classes a server makes with metrics on: a read's
-        # plain handler calls timed together (async ones alone, in _finish).
-        # Kept to the least per read: held, bad and async values are
-        # counted in _skipped where they are met, off the per-value path.
+        # _dispatch of the classes a server makes with metrics on: a read's plain
+        # handler calls timed together (async ones alone, in _finish); held, bad
+        # and async values are counted in _skipped where met, off the value loop.
         self._skipped = 0
         start = _perf()
         _plain_dispatch(self, router, values)
-        cast(HandlerTimes, self._timing).observe(_perf() - start, len(values) - self._skipped)
+        elapsed = _perf() - start
+        calls = len(values) - self._skipped
+        if calls > 0:  # HandlerTimes.observe, inline: one Python call fewer per read
+            times = self._timing
+            assert times is not None
+            times.counts[_bucket(BUCKETS, elapsed / calls)] += calls
+            times.total += elapsed
 
     def _write_one(self, reply: Any) -> None:
         self._watch_close = True  # a failed write closes
@@ -585,6 +591,7 @@ class Connection(abc.ABC):
 
 
 _perf = time.perf_counter
+_bucket = bisect.bisect_left
 _plain_dispatch = Connection._dispatch
 
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
