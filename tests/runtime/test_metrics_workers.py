@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,3 +180,40 @@ def test_healthz_fails_while_a_worker_does_not_answer() -> None:
         assert status == 503
         assert reason == f"worker 1 (pid {pids[1]}) did not answer within 1 s\n"
         wait_healthy(metrics)
+
+
+def test_app_run_with_workers_and_metrics_sums_them_too(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free now; the app binds it next
+    (tmp_path / "main.py").write_text(
+        "import sys\n"
+        "from protocols.echo import app\n"
+        "from framework import Pipeline\n"
+        "app = app.with_pipeline(Pipeline(framing='length-prefix', codecs='bytes'))\n"
+        "def ready(server):\n"
+        "    sys.stdout.write(f'ready {server.url}\\n')\n"
+        "    sys.stdout.flush()\n"
+        "app.run('tcp://127.0.0.1:0', workers=2, metrics=sys.argv[1], ready=ready)\n",
+        encoding="utf-8",
+    )
+    metrics = f"http://127.0.0.1:{port}"
+    with subprocess.Popen(
+        [sys.executable, "main.py", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[1]
+            wait_healthy(metrics)
+            frames, payload = asyncio.run(load(url, 8, [1, 2, 3]))
+            totals = listener_totals(scrape(metrics), url)
+            assert totals["wirekit_frames_received_total"] == frames
+            assert totals["wirekit_bytes_sent_total"] == payload + 4 * frames
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=TIMEOUT)
