@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 from helpers_metrics import Samples, fetch, scrape, total
-from helpers_runtime import Ping, echo_app, eventually, run, typed_pipeline, within
+from helpers_runtime import (
+    Ping,
+    TlsFiles,
+    echo_app,
+    eventually,
+    run,
+    tls_files,
+    typed_pipeline,
+    within,
+)
 
 from framework import App, Limits, Pipeline
 from framework.core.errors import ConfigError
@@ -20,6 +29,8 @@ from framework.runtime import connect
 from framework.runtime.backplane.base import Backplane, BackplaneStats, Deliver, StateChanged
 from framework.runtime.metrics import METRICS, REGISTRY, Snapshot, enable
 from framework.runtime.metrics_http import MetricsCollector, parse_address, serve_metrics
+
+__all__ = ["tls_files"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = Pipeline(framing="length-prefix", codecs="bytes")
@@ -467,3 +478,33 @@ def test_the_how_to_s_table_is_the_metrics_exported() -> None:
             labels = tuple(label.strip("` ") for label in cells[2].split(","))
             rows[cells[0].strip("`")] = (cells[1], labels, cells[3])
     assert rows == METRICS
+
+
+def test_failed_tls_handshakes_are_counted(endpoint: str, tls_files: TlsFiles) -> None:
+    async def main() -> None:
+        server = await echo_app(RAW).start("tls://127.0.0.1:0", tls=tls_files.server_options())
+        try:
+            host, port = server.endpoint.host, server.endpoint.port
+            for _ in range(2):  # plaintext clients on a TLS port
+                _reader, writer = await asyncio.open_connection(host, port)
+                writer.write(b"\x00\x00\x00\x05hello")
+                await writer.drain()
+                writer.close()
+            await eventually(lambda: server.handshake_failures == 2)
+            samples = await scraped(endpoint)
+            failures = "wirekit_tls_handshake_failures_total"
+            assert total(samples, failures, listener=server.url, transport="tls") == 2
+        finally:
+            await server.close()
+
+    run(main())
+
+
+def test_idle_clients_of_the_endpoint_do_not_hold_up_a_scrape(endpoint: str) -> None:
+    host, port = parse_address(endpoint.removeprefix("http://"))
+    idle = [socket.create_connection((host, port), timeout=5) for _ in range(4)]
+    try:
+        assert fetch(f"{endpoint}/healthz")[0] == 503  # answered at once: no listener yet
+    finally:
+        for sock in idle:
+            sock.close()
