@@ -145,3 +145,42 @@ def test_top_shows_a_running_server_and_exits_cleanly_on_ctrl_c() -> None:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=TIMEOUT)
+
+
+@given(
+    st.dictionaries(
+        st.tuples(
+            st.sampled_from(["wirekit_frames_received_total", "wirekit_bytes_sent_total"]),
+            st.text(min_size=1, max_size=20),
+        ),
+        st.integers(min_value=0, max_value=2**40),
+        max_size=6,
+    ),
+    st.lists(st.integers(min_value=0, max_value=1000), min_size=20, max_size=20),
+)
+def test_what_an_endpoint_writes_top_reads_back(
+    counters: dict[tuple[str, str], int], buckets: list[int]
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from framework.runtime.metrics import Snapshot, enable
+    from framework.runtime.metrics_http import MetricsCollector
+
+    snap = Snapshot()
+    for (name, listener), value in counters.items():
+        snap.count(name, (("listener", listener), ("transport", "tcp")), value)
+    snap.histograms["wirekit_handler_duration_seconds", (("listener", "l"), ("transport", "t"))] = (
+        buckets,
+        1.5,
+    )
+    registry = CollectorRegistry()
+    try:
+        registry.register(MetricsCollector(lambda: snap))
+    finally:
+        enable(False)  # a collector turns handler timing on for the process
+    scrape = parse(generate_latest(registry).decode(), at=0.0)
+    for key, value in counters.items():
+        assert scrape.values[key] == value
+    cumulative = scrape.buckets["l"]
+    assert cumulative[float("inf")] == sum(buckets)
+    assert sorted(cumulative.values()) == [cumulative[b] for b in sorted(cumulative)]
