@@ -348,7 +348,7 @@ class DatagramServer(asyncio.DatagramProtocol):
             result = handler(value, peer)
         except Exception:
             if timing is not None:
-                timing.observe(time.perf_counter() - start)
+                timing.observe(_perf() - start)
             peer._handler_failed(value)
             return
         if result is None or type(result) in PLAIN_REPLIES or not needs_await(result):
