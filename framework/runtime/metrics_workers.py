@@ -45,6 +45,9 @@ class _Channel:
     process: Any  # a multiprocessing process: is_alive(), pid
     conn: Connection
     last: Snapshot | None = None
+    #: The request not answered yet: a stopped worker is not asked again, so
+    #: requests cannot fill its pipe and block the parent.
+    pending: int | None = None
 
 
 class WorkerMetrics:
@@ -117,7 +120,8 @@ class WorkerMetrics:
 
     def _retire_dead(self) -> None:
         for channel in [c for c in self._channels if not c.process.is_alive()]:
-            self._read(channel, seq=None, deadline=0.0)  # its final snapshot, if it sent one
+            while self._read(channel, deadline=0.0):
+                pass  # every answer left in the pipe, its final snapshot last
             if channel.last is not None:
                 self._dead.add(channel.last, live=False)
             channel.conn.close()
@@ -128,14 +132,18 @@ class WorkerMetrics:
         seq = self._asked
         asked = []
         for channel in self._channels:
-            with contextlib.suppress(OSError):
-                channel.conn.send(("snapshot", seq))
-                asked.append(channel)
+            if channel.pending is None:
+                try:
+                    channel.conn.send(("snapshot", seq))
+                except OSError:
+                    continue
+                channel.pending = seq
+            asked.append(channel)
         deadline = time.monotonic() + ANSWER_TIMEOUT
-        return {channel for channel in asked if self._read(channel, seq, deadline)}
+        return {channel for channel in asked if self._read(channel, deadline)}
 
-    def _read(self, channel: _Channel, seq: int | None, deadline: float) -> bool:
-        """Read answers until the one to ``seq`` (or, with None, every one waiting)."""
+    def _read(self, channel: _Channel, deadline: float) -> bool:
+        """Read answers until the one to the pending request; whether it came."""
         while True:
             remaining = max(0.0, deadline - time.monotonic())
             try:
@@ -145,7 +153,8 @@ class WorkerMetrics:
             except (EOFError, OSError):
                 return False
             channel.last = snap  # any answer is newer than the one before
-            if seq is not None and (number == seq or kind == "final"):
+            if kind == "final" or number == channel.pending:
+                channel.pending = None
                 return True
 
 
