@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import re
 import signal
@@ -23,7 +24,9 @@ import pytest
 from helpers_metrics import Samples, fetch, scrape, total
 
 from framework import Pipeline
-from framework.runtime import Connection, connect
+from framework.runtime import Connection, connect, metrics_workers
+from framework.runtime.metrics import Snapshot
+from framework.runtime.metrics_workers import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
@@ -217,3 +220,47 @@ def test_app_run_with_workers_and_metrics_sums_them_too(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=TIMEOUT)
+
+
+class FakeProcess:
+    """What WorkerMetrics asks of a worker process: its pid, whether it lives."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def frames_snapshot(count: int, active: int = 0) -> Snapshot:
+    labels = (("listener", "tcp://127.0.0.1:9"), ("transport", "tcp"))
+    snap = Snapshot(listeners=1)
+    snap.count("wirekit_frames_received_total", labels, count)
+    snap.gauges["wirekit_connections_active", labels] = active
+    return snap
+
+
+def test_a_worker_that_does_not_answer_is_asked_once_and_a_dead_one_s_final_figures_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics_workers, "ANSWER_TIMEOUT", 0.05)
+    parent_end, worker_end = multiprocessing.Pipe()
+    process = FakeProcess(4711)
+    metrics = WorkerMetrics(1)
+    metrics._new.append(metrics_workers._Channel(0, process, parent_end))  # no refresher thread
+    for _ in range(3):
+        assert metrics.snapshot().problems == ["worker 0 (pid 4711) is not serving yet"]
+    assert worker_end.recv() == ("snapshot", 1)
+    assert not worker_end.poll()  # asked once, not three times
+    worker_end.send(("snapshot", 1, frames_snapshot(5, active=2)))
+    live = metrics.snapshot()
+    assert sum(live.counters.values()) == 5
+    assert sum(live.gauges.values()) == 2
+    worker_end.send(("final", 0, frames_snapshot(7, active=0)))
+    process.alive = False
+    for _ in range(2):  # kept once, however often it is read
+        dead = metrics.snapshot()
+        assert sum(dead.counters.values()) == 7
+        assert dead.gauges == {}
+        assert dead.problems == ["0 of 1 workers running (restarting)"]
