@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -42,6 +42,7 @@ __all__ = [
     "METRICS",
     "REGISTRY",
     "HandlerTimes",
+    "Listener",
     "ListenerMetrics",
     "Registry",
     "Snapshot",
@@ -286,6 +287,13 @@ def enabled() -> bool:
     return _state.enabled
 
 
+class Listener(Protocol):
+    """What the registry reads of a listener (a :class:`~framework.runtime.server.Server`)."""
+
+    def listener_sample(self, snap: Snapshot) -> None:
+        """Add the listener's samples, and its health, to ``snap``."""
+
+
 class Registry:
     """The listeners and backplanes of this process, read together by :meth:`snapshot`.
 
@@ -295,16 +303,16 @@ class Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._listeners: dict[int, Any] = {}
+        self._listeners: dict[int, Listener] = {}
         self._backplanes: dict[int, Backplane] = {}
         self._retired = Snapshot()
 
-    def add_listener(self, server: Any) -> None:
+    def add_listener(self, server: Listener) -> None:
         """A server listens: count it (``server.listener_sample(snapshot)`` is read at scrape)."""
         with self.lock:
             self._listeners[id(server)] = server
 
-    def remove_listener(self, server: Any) -> None:
+    def remove_listener(self, server: Listener) -> None:
         """A server has closed: keep its counters, forget its gauges."""
         with self.lock:
             if self._listeners.pop(id(server), None) is None:
@@ -328,7 +336,7 @@ class Registry:
             self._retired.add(final, live=False)
 
     @property
-    def listeners(self) -> list[Any]:
+    def listeners(self) -> list[Listener]:
         """The servers registered now."""
         with self.lock:
             return list(self._listeners.values())
