@@ -10,14 +10,15 @@ with your own registry to export wirekit's metrics through your own exporter.
   backplane is connected), else ``503`` and a one-line reason.
 
 The endpoint is bounded: at most :data:`MAX_REQUESTS` requests at once (more
-are closed unanswered), :data:`REQUEST_TIMEOUT` seconds for a client to send
-its request, and ``http.server``'s limits on the request line and headers.
+are closed unanswered), at most :data:`REQUEST_TIMEOUT` seconds for a
+whole request, and ``http.server``'s limits on the request line and headers.
 ``prometheus_client`` is an optional dependency (``pip install
 'wirekit[metrics]'``); this module says so in one line when it is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -44,7 +45,7 @@ log = logging.getLogger("wirekit.metrics")
 
 #: Requests served at once; a scrape takes milliseconds, a flood is closed.
 MAX_REQUESTS = 16
-#: Seconds a client gets to send its request: a slow one cannot hold a thread.
+#: Seconds a request may take, from connection to answer: a slow client cannot hold a thread.
 REQUEST_TIMEOUT = 10.0
 
 Source = Callable[[], Snapshot]
@@ -170,10 +171,21 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The socket timeout bounds each read; this bounds the whole request,
+        # so a client that trickles a byte at a time cannot hold a slot.
+        deadline = threading.Timer(REQUEST_TIMEOUT, _cut, args=(request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            deadline.cancel()
             self.slots.release()
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _server_class(host: str) -> type[_Server]:

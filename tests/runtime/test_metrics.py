@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from helpers_runtime import (
 
 from framework import App, Limits, Pipeline
 from framework.core.errors import ConfigError
-from framework.runtime import connect
+from framework.runtime import connect, metrics_http
 from framework.runtime.backplane.base import Backplane, BackplaneStats, Deliver, StateChanged
 from framework.runtime.metrics import METRICS, REGISTRY, Snapshot, enable
 from framework.runtime.metrics_http import MetricsCollector, parse_address, serve_metrics
@@ -508,3 +510,20 @@ def test_idle_clients_of_the_endpoint_do_not_hold_up_a_scrape(endpoint: str) -> 
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_client_that_trickles_its_request_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_http, "REQUEST_TIMEOUT", 0.5)
+    with serve_metrics("127.0.0.1:0") as served:
+        host, port = parse_address(served.url.removeprefix("http://"))
+        with socket.create_connection((host, port), timeout=5) as sock:
+            started = time.monotonic()
+            with contextlib.suppress(OSError):  # the cut may come as a reset
+                for byte in b"GET /metrics HTTP/1.0\r\n":
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+                    if time.monotonic() - started > 3:
+                        break
+            assert sock.recv(100) == b""  # closed by the server, unanswered
+            assert time.monotonic() - started < 3
+    enable(False)
