@@ -524,6 +524,10 @@ def test_a_client_that_trickles_its_request_is_cut_off(monkeypatch: pytest.Monke
                     time.sleep(0.1)
                     if time.monotonic() - started > 3:
                         break
-            assert sock.recv(100) == b""  # closed by the server, unanswered
+            try:
+                answer = sock.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # closed by the server, unanswered
             assert time.monotonic() - started < 3
     enable(False)
