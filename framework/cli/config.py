@@ -3,7 +3,7 @@
 ::
 
     protocol = "protocols.echo"        # module that defines `app`
-    url = "tcp://127.0.0.1:9000"
+    url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
     metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
 
@@ -17,6 +17,10 @@
     [tls]
     certfile = "server.pem"
     keyfile = "server.key"
+
+    [websocket]                        # ws:// and wss:// listeners
+    origins = ["https://game.example"]
+    subprotocol = "wirekit.chat"
 
     [limits]
     max_connections = 1000
@@ -43,6 +47,7 @@ from framework.core.endpoints import parse_url
 from framework.core.errors import ConfigError
 from framework.core.framing import Framing, make_framing
 from framework.core.limits import Limits
+from framework.core.websocket import WebSocketOptions
 from framework.runtime.app import App
 from framework.runtime.logs import LOG_FORMATS
 from framework.runtime.metrics_http import parse_address
@@ -61,7 +66,9 @@ _TOP_KEYS = {
     "limits",
     "log_format",
     "metrics",
+    "websocket",
 }
+_WEBSOCKET_KEYS = {field.name for field in attrs.fields(WebSocketOptions)} - {"origin"}
 _TLS_TYPES: dict[str, type] = {
     "certfile": str,
     "keyfile": str,
@@ -79,7 +86,8 @@ class Config:
 
     source: str = "<config>"
     protocol: str | None = None
-    url: str | None = None
+    #: One URL, or (a list in the file) several served together.
+    url: str | tuple[str, ...] | None = None
     framing: Framing | None = None
     codecs: tuple[Codec, ...] | None = None
     tls: TlsOptions | None = None
@@ -91,6 +99,8 @@ class Config:
     log_format: str | None = None
     #: ``"HOST:PORT"`` of the metrics and health endpoint (``--metrics`` overrides it).
     metrics: str | None = None
+    #: The ``[websocket]`` table: options of ``ws://`` and ``wss://`` listeners.
+    websocket: WebSocketOptions | None = None
 
     def apply(self, app: App) -> App:
         """The app with this config's framing, codecs and frame limit applied."""
@@ -147,11 +157,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     """Validate a config mapping (as read from TOML) into a :class:`Config`."""
     _check_keys(source, "", data, _TOP_KEYS)
     fields: dict[str, Any] = {"source": source}
-    for key in ("protocol", "url", "metrics"):
+    for key in ("protocol", "metrics"):
         if key in data:
             if not isinstance(data[key], str):
                 raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
             fields[key] = data[key]
+    if "url" in data:
+        fields["url"] = _urls(source, data["url"])
     if "log_format" in data:
         log_format = data["log_format"]
         if log_format not in LOG_FORMATS:
@@ -169,11 +181,6 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             parse_address(fields["metrics"])
         except ConfigError as exc:
             raise _error(source, "metrics", str(exc)) from exc
-    if "url" in fields:
-        try:
-            parse_url(fields["url"])
-        except ConfigError as exc:
-            raise _error(source, "url", str(exc)) from exc
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and
         # framings by name, and the tables below may name them. One that
@@ -204,6 +211,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
                 expected = _TLS_TYPES[key].__name__
                 raise _error(source, f"tls.{key}", f"must be {expected}, got {value!r}")
         fields["tls"] = TlsOptions(**tls)
+    websocket = _table(source, data, "websocket")
+    if websocket is not None:
+        _check_keys(source, "websocket", websocket, _WEBSOCKET_KEYS)
+        try:
+            fields["websocket"] = WebSocketOptions(**websocket)
+        except ConfigError as exc:
+            raise _error(source, f"websocket.{exc.option}", str(exc)) from exc
     limits = _table(source, data, "limits")
     if limits is not None:
         _check_keys(source, "limits", limits, _LIMIT_KEYS)
@@ -220,6 +234,24 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         except ConfigError as exc:
             raise _error(source, f"limits.{exc.option}", str(exc)) from exc
     return Config(**fields)
+
+
+def _urls(source: str, value: Any) -> str | tuple[str, ...]:
+    """``url``: one URL string, or a non-empty list of them; each one parsed."""
+    if isinstance(value, str):
+        urls = [value]
+    elif isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        urls = value
+    else:
+        raise _error(source, "url", f"must be a URL string or a list of them, got {value!r}")
+    for url in urls:
+        try:
+            parse_url(url)
+        except ConfigError as exc:
+            raise _error(source, "url", str(exc)) from exc
+    if len(set(urls)) != len(urls):
+        raise _error(source, "url", "lists a URL twice")
+    return value if isinstance(value, str) else tuple(urls)
 
 
 def load_config(path: str | Path) -> Config:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from framework.core.endpoints import Endpoint
@@ -10,15 +10,20 @@ from framework.core.errors import ConfigError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
+from framework.core.websocket import WebSocketOptions
 from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
 from framework.runtime.metrics_http import serve_metrics
 from framework.runtime.metrics_workers import WorkerMetrics
+from framework.runtime.pages import Pages
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
 from framework.runtime.workers import serve_workers
 
-__all__ = ["App"]
+__all__ = ["App", "Urls", "urls_of"]
+
+#: One endpoint, or several served together by one app (one state, one room).
+Urls = str | Endpoint | Sequence[str | Endpoint]
 
 
 class App(Router):
@@ -32,12 +37,19 @@ class App(Router):
         async def moved(msg, conn):
             return msg          # a returned value is the reply
 
-        await app.serve("tcp://127.0.0.1:9000")   # or udp://, unix:///path, tls://
+        await app.serve("tcp://127.0.0.1:9000")   # or udp://, unix:///path, tls://, ws://
+        await app.serve(["tcp://127.0.0.1:9000", "ws://127.0.0.1:8000"])  # both at once
 
     ``handler_errors`` is the policy when a handler raises: ``"close"`` (the
     default: the error is logged and that connection closed, since its state
     may be inconsistent) or ``"keep"`` (logged, counted, the connection goes on).
     UDP peers are never closed by a handler error.
+
+    ``pages`` is ``None`` or a directory of static files (a
+    :class:`pathlib.Path`, or an :mod:`importlib.resources` ``Traversable``
+    for files shipped in a package): on a ``ws://`` or ``wss://`` listener, a
+    plain HTTP GET that is not a WebSocket upgrade is answered from it
+    (``/`` is ``index.html``; see :mod:`framework.runtime.pages`).
     """
 
     def __init__(
@@ -46,6 +58,7 @@ class App(Router):
         *,
         handler_errors: str = "close",
         default_url: str | None = None,
+        pages: Pages | None = None,
     ) -> None:
         super().__init__()
         if handler_errors not in ("close", "keep"):
@@ -57,10 +70,17 @@ class App(Router):
         self.handler_errors = handler_errors
         #: Where ``wirekit serve`` listens when neither --url nor the config names one.
         self.default_url = default_url
+        #: Static files for plain HTTP requests on WebSocket listeners (or None).
+        self.pages = pages
 
     def with_pipeline(self, pipeline: Pipeline) -> App:
         """A copy of this app with the same handlers and another pipeline."""
-        other = App(pipeline, handler_errors=self.handler_errors, default_url=self.default_url)
+        other = App(
+            pipeline,
+            handler_errors=self.handler_errors,
+            default_url=self.default_url,
+            pages=self.pages,
+        )
         other._handlers = dict(self._handlers)
         other.connect_hooks = list(self.connect_hooks)
         other.disconnect_hooks = list(self.disconnect_hooks)
@@ -74,6 +94,7 @@ class App(Router):
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
         reuse_port: bool = False,
+        websocket: WebSocketOptions | None = None,
     ) -> Server:
         """Start serving ``url`` and return the running :class:`Server`."""
         return await start_server(
@@ -84,41 +105,74 @@ class App(Router):
             tls=tls,
             handler_errors=self.handler_errors,
             reuse_port=reuse_port,
+            websocket=websocket,
+            pages=self.pages,
         )
+
+    async def start_all(
+        self,
+        urls: Sequence[str | Endpoint],
+        *,
+        limits: Limits | None = None,
+        tls: TlsOptions | None = None,
+        reuse_port: bool = False,
+        websocket: WebSocketOptions | None = None,
+    ) -> list[Server]:
+        """Start serving every URL of ``urls``; all or none (a failure closes those started)."""
+        servers: list[Server] = []
+        try:
+            for url in urls:
+                servers.append(
+                    await self.start(
+                        url, limits=limits, tls=tls, reuse_port=reuse_port, websocket=websocket
+                    )
+                )
+        except BaseException:
+            for server in servers:
+                await server.close()
+            raise
+        return servers
 
     async def serve(
         self,
-        url: str | Endpoint,
+        url: Urls,
         *,
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
         reuse_port: bool = False,
         ready: Callable[[Server], None] | None = None,
+        websocket: WebSocketOptions | None = None,
     ) -> None:
         """Serve ``url`` until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
-        ``ready``, if given, is called with the running server once it
-        listens. SIGHUP reloads a TLS server's certificate
-        (:meth:`Server.reload_tls`). A second SIGINT or SIGTERM during the
-        shutdown does not cut it short: ``limits.shutdown_timeout`` bounds it.
-        The signals are :mod:`framework.runtime.lifecycle`'s.
+        ``url`` may be a list: every endpoint is served by this one app, with
+        one state (a chat room reachable over ``tcp://`` and ``ws://`` at
+        once). ``ready``, if given, is called with each running server once
+        they all listen. SIGHUP reloads the TLS certificate of ``tls://`` and
+        ``wss://`` servers (:meth:`Server.reload_tls`). A second SIGINT or
+        SIGTERM during the shutdown does not cut it short:
+        ``limits.shutdown_timeout`` bounds it. The signals are
+        :mod:`framework.runtime.lifecycle`'s.
         """
-        server = await self.start(url, limits=limits, tls=tls, reuse_port=reuse_port)
-        await serve_until_stopped(server, ready)
+        servers = await self.start_all(
+            urls_of(url), limits=limits, tls=tls, reuse_port=reuse_port, websocket=websocket
+        )
+        await serve_until_stopped(servers, ready)
 
     def run(
         self,
-        url: str | Endpoint,
+        url: Urls,
         *,
         workers: int = 1,
         uvloop: bool | None = None,
         metrics: str | None = None,
         **options: Any,
     ) -> None:
-        """Blocking: serve ``url`` until SIGINT/SIGTERM, on uvloop when it is installed.
+        """Blocking: serve ``url`` (or several) until SIGINT/SIGTERM, on uvloop when installed.
 
-        ``workers=N`` (Linux; ``tcp://``, ``tls://``, ``udp://``) serves from
-        N processes sharing the port (see :mod:`framework.runtime.workers`).
+        ``workers=N`` (Linux; ``tcp://``, ``tls://``, ``udp://``, ``ws://``,
+        ``wss://``) serves from N processes sharing the port, or every port
+        of a list (see :mod:`framework.runtime.workers`).
         ``uvloop``: ``None`` uses it if installed (unless ``WIREKIT_UVLOOP=0``),
         ``False`` never, ``True`` requires it. ``metrics="HOST:PORT"`` serves
         Prometheus ``/metrics`` and ``/healthz`` there, summed over the workers
@@ -140,3 +194,11 @@ class App(Router):
         finally:
             if endpoint is not None:
                 endpoint.close()
+
+
+def urls_of(url: Urls) -> list[str | Endpoint]:
+    """``url`` as a list of endpoints (one URL is a list of one); an empty list is an error."""
+    urls = [url] if isinstance(url, str | Endpoint) else list(url)
+    if not urls:
+        raise ConfigError("no endpoint URL to serve", option="url")
+    return urls

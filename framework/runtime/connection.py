@@ -4,8 +4,9 @@ A :class:`Connection` is ``send``, ``receive``, ``close``, ``abort``, ``peer``,
 ``state`` and ``stats``, the same over every transport. Its dispatch hands a
 read's values to the handlers in one loop (sync inline, async as tasks up to
 ``max_inflight_handlers``) and gathers the read's replies for one write. The
-adapters subclass it: :class:`~framework.runtime.stream.StreamConnection` and
-the UDP peers and client of :mod:`framework.runtime.datagram`.
+adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`,
+:class:`~framework.runtime.websocket.WebSocketConnection` and the UDP peers
+and client of :mod:`framework.runtime.datagram`.
 """
 
 from __future__ import annotations
@@ -23,17 +24,8 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from framework.core.connection import (
-    BadInput,
-    ConnectionStats,
-    HandlerSlots,
-    ReadPause,
-)
-from framework.core.errors import (
-    ConnectionClosed,
-    UnknownMessageType,
-    WirekitError,
-)
+from framework.core.connection import BadInput, ConnectionStats, HandlerSlots, ReadPause
+from framework.core.errors import ConnectionClosed, UnknownMessageType, WirekitError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
@@ -141,7 +133,7 @@ class Connection(abc.ABC):
         """
         self._watch_close = True
         if self.closed or self._closing():
-            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+            raise self._ended(f"connection #{self.id} is closed")
         if self._late:
             self._flush_late()
         # Replies returned earlier in this chunk go first: the peer sees
@@ -157,9 +149,7 @@ class Connection(abc.ABC):
         """
         while not self._inbox:
             if self.closed:
-                raise ConnectionClosed(
-                    f"connection #{self.id} closed", peer=self.peer
-                ) from self._close_error
+                raise self._ended(f"connection #{self.id} closed") from self._close_error
             waiter = self._loop.create_future()
             self._inbox_waiters.append(waiter)
             try:
@@ -182,6 +172,10 @@ class Connection(abc.ABC):
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
         await self.wait_closed()
+
+    def _ended(self, text: str) -> ConnectionClosed:
+        """The error ``send`` and ``receive`` raise once the connection has ended."""
+        return ConnectionClosed(text, peer=self.peer)
 
     # -- what each adapter provides: every one, none has a default ----------------
 
