@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from helpers_metrics import Samples, fetch, scrape, total
+from helpers_websocket import counted_echoes
 
 from framework import Pipeline
 from framework.runtime import Connection, connect, metrics_workers
@@ -40,6 +41,13 @@ pytestmark = pytest.mark.skipif(
 @contextlib.contextmanager
 def serving(scheme: str, workers: int = 2) -> Iterator[tuple[str, str, list[int]]]:
     """``wirekit serve protocols.echo --workers N --metrics``: its URL, metrics URL and pids."""
+    with serving_all([f"{scheme}://127.0.0.1:0"], workers) as (urls, metrics, pids):
+        yield urls[0], metrics, pids
+
+
+@contextlib.contextmanager
+def serving_all(urls: list[str], workers: int = 2) -> Iterator[tuple[list[str], str, list[int]]]:
+    """The same on every URL of ``urls`` (a ``--url`` each): the bound URLs, metrics URL, pids."""
     command = [
         sys.executable,
         "-m",
@@ -48,8 +56,7 @@ def serving(scheme: str, workers: int = 2) -> Iterator[tuple[str, str, list[int]
         "protocols.echo",
         "--codec",
         "bytes",
-        "--url",
-        f"{scheme}://127.0.0.1:0",
+        *(part for url in urls for part in ("--url", url)),
         "--workers",
         str(workers),
         "--metrics",
@@ -66,13 +73,21 @@ def serving(scheme: str, workers: int = 2) -> Iterator[tuple[str, str, list[int]
         try:
             assert proc.stdout is not None
             assert proc.stderr is not None
-            banner = proc.stdout.readline()
-            match = re.search(r"((?:tcp|udp)://\S+) \(metrics: (http://\S+)/metrics\)", banner)
-            assert match, f"no URLs in {banner!r}"
+            bound: list[str] = []
+            shown: set[str] = set()
+            for _ in urls:  # one start line per URL, each naming the metrics endpoint
+                banner = proc.stdout.readline()
+                pattern = r"((?:tcp|udp|ws)://\S+) \(metrics: (http://\S+)/metrics\)"
+                match = re.search(pattern, banner)
+                assert match, f"no URLs in {banner!r}"
+                bound.append(match.group(1))
+                shown.add(match.group(2))
+            assert len(shown) == 1, shown
+            metrics = shown.pop()
             line = proc.stderr.readline()
             pids = [int(pid) for pid in re.findall(r"\d+", line.split("pids", 1)[-1].split(")")[0])]
-            wait_healthy(match.group(2))
-            yield match.group(1), match.group(2), pids
+            wait_healthy(metrics)
+            yield bound, metrics, pids
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -134,6 +149,44 @@ def test_the_parent_reports_the_exact_sum_over_its_workers(scheme: str) -> None:
         }
         # Both workers served, and each one's listener counts as one.
         assert total(samples, "wirekit_listener_up", listener=url) == 2
+
+
+def test_workers_on_several_urls_sum_each_listener_exactly() -> None:
+    sizes = [5, 50, 500]
+    urls = ["tcp://127.0.0.1:0", "ws://127.0.0.1:0/echo"]
+    with serving_all(urls) as ([tcp, ws], metrics, _pids):
+        assert ws.endswith("/echo")
+        frames, payload = asyncio.run(load(tcp, 12, sizes))
+
+        async def websockets(clients: int) -> list[tuple[int, int]]:
+            exchanges = [
+                counted_echoes(ws, [bytes([n]) * size for size in sizes]) for n in range(clients)
+            ]
+            return await asyncio.gather(*exchanges)
+
+        counted = asyncio.run(websockets(12))
+        samples = scrape(metrics)
+        wire = payload + 4 * frames
+        assert listener_totals(samples, tcp) == {
+            "wirekit_frames_received_total": frames,
+            "wirekit_frames_sent_total": frames,
+            "wirekit_bytes_received_total": wire,
+            "wirekit_bytes_sent_total": wire,
+            "wirekit_connections_total": 12,
+            "wirekit_handler_duration_seconds_count": frames,
+        }
+        # The WebSocket clients closed and read to the end: every byte is counted by now.
+        assert listener_totals(samples, ws) == {
+            "wirekit_frames_received_total": 12 * len(sizes),
+            "wirekit_frames_sent_total": 12 * len(sizes),
+            "wirekit_bytes_received_total": sum(sent for sent, _ in counted),
+            "wirekit_bytes_sent_total": sum(read for _, read in counted),
+            "wirekit_connections_total": 12,
+            "wirekit_handler_duration_seconds_count": 12 * len(sizes),
+        }
+        for url, transport in ((tcp, "tcp"), (ws, "ws")):
+            # Both workers serve both URLs, each listener under its own labels.
+            assert total(samples, "wirekit_listener_up", listener=url, transport=transport) == 2
 
 
 def test_a_replaced_worker_neither_loses_nor_doubles_and_its_gauges_leave() -> None:
