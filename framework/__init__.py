@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     )
     from framework.runtime.app import App
     from framework.runtime.blocking import BlockingClient, ServerThread
+    from framework.runtime.metrics_http import MetricsCollector, MetricsEndpoint, serve_metrics
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
@@ -87,6 +88,8 @@ _LAZY = {
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
+    "MetricsCollector": "framework.runtime.metrics_http",
+    "MetricsEndpoint": "framework.runtime.metrics_http",
     "ConnectionStats": "framework.runtime",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
@@ -96,6 +99,7 @@ _LAZY = {
     "connect": "framework.runtime",
     "load_config": "framework.cli.config",
     "load_protocol": "framework.cli.config",
+    "serve_metrics": "framework.runtime.metrics_http",
 }
 
 
@@ -151,6 +155,8 @@ __all__ = [
     "Limits",
     "MessageError",
     "MessageRegistry",
+    "MetricsCollector",
+    "MetricsEndpoint",
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
@@ -182,4 +188,5 @@ __all__ = [
     "parse_url",
     "register_codec",
     "register_framing",
+    "serve_metrics",
 ]

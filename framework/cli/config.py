@@ -5,6 +5,7 @@
     protocol = "protocols.echo"        # module that defines `app`
     url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
+    metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
 
     [framing]
     name = "length-prefix"
@@ -49,6 +50,7 @@ from framework.core.limits import Limits
 from framework.core.websocket import WebSocketOptions
 from framework.runtime.app import App
 from framework.runtime.logs import LOG_FORMATS
+from framework.runtime.metrics_http import parse_address
 from framework.runtime.tls import TlsOptions
 
 __all__ = ["Config", "load_config", "load_protocol", "parse_config"]
@@ -63,6 +65,7 @@ _TOP_KEYS = {
     "tls",
     "limits",
     "log_format",
+    "metrics",
     "websocket",
 }
 _WEBSOCKET_KEYS = {field.name for field in attrs.fields(WebSocketOptions)} - {"origin"}
@@ -94,6 +97,8 @@ class Config:
     workers: int = 1
     #: ``"text"`` or ``"json"`` log lines (``--log-format`` overrides it).
     log_format: str | None = None
+    #: ``"HOST:PORT"`` of the metrics and health endpoint (``--metrics`` overrides it).
+    metrics: str | None = None
     #: The ``[websocket]`` table: options of ``ws://`` and ``wss://`` listeners.
     websocket: WebSocketOptions | None = None
 
@@ -152,11 +157,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     """Validate a config mapping (as read from TOML) into a :class:`Config`."""
     _check_keys(source, "", data, _TOP_KEYS)
     fields: dict[str, Any] = {"source": source}
-    if "protocol" in data:
-        if not isinstance(data["protocol"], str):
-            kind = type(data["protocol"]).__name__
-            raise _error(source, "protocol", f"must be a string, got {kind}")
-        fields["protocol"] = data["protocol"]
+    for key in ("protocol", "metrics"):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
+            fields[key] = data[key]
     if "url" in data:
         fields["url"] = _urls(source, data["url"])
     if "log_format" in data:
@@ -171,6 +176,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         if type(workers) is not int or workers < 1:
             raise _error(source, "workers", f"must be a positive integer, got {workers!r}")
         fields["workers"] = workers
+    if "metrics" in fields:
+        try:
+            parse_address(fields["metrics"])
+        except ConfigError as exc:
+            raise _error(source, "metrics", str(exc)) from exc
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and
         # framings by name, and the tables below may name them. One that

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -402,3 +403,27 @@ def test_log_format_comes_from_the_config_file_too() -> None:
     assert config.log_format == "json"
     with pytest.raises(ConfigError, match="log_format"):
         parse_config({"protocol": "protocols.echo", "log_format": "xml"})
+
+
+def test_metrics_come_from_the_config_file_and_the_start_line_names_them(tmp_path: Path) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        'protocol = "protocols.echo"\nurl = "tcp://127.0.0.1:0"\nmetrics = "127.0.0.1:0"\n'
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "framework", "serve", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()
+            match = re.search(r"on (tcp://\S+) \(metrics: (http://\S+)/metrics\)", banner)
+            assert match, banner
+            with urllib.request.urlopen(f"{match.group(2)}/healthz", timeout=5) as response:
+                assert response.read() == b"ok\n"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=TIMEOUT) == 0
