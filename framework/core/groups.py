@@ -35,6 +35,7 @@ from framework.core.groupwire import (
     Envelope,
     Kind,
     channel_name,
+    check_node,
     decode_body,
     decode_envelope,
     encode_body,
@@ -147,7 +148,7 @@ class GroupTable(Generic[K]):
         if not ttl > 0:
             raise ConfigError(f"presence_ttl must be positive, got {ttl!r}", option="presence_ttl")
         channel_name(namespace, "check")  # a bad namespace fails here
-        encode_envelope(Envelope(Kind.HELLO, node, 0, 0))  # and a bad node id
+        check_node(node)
         self.node = node
         self.namespace = namespace
         self.ttl = ttl

@@ -45,6 +45,7 @@ __all__ = [
     "Envelope",
     "Kind",
     "channel_name",
+    "check_node",
     "decode_body",
     "decode_envelope",
     "decode_value",
@@ -118,7 +119,8 @@ def encode_envelope(envelope: Envelope) -> bytes:
     return header + node + envelope.body
 
 
-def _check_node(node: str) -> None:
+def check_node(node: str) -> None:
+    """Raise :class:`ConfigError` unless ``node`` can name a node in an envelope."""
     if not _NODE.fullmatch(node):
         raise ConfigError(f"a node id is 1-255 printable ASCII characters, got {node!r}")
 
@@ -156,7 +158,7 @@ def decode_envelope(payload: bytes) -> Envelope:
         raise DecodeError("envelope cut inside its node id", codec="envelope")
     try:
         node = raw.decode("ascii")
-        _check_node(node)
+        check_node(node)
     except (UnicodeDecodeError, ConfigError):
         raise DecodeError(f"bad node id {raw!r}", codec="envelope", offset=16) from None
     return Envelope(_KINDS[kind], node, stream, seq, bytes(payload[end:]))
