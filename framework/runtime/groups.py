@@ -180,9 +180,9 @@ class Groups:
         stats = self.stats
         sent = 0
         for conn in members:
-            if conn.closed:
-                continue  # it leaves its groups in its disconnect hook
             if not conn.can_send:
+                if conn.closing:
+                    continue  # ending: it leaves its groups in its disconnect hook
                 stats.dropped += 1
                 self._dropped[conn] = self._dropped.get(conn, 0) + 1
                 if conn in self._close_when_full:
