@@ -34,6 +34,7 @@ import struct
 from typing import Any
 
 import attrs
+import msgpack
 
 from framework.core.codecs.msgpack_codec import MsgpackCodec
 from framework.core.errors import ConfigError, DecodeError, EncodeError
@@ -171,7 +172,7 @@ def encode_body(value: Any) -> bytes:
     except EncodeError as exc:
         raise EncodeError(
             f"{type(value).__qualname__} cannot cross to other nodes: values and member data "
-            "travel as msgpack (str, bytes, numbers, bool, None, lists, dicts with str keys) "
+            "travel as msgpack (str, bytes, numbers, bool, None, lists, dicts) "
             f"or as a message the app's pipeline registers ({exc})",
             codec="envelope",
         ) from exc
@@ -179,7 +180,14 @@ def encode_body(value: Any) -> bytes:
 
 def decode_body(body: bytes) -> Any:
     """A body's msgpack value (``DecodeError`` if it is not one)."""
-    return _BODY_CODEC.decode(body)
+    try:
+        # Map keys of any msgpack type that can key a dict: what a node
+        # published ({1: "a"}) arrives as it left.
+        value = msgpack.unpackb(body, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException, msgpack.StackError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DecodeError(f"invalid msgpack in an envelope: {reason}", codec="envelope") from None
+    return value
 
 
 def encode_value(value: Any, messages: MessageRegistry | None) -> tuple[Kind, bytes]:

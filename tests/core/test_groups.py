@@ -343,6 +343,20 @@ def test_a_hello_is_answered_with_a_snapshot_by_hosting_nodes_only() -> None:
     assert b.members("room", now=0.0) == [GroupMember("a", 1, "ada")]
 
 
+@given(st.sampled_from(list(Kind)), st.integers(1, 3), st.binary(max_size=40))
+def test_any_envelope_body_from_the_broker_is_handled_or_a_decode_error(
+    kind: Kind, seq: int, body: bytes
+) -> None:
+    b = table("b")
+    b.join("m2", 2, "room", "bob", now=0.0)
+    payload = encode_envelope(Envelope(kind, "a", 1, seq, body))
+    try:
+        b.receive(channel_name("test", "room"), payload, now=0.0)
+    except DecodeError:
+        assert b.stats.undecodable == 1
+    assert GroupMember("b", 2, "bob") in b.members("room", now=0.0)
+
+
 def test_a_bad_ttl_or_namespace_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="presence_ttl"):
         GroupTable("a", "ns", ttl=0)
