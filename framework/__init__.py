@@ -57,6 +57,7 @@ from framework.core.framing import (
     make_framing,
     register_framing,
 )
+from framework.core.groups import GroupMember, GroupStats
 from framework.core.limits import Limits
 from framework.core.messages import TYPE_KEY, MessageRegistry, message, message_type_name
 from framework.core.pipeline import Decoder, Pipeline
@@ -76,17 +77,22 @@ if TYPE_CHECKING:
         connect,
     )
     from framework.runtime.app import App
+    from framework.runtime.backplane import Backplane, BackplaneStats
     from framework.runtime.blocking import BlockingClient, ServerThread
+    from framework.runtime.groups import Groups
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
 _LAZY = {
     "App": "framework.runtime.app",
     "Backoff": "framework.runtime",
+    "Backplane": "framework.runtime.backplane",
+    "BackplaneStats": "framework.runtime.backplane",
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
     "ConnectionStats": "framework.runtime",
+    "Groups": "framework.runtime.groups",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",
@@ -120,6 +126,8 @@ __all__ = [
     "AuthSession",
     "AuthenticationError",
     "Backoff",
+    "Backplane",
+    "BackplaneStats",
     "BlockingClient",
     "BytesCodec",
     "Codec",
@@ -141,6 +149,9 @@ __all__ = [
     "FrameTooLarge",
     "Framing",
     "FramingError",
+    "GroupMember",
+    "GroupStats",
+    "Groups",
     "HmacAuth",
     "IncompleteFrame",
     "InvalidFrame",

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -36,6 +37,7 @@ from framework.core.framing import framing_names, make_framing
 from framework.core.pipeline import Pipeline
 from framework.runtime import Server, connect
 from framework.runtime.app import App
+from framework.runtime.backplane import SCHEMES
 from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from N processes sharing the port (Linux SO_REUSEPORT; tcp, tls, udp)",
     )
     serve.add_argument(
+        "--backplane",
+        metavar="URL",
+        help="the broker that carries groups between nodes: memory:// (in-process, the "
+        "default), redis://HOST:PORT[/DB] or nats://HOST:PORT",
+    )
+    serve.add_argument(
         "--no-uvloop",
         action="store_true",
         help="use asyncio's own event loop even if uvloop is installed",
@@ -240,7 +248,7 @@ def _load_target(target: str) -> tuple[App, Config]:
         if config.protocol is None:
             raise ConfigError(f'{target}: protocol: is required (e.g. protocol = "protocols.echo")')
         try:
-            app = load_protocol(config.protocol)
+            app = load_protocol(config.protocol, config.options)
         except ConfigError as exc:
             raise ConfigError(f"{target}: protocol: {exc}", option="protocol") from exc
         return config.apply(app), config
@@ -278,6 +286,9 @@ def _serve(args: argparse.Namespace) -> None:
     if config.log_format is not None and args.log_format is None:
         _configure_logging(args, config.log_format)
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
+    if args.backplane is not None:
+        app = app.with_pipeline(app.pipeline)  # a copy: the module's app stays as it was
+        app.backplane = _check_backplane(args.backplane)
     url = args.url or config.url or app.default_url or DEFAULT_URL
     tls = _tls(args, config.tls)
     workers = args.workers if args.workers is not None else config.workers
@@ -289,6 +300,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     if workers != 1:
         check_workers(parse_url(url), workers)
+        app.check_workers(workers)
 
         def announce(bound: str, pids: list[int]) -> None:
             banner(bound)
@@ -312,6 +324,16 @@ def _serve(args: argparse.Namespace) -> None:
         _notice(f"event loop: {loop_label}")
 
     run_loop(app.serve(url, limits=config.limits, tls=tls, ready=ready), uvloop=uvloop)
+
+
+def _check_backplane(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{name}://" for name in SCHEMES)
+        raise ConfigError(
+            f"--backplane {url!r}: must start with one of {known}", option="backplane"
+        )
+    return url
 
 
 def _overrides(args: argparse.Namespace) -> bool:

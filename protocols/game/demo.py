@@ -51,7 +51,11 @@ async def run_demo(
 ) -> dict[str, BotReport]:
     """Run the demo; returns each transport's report."""
     console = console if console is not None else Console()
-    servers = [await create_app().start(url) for url in _TRANSPORTS]
+    # One session per transport (a hub each): the two runs are compared, not mixed.
+    servers = [
+        await create_app(backplane=f"memory://demo-{url.split(':')[0]}").start(url)
+        for url in _TRANSPORTS
+    ]
     reports: dict[str, BotReport] = {}
     progress = Progress(
         TextColumn("bots running"), BarColumn(), TimeRemainingColumn(), console=console

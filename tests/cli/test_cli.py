@@ -146,6 +146,12 @@ def free_port() -> int:
         (("serve", "protocols.echo", "--framing", "smoke-signals"), "unknown framing"),
         (("serve", "missing.toml"), "no such config file"),
         (("send", "tcp://127.0.0.1:1", "{not json"), "not a JSON value"),
+        (("serve", "protocols.chat", "--workers", "2"), "pass --backplane redis://HOST:PORT"),
+        (
+            ("serve", "protocols.game", "--workers", "2", "--backplane", "memory://"),
+            "pass --backplane",
+        ),
+        (("serve", "protocols.echo", "--backplane", "kafka://x"), "--backplane 'kafka://x'"),
     ],
 )
 def test_errors_print_one_line_and_exit_non_zero(args: tuple[str, ...], expected: str) -> None:
