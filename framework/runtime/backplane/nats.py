@@ -11,8 +11,9 @@ dropped and counted, not kept in nats-py's pending buffer and replayed
 after the outage (across nodes, delivery is at most once).
 
 A channel is any string; a NATS subject is dot-separated tokens without
-spaces, ``*`` or ``>``. :func:`subject_for` maps one to the other (a
-readable, reversible escape) so a group may be named anything.
+spaces, ``*`` or ``>``. :func:`subject_for` maps one to the other (the
+identity for channels that are already plain subjects, an escape for the
+others) so a group may be named anything.
 """
 
 from __future__ import annotations
@@ -35,28 +36,33 @@ __all__ = ["NatsBackplane", "subject_for"]
 
 log = logging.getLogger("wirekit.backplane")
 
-#: Every subject this backplane uses starts with this token.
-SUBJECT_PREFIX = "wirekit"
-# Characters a subject token may hold as they are (NATS forbids '.', '*',
-# '>' and whitespace in a token; '%' is the escape itself).
+# Characters a subject token may hold as they are: NATS forbids '.', '*',
+# '>' and whitespace inside a token; '%' is kept for the escape.
 _PLAIN = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:=+,@/!#$&'()[]{}|~^`;?\"<"
 )
 
 
 def subject_for(channel: str) -> str:
-    """The NATS subject that carries ``channel``: one token after ``wirekit.``.
+    """The NATS subject that carries ``channel``.
 
-    Characters a token cannot hold, and ``%``, become ``%XX`` (their UTF-8
-    bytes), so distinct channels always get distinct subjects.
+    A channel that is already a plain subject (dot-separated non-empty
+    tokens of ordinary characters, e.g. ``wirekit.chat.users``) is its own
+    subject, so the broker's monitoring shows the names wirekit uses. Any
+    other channel becomes one token where every character a subject cannot
+    hold, ``.`` and ``%`` included, is ``%XX`` (its UTF-8 bytes). A plain
+    subject never holds a ``%`` and an escaped one always does, so distinct
+    channels always get distinct subjects.
     """
-    escaped = "".join(
+    if channel and all(
+        token and all(char in _PLAIN for char in token) for token in channel.split(".")
+    ):
+        return channel
+    # The empty channel becomes a lone '%': no escape is a lone '%'.
+    return "".join(
         char if char in _PLAIN else "".join(f"%{byte:02X}" for byte in char.encode())
         for char in channel
-    )
-    # An empty token is not a valid subject: the empty channel gets a lone '%'
-    # (no escape is a lone '%', so no other channel maps to it).
-    return f"{SUBJECT_PREFIX}.{escaped or '%'}"
+    ) or "%"
 
 
 def _server(url: str) -> tuple[str, str | None, str | None]:
