@@ -9,6 +9,7 @@ backplane's reader on node two nor the other members: it misses values
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 
 import pytest
@@ -87,3 +88,51 @@ def test_a_member_that_stops_reading_holds_up_nobody(broker: Broker) -> None:
                 reader.close()
 
     run(main(), timeout=40)
+
+
+def redis_publishes(port: int) -> int:
+    """How many PUBLISH commands the Redis on ``port`` has run (INFO commandstats)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536)
+        header, _, data = data.partition(b"\r\n")
+        while len(data) < int(header[1:]):
+            data += sock.recv(65536)
+    match = re.search(rb"cmdstat_publish:calls=(\d+)", data)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.parametrize("members", [2, 40])
+def test_a_publish_is_one_broker_command_whatever_the_room_size(
+    redis_broker: Broker, members: int
+) -> None:
+    lines = 100
+
+    async def main() -> None:
+        one, two = room_app(redis_broker.url), room_app(redis_broker.url)
+        async with (
+            await one.start("tcp://127.0.0.1:0") as first,
+            await two.start("tcp://127.0.0.1:0") as second,
+        ):
+            sender = await connect(first.url, one.pipeline)
+            # The room's members, half on each node.
+            room = [
+                await connect((first if n % 2 else second).url, one.pipeline)
+                for n in range(members)
+            ]
+            await eventually(lambda: len(one.groups.members("room")) == members + 1)
+            before = redis_publishes(redis_broker.port)
+            for n in range(lines):
+                await sender.send(f"line {n}")
+            for member in room:
+                for n in range(lines):
+                    assert await member.receive() == f"line {n}"
+            published = redis_publishes(redis_broker.port) - before
+            # One PUBLISH per line; presence refreshes may add a few, never one per member.
+            assert lines <= published <= lines + 4
+            for conn in [sender, *room]:
+                conn.close()
+
+    run(main(), timeout=30)
