@@ -13,12 +13,13 @@ members spread round robin over the nodes.
   node, and so every latency's kind (same node, cross node), is known.
 
 For each, the sending rate climbs by ``--step`` from ``--start-rate`` lines
-a second until the room no longer keeps up (fewer than 97% of the expected
-deliveries, a member disconnected, or p99 over 50 ms); the best rate that
-kept up is the capacity, in deliveries (lines received by members) per
-second. Then every scenario runs at half the baseline's capacity, the
-same absolute load, and reports latency percentiles (cross-node ones for
-the brokers) and the broker messages per published line: Redis counts its
+a second (after halving it until one keeps up) until the room no longer
+keeps up: fewer than 97% of the expected deliveries, a member disconnected,
+or p99 over 250 ms (a growing backlog). The best rate that kept up is the
+capacity, in deliveries (lines received by members) per second. Then
+every scenario runs at half the baseline's capacity, the same absolute
+load, and reports latency percentiles (cross-node ones for the brokers)
+and the broker messages per published line: Redis counts its
 commands (``INFO commandstats``), NATS its incoming messages (``/varz``).
 Ratios are to the baseline of the same run.
 
@@ -51,8 +52,9 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parent.parent
 #: A step keeps up when at least this share of the expected lines arrived...
 KEEP_UP = 0.97
-#: ...and its p99 latency stays under this (a backlog shows here first).
-MAX_P99_MS = 50.0
+#: ...and its p99 latency stays under this: a backlog that grows shows here
+#: first, while a loaded machine's scheduling hiccups stay well below it.
+MAX_P99_MS = 250.0
 
 
 def _free_port() -> int:
@@ -181,60 +183,78 @@ def _keeps_up(result: WindowResult, members: int) -> bool:
     )
 
 
+def _search(room: Room, label: str, args: argparse.Namespace, row: dict[str, Any]) -> float:
+    """The most deliveries/s the room kept up with: halve the rate until one
+    keeps up, then climb by ``--step`` until one does not."""
+    rate, best, found = args.start_rate, 0.0, False
+    for _ in range(args.max_steps):
+        result = room.run(rate, args.warmup, args.duration)
+        per_second = result.deliveries / args.duration
+        ok = _keeps_up(result, args.members)
+        row["steps"].append({"rate": rate, "deliveries_per_second": per_second, "ok": ok})
+        print(
+            f"  {label}: {rate:,.0f} lines/s -> {per_second:,.0f} deliveries/s"
+            f"{'' if ok else ' (does not keep up)'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if ok:
+            best, found = max(best, per_second), True
+            rate *= args.step
+        elif found:
+            break
+        else:
+            rate /= 2
+            _settle(room, rate, args)
+    return best
+
+
+def _settle(room: Room, rate: float, args: argparse.Namespace) -> None:
+    """Wait, at ``rate``, until the backlog of the last step that failed has drained."""
+    for _ in range(40):
+        result = room.run(rate, 0.0, 0.5)
+        if result.deliveries <= 1.05 * _expected(result, args.members):
+            return
+
+
 def _scenario(
-    label: str, broker: Broker | None, nodes: int, rates: Iterator[float], args: argparse.Namespace
+    label: str, broker: Broker | None, nodes: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Find the capacity, then measure latency at ``args.half_rate`` if it is set."""
+    """The capacity, then latency and broker messages at half the baseline's capacity.
+
+    The first scenario is the baseline: its capacity sets ``args.half_rate``.
+    """
     row: dict[str, Any] = {"scenario": label, "steps": []}
     backplane = broker.url if broker is not None else None
     with _chat_nodes(nodes, backplane, not args.no_uvloop) as ports:
         room = Room(ports, args.members, args.senders, args.processes, args.observers)
         try:
-            room.run(args.start_rate, 0.5, 0.5)  # every member joined and warm
-            best = 0.0
-            for rate in rates:
-                result = room.run(rate, args.warmup, args.duration)
-                per_second = result.deliveries / args.duration
-                ok = _keeps_up(result, args.members)
-                row["steps"].append({"rate": rate, "deliveries_per_second": per_second, "ok": ok})
-                print(
-                    f"  {label}: {rate:,.0f} lines/s -> {per_second:,.0f} deliveries/s"
-                    f"{'' if ok else ' (does not keep up)'}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if not ok:
-                    break
-                best = max(best, per_second)
-            row["deliveries_per_second"] = best
-            if args.half_rate is not None:
-                before = broker.messages() if broker is not None else 0
-                result = room.run(args.half_rate, args.warmup, args.duration)
-                after = broker.messages() if broker is not None else 0
-                latencies = result.cross_node_ns if nodes > 1 else result.same_node_ns
-                row["half_load"] = {
-                    "rate": args.half_rate,
-                    "deliveries_per_second": result.deliveries / args.duration,
-                    "p50_ms": _percentile(latencies, 0.5),
-                    "p99_ms": _percentile(latencies, 0.99),
-                    "samples": len(latencies),
-                    # Warm-up lines too hit the broker: compare to every line sent.
-                    "broker_messages_per_publish": (
-                        (after - before) / (args.half_rate * (args.warmup + args.duration))
-                        if broker is not None
-                        else None
-                    ),
-                }
+            room.run(args.start_rate / 4, 0.5, 0.5)  # every member joined and warm
+            row["deliveries_per_second"] = _search(room, label, args, row)
+            if args.half_rate is None:
+                # Half the baseline's deliveries, as lines a second.
+                args.half_rate = max(1.0, row["deliveries_per_second"] / 2 / (args.members - 1))
+            _settle(room, args.half_rate, args)
+            before = broker.messages() if broker is not None else 0
+            result = room.run(args.half_rate, args.warmup, args.duration)
+            after = broker.messages() if broker is not None else 0
+            latencies = result.cross_node_ns if nodes > 1 else result.same_node_ns
+            row["half_load"] = {
+                "rate": args.half_rate,
+                "deliveries_per_second": result.deliveries / args.duration,
+                "p50_ms": _percentile(latencies, 0.5),
+                "p99_ms": _percentile(latencies, 0.99),
+                "samples": len(latencies),
+                # Lines sent in the warm-up hit the broker too: count them all.
+                "broker_messages_per_publish": (
+                    (after - before) / (args.half_rate * (args.warmup + args.duration))
+                    if broker is not None
+                    else None
+                ),
+            }
         finally:
             room.close()
     return row
-
-
-def _rates(start: float, step: float, count: int) -> Iterator[float]:
-    rate = start
-    for _ in range(count):
-        yield rate
-        rate *= step
 
 
 def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -281,25 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.half_rate = None
-    rows = [
-        _scenario(
-            "memory, 1 process", None, 1, _rates(args.start_rate, args.step, args.max_steps), args
-        )
-    ]
-    capacity = rows[0]["deliveries_per_second"]
-    # Half the baseline's deliveries, as lines a second.
-    args.half_rate = max(1.0, capacity / 2 / (args.members - 1))
-    brokers = [args.only] if args.only else ["redis", "nats"]
-    for kind in brokers:
+    rows = [_scenario("memory, 1 process", None, 1, args)]
+    for kind in [args.only] if args.only else ["redis", "nats"]:
         broker = Broker(kind)
         try:
-            rates = _rates(args.start_rate, args.step, args.max_steps)
-            rows.append(_scenario(f"{kind}, 2 nodes", broker, 2, rates, args))
+            rows.append(_scenario(f"{kind}, 2 nodes", broker, 2, args))
         finally:
             broker.stop()
-    # The baseline's latency at the same half load.
-    args.max_steps = 0
-    rows[0]["half_load"] = _scenario("memory, 1 process", None, 1, iter(()), args)["half_load"]
     _print(rows, args)
     if args.json is not None:
         args.json.write_text(
