@@ -377,3 +377,21 @@ def test_two_namespaces_on_one_hub_do_not_mix() -> None:
         await second.close()
 
     run(main())
+
+
+def test_servers_of_one_app_started_at_once_are_one_node() -> None:
+    async def main() -> None:
+        app = room_app(hub())
+        tcp, udp = await asyncio.gather(
+            app.start("tcp://127.0.0.1:0"), app.start("udp://127.0.0.1:0")
+        )
+        node, plane = app.groups.node, app.groups.backplane
+        await tcp.close()
+        assert (app.groups.node, app.groups.backplane) == (node, plane)
+        await udp.close()
+        assert app.groups.node is None
+        again = await app.start("tcp://127.0.0.1:0")  # a new start: a new node
+        assert app.groups.node not in (None, node)
+        await again.close()
+
+    run(main())
