@@ -151,7 +151,10 @@ def free_port() -> int:
             ("serve", "protocols.game", "--workers", "2", "--backplane", "memory://"),
             "pass --backplane",
         ),
-        (("serve", "protocols.echo", "--backplane", "kafka://x"), "--backplane 'kafka://x'"),
+        (
+            ("serve", "protocols.echo", "--backplane", "kafka://x"),
+            "backplane must be a URL starting with one of memory://",
+        ),
     ],
 )
 def test_errors_print_one_line_and_exit_non_zero(args: tuple[str, ...], expected: str) -> None:
