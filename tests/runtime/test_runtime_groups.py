@@ -12,7 +12,16 @@ from typing import Any
 import attrs
 import pytest
 
-from framework import App, ConfigError, Connection, EncodeError, Pipeline, connect, message
+from framework import (
+    App,
+    ConfigError,
+    Connection,
+    EncodeError,
+    Limits,
+    Pipeline,
+    connect,
+    message,
+)
 from framework.runtime.backplane.memory import MemoryBackplane, _hubs
 from tests.helpers_runtime import run, within
 
@@ -393,5 +402,27 @@ def test_servers_of_one_app_started_at_once_are_one_node() -> None:
         again = await app.start("tcp://127.0.0.1:0")  # a new start: a new node
         assert app.groups.node not in (None, node)
         await again.close()
+
+    run(main())
+
+
+def test_a_udp_peer_forgotten_after_its_idle_timeout_leaves_its_groups_on_every_node() -> None:
+    async def main() -> None:
+        plane = hub()
+        one, two = room_app(plane), room_app(plane)
+        udp = await one.start("udp://127.0.0.1:0", limits=Limits(idle_timeout=0.2))
+        tcp = await two.start("tcp://127.0.0.1:0")
+        peer = await connect(udp.url, one.pipeline)
+        bob = await connect(tcp.url, two.pipeline)
+        await peer.send(Say("who", 0))
+        await within(peer.receive())
+        await eventually(lambda: len(two.groups.members("room")) == 2, "the UDP peer listed")
+        # Silent: the UDP server forgets the peer, which leaves "room" everywhere.
+        await eventually(lambda: not one.groups.local_members("room"), "forgotten on its node")
+        await eventually(lambda: len(two.groups.members("room")) == 1, "gone on the other")
+        peer.close()
+        bob.close()
+        await udp.close()
+        await tcp.close()
 
     run(main())
