@@ -25,7 +25,6 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -37,7 +36,6 @@ from framework.core.framing import framing_names, make_framing
 from framework.core.pipeline import Pipeline
 from framework.runtime import Server, connect
 from framework.runtime.app import App
-from framework.runtime.backplane import SCHEMES
 from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
@@ -288,7 +286,7 @@ def _serve(args: argparse.Namespace) -> None:
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
     if args.backplane is not None:
         app = app.with_pipeline(app.pipeline)  # a copy: the module's app stays as it was
-        app.backplane = _check_backplane(args.backplane)
+        app.backplane = args.backplane
     url = args.url or config.url or app.default_url or DEFAULT_URL
     tls = _tls(args, config.tls)
     workers = args.workers if args.workers is not None else config.workers
@@ -324,16 +322,6 @@ def _serve(args: argparse.Namespace) -> None:
         _notice(f"event loop: {loop_label}")
 
     run_loop(app.serve(url, limits=config.limits, tls=tls, ready=ready), uvloop=uvloop)
-
-
-def _check_backplane(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        known = ", ".join(f"{name}://" for name in SCHEMES)
-        raise ConfigError(
-            f"--backplane {url!r}: must start with one of {known}", option="backplane"
-        )
-    return url
 
 
 def _overrides(args: argparse.Namespace) -> bool:

@@ -70,13 +70,21 @@ class App(Router):
         self.handler_errors = handler_errors
         #: Where ``wirekit serve`` listens when neither --url nor the config names one.
         self.default_url = default_url
-        #: The backplane of the app's groups (a URL or a Backplane), read when it starts.
-        self.backplane = _check_backplane(backplane)
+        self._backplane = _check_backplane(backplane)
         #: The prefix of the app's channels: ``wirekit.<namespace>.<group>``.
         self.namespace = namespace
         #: Seconds a node that stopped refreshing its members stays in presence.
         self.presence_ttl = presence_ttl
         self._groups: Groups | None = None
+
+    @property
+    def backplane(self) -> str | Backplane:
+        """The backplane of the app's groups (a URL or a Backplane), read when serving starts."""
+        return self._backplane
+
+    @backplane.setter
+    def backplane(self, backplane: str | Backplane) -> None:
+        self._backplane = _check_backplane(backplane)
 
     @property
     def groups(self) -> Groups:

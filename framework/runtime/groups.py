@@ -58,6 +58,7 @@ class Groups:
         self._messages: MessageRegistry | None = None
         self._tracked: list[str] = []
         self._users = 0
+        self._starting: asyncio.Lock | None = None
         self._subscribed: set[str] = set()
         self._syncing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -220,22 +221,33 @@ class Groups:
         ttl: float,
         messages: MessageRegistry | None,
     ) -> None:
-        if self._users:
-            self._users += 1
-            return
-        if not ttl > 0:
-            raise ConfigError(f"presence_ttl must be positive, got {ttl!r}", option="presence_ttl")
+        # Servers of one app starting at once (a gather) share one backplane.
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._users:
+                self._users += 1
+                return
+            await self._open(backplane, namespace, ttl, messages)
+            self._users = 1
+
+    async def _open(
+        self,
+        backplane: str | Backplane,
+        namespace: str,
+        ttl: float,
+        messages: MessageRegistry | None,
+    ) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        plane = backplane_from_url(backplane) if isinstance(backplane, str) else backplane
         # A fresh id per start: after a fork each worker is a node of its own.
         table: GroupTable[Connection] = GroupTable(
             secrets.token_hex(8), namespace, ttl=ttl, now=loop.time()
         )
+        plane = backplane_from_url(backplane) if isinstance(backplane, str) else backplane
         table.stats = self.stats
         await plane.start(self._received, self._state_changed)
         self._backplane, self._table, self._messages = plane, table, messages
         self._log = LogLimiter(log, schedule=loop.call_at)
-        self._users = 1
         self._connected = True
         self._subscribed = set()
         for group in self._tracked:
@@ -254,6 +266,7 @@ class Groups:
         if table is None or plane is None:
             return
         self._users = 0
+        self._starting = None  # the next start may run on another event loop
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

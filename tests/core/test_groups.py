@@ -364,3 +364,50 @@ def test_a_bad_ttl_or_namespace_is_a_config_error() -> None:
         GroupTable("a", "", ttl=1)
     with pytest.raises(ValueError, match="node id"):
         GroupTable("a b", "ns", ttl=1)
+
+
+two_node_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["join", "leave", "close"]),
+        st.sampled_from(["m1", "m2", "m3"]),
+        st.sampled_from(["g1", "g2"]),
+    ),
+    max_size=30,
+)
+
+
+@given(two_node_ops)
+def test_presence_converges_on_both_nodes_after_any_sequence(
+    sequence: list[tuple[str, str, str, str]],
+) -> None:
+    # A TTL longer than the run: silence between steps is not a dead node here.
+    nodes = {"a": table("a", ttl=1000.0), "b": table("b", ttl=1000.0)}
+    broker = Broker(*nodes.values())
+    for node in nodes.values():
+        for group in ("g1", "g2"):
+            node.track(group)
+            broker.send(node, node.hello(group, now=0.0), now=0.0)
+    model: dict[tuple[str, str], dict[str, Any]] = {}  # (node, member) -> {group: data}
+    for step, (name, op, member, group) in enumerate(sequence):
+        node = nodes[name]
+        key = f"{name}{member}"
+        if op == "join":
+            out = node.join(key, int(member[1:]), group, [key, step], now=step)
+            model.setdefault((name, member), {})[group] = [key, step]
+        elif op == "leave":
+            out = node.leave(key, group, now=step)
+            model.get((name, member), {}).pop(group, None)
+        else:
+            out = node.leave_all(key, now=step)
+            model.pop((name, member), None)
+        broker.send(node, out, now=step)
+        for group in ("g1", "g2"):
+            expected = {
+                (who, int(member[1:]), repr(groups[group]))
+                for (who, member), groups in model.items()
+                if group in groups
+            }
+            for viewer in nodes.values():
+                seen = {(m.node, m.id, repr(m.data)) for m in viewer.members(group, now=step)}
+                assert seen == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,17 @@ from typing import Any
 import attrs
 import pytest
 
-from framework import App, ConfigError, Connection, EncodeError, Pipeline, connect, message
-from framework.runtime.backplane.memory import _hubs
+from framework import (
+    App,
+    ConfigError,
+    Connection,
+    EncodeError,
+    Limits,
+    Pipeline,
+    connect,
+    message,
+)
+from framework.runtime.backplane.memory import MemoryBackplane, _hubs
 from tests.helpers_runtime import run, within
 
 
@@ -31,7 +41,9 @@ def hub() -> str:
     return f"memory://groups-{next(_hub_names)}"
 
 
-def room_app(backplane: str, *, codecs: str = "msgpack", ttl: float = 15.0, **join: Any) -> App:
+def room_app(
+    backplane: str | MemoryBackplane, *, codecs: str = "msgpack", ttl: float = 15.0, **join: Any
+) -> App:
     """Everyone joins "room" on connect; a Say is published to the room, a "who" lists it."""
     app = App(
         Pipeline(framing="length-prefix", codecs=codecs, messages=[Say]),
@@ -282,3 +294,135 @@ def test_several_workers_on_memory_are_refused_naming_backplane() -> None:
     room_app("redis://127.0.0.1:6379").check_workers(2)
     with pytest.raises(ConfigError, match="backplane must be a URL"):
         App(Pipeline(), backplane="kafka://x")
+
+
+class CuttableBackplane(MemoryBackplane):
+    """A memory backplane whose link to the hub can be cut, as a broker outage would."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.up = True
+        self._report: Callable[[bool], None] = lambda up: None
+
+    async def start(self, deliver: Callable[[str, bytes], None], on_state: Any) -> None:
+        self._report = on_state
+        await super().start(deliver, on_state)
+
+    @property
+    def connected(self) -> bool:
+        return self.up
+
+    def publish(self, channel: str, payload: bytes) -> bool:
+        if not self.up:
+            self.stats.dropped += 1
+            return False
+        return super().publish(channel, payload)
+
+    def set(self, up: bool) -> None:
+        self.up = up
+        self._report(up)
+
+
+def test_an_outage_is_logged_once_local_delivery_goes_on_and_presence_is_announced_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        plane = hub()
+        cuttable = CuttableBackplane(plane)
+        one, two = room_app(cuttable), room_app(plane)
+        assert one.backplane is cuttable
+        first = await one.start("tcp://127.0.0.1:0")
+        second = await two.start("tcp://127.0.0.1:0")
+        ada, cy = [await connect(first.url, one.pipeline) for _ in range(2)]
+        bob = await connect(second.url, two.pipeline)
+        await eventually(lambda: len(two.groups.members("room")) == 3, "three members")
+
+        with caplog.at_level(logging.INFO, logger="wirekit.groups"):
+            cuttable.set(False)
+            cuttable.set(False)  # reported twice: logged once
+            await ada.send(Say("during", 1))
+            assert await within(cy.receive()) == Say("during", 1)  # same node: delivered
+            assert cuttable.stats.dropped == 1  # the other node's copy: dropped, counted
+            before = cuttable.stats.published
+            cuttable.set(True)
+            # Back: a hello and a snapshot of "room", in case the others expired it.
+            assert cuttable.stats.published == before + 2
+            await ada.send(Say("after", 2))
+            assert await within(bob.receive()) == Say("after", 2)
+        lines = [
+            (r.levelno, r.getMessage()) for r in caplog.records if "connection" in r.getMessage()
+        ]
+        assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+        assert "lost" in lines[0][1]
+        assert "restored" in lines[1][1]
+        for conn in (ada, bob, cy):
+            conn.close()
+        await first.close()
+        await second.close()
+
+    run(main())
+
+
+def test_two_namespaces_on_one_hub_do_not_mix() -> None:
+    async def main() -> None:
+        plane = hub()
+        one = room_app(plane)
+        other = room_app(plane)
+        other.namespace = "another-app"
+        first = await one.start("tcp://127.0.0.1:0")
+        second = await other.start("tcp://127.0.0.1:0")
+        ada = await connect(first.url, one.pipeline)
+        bob = await connect(second.url, other.pipeline)
+        await eventually(lambda: len(one.groups.local_members("room")) == 1, "ada in")
+        await eventually(lambda: len(other.groups.local_members("room")) == 1, "bob in")
+        await asyncio.sleep(0.05)
+        assert len(one.groups.members("room")) == 1
+        await ada.send(Say("only for my app", 1))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(bob.receive(), 0.2)
+        ada.close()
+        bob.close()
+        await first.close()
+        await second.close()
+
+    run(main())
+
+
+def test_servers_of_one_app_started_at_once_are_one_node() -> None:
+    async def main() -> None:
+        app = room_app(hub())
+        tcp, udp = await asyncio.gather(
+            app.start("tcp://127.0.0.1:0"), app.start("udp://127.0.0.1:0")
+        )
+        node, plane = app.groups.node, app.groups.backplane
+        await tcp.close()
+        assert (app.groups.node, app.groups.backplane) == (node, plane)
+        await udp.close()
+        assert app.groups.node is None
+        again = await app.start("tcp://127.0.0.1:0")  # a new start: a new node
+        assert app.groups.node not in (None, node)
+        await again.close()
+
+    run(main())
+
+
+def test_a_udp_peer_forgotten_after_its_idle_timeout_leaves_its_groups_on_every_node() -> None:
+    async def main() -> None:
+        plane = hub()
+        one, two = room_app(plane), room_app(plane)
+        udp = await one.start("udp://127.0.0.1:0", limits=Limits(idle_timeout=0.2))
+        tcp = await two.start("tcp://127.0.0.1:0")
+        peer = await connect(udp.url, one.pipeline)
+        bob = await connect(tcp.url, two.pipeline)
+        await peer.send(Say("who", 0))
+        await within(peer.receive())
+        await eventually(lambda: len(two.groups.members("room")) == 2, "the UDP peer listed")
+        # Silent: the UDP server forgets the peer, which leaves "room" everywhere.
+        await eventually(lambda: not one.groups.local_members("room"), "forgotten on its node")
+        await eventually(lambda: len(two.groups.members("room")) == 1, "gone on the other")
+        peer.close()
+        bob.close()
+        await udp.close()
+        await tcp.close()
+
+    run(main())
