@@ -290,3 +290,23 @@ def test_a_second_outage_is_reported_like_the_first(
         await close(sender, reader)
 
     run(main(), timeout=20)
+
+
+@each_kind
+def test_subscribing_again_at_once_after_unsubscribing_receives_again(
+    kind: str, broker: Broker | None
+) -> None:
+    async def main() -> None:
+        sender, reader = await nodes(url_of(kind, broker), 2)
+        loop = asyncio.get_running_loop()
+        # The three calls overlap: the broker must end up subscribed.
+        first = loop.create_task(reader.plane.subscribe("room"))
+        await asyncio.sleep(0)
+        await reader.plane.unsubscribe("room")
+        await reader.plane.subscribe("room")
+        await first
+        sender.plane.publish("room", b"again")
+        await eventually(lambda: reader.got == [("room", b"again")])
+        await close(sender, reader)
+
+    run(main())

@@ -59,10 +59,13 @@ def subject_for(channel: str) -> str:
     ):
         return channel
     # The empty channel becomes a lone '%': no escape is a lone '%'.
-    return "".join(
-        char if char in _PLAIN else "".join(f"%{byte:02X}" for byte in char.encode())
-        for char in channel
-    ) or "%"
+    return (
+        "".join(
+            char if char in _PLAIN else "".join(f"%{byte:02X}" for byte in char.encode())
+            for char in channel
+        )
+        or "%"
+    )
 
 
 def _server(url: str) -> tuple[str, str | None, str | None]:

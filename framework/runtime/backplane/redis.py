@@ -156,6 +156,10 @@ class RedisBackplane(QueuedBackplane):
         key = channel.encode()
         if self._channels.pop(key, None) is None:
             return
+        # A subscribe() still waiting returns; subscribing again sends a new SUBSCRIBE.
+        waiter = self._confirming.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         sub = self._sub
         if self._up and sub is not None:
             # On a broken link there is nothing to undo: a reconnection does not subscribe it.
