@@ -45,6 +45,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.fanout_load import Room, WindowResult
 
 __all__ = ["main"]
@@ -129,8 +131,10 @@ class Broker:
 
 
 @contextlib.contextmanager
-def _chat_nodes(count: int, backplane: str | None, uvloop: bool) -> Iterator[list[int]]:
-    """``count`` chat processes; yields their ports and always stops them."""
+def _chat_nodes(
+    count: int, backplane: str | None, uvloop: bool
+) -> Iterator[tuple[list[int], list[int]]]:
+    """``count`` chat processes; yields their ports and PIDs, and always stops them."""
     procs: list[subprocess.Popen[str]] = []
     try:
         ports = []
@@ -150,7 +154,7 @@ def _chat_nodes(count: int, backplane: str | None, uvloop: bool) -> Iterator[lis
             if match is None:
                 raise RuntimeError("wirekit serve protocols.chat did not start")
             ports.append(int(match.group(1)))
-        yield ports
+        yield ports, [proc.pid for proc in procs]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -160,6 +164,15 @@ def _chat_nodes(count: int, backplane: str | None, uvloop: bool) -> Iterator[lis
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    """CPU seconds (user and system) the processes have used so far."""
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def _percentile(values: list[int], q: float) -> float | None:
@@ -226,7 +239,9 @@ def _scenario(
     """
     row: dict[str, Any] = {"scenario": label, "steps": []}
     backplane = broker.url if broker is not None else None
-    with _chat_nodes(nodes, backplane, not args.no_uvloop) as ports:
+    with _chat_nodes(nodes, backplane, not args.no_uvloop) as (ports, pids):
+        servers = [psutil.Process(pid) for pid in pids]
+        brokers = [psutil.Process(broker.process.pid)] if broker is not None else []
         room = Room(ports, args.members, args.senders, args.processes, args.observers)
         try:
             room.run(args.start_rate / 4, 0.5, 0.5)  # every member joined and warm
@@ -236,8 +251,12 @@ def _scenario(
                 args.half_rate = max(1.0, row["deliveries_per_second"] / 2 / (args.members - 1))
             _settle(room, args.half_rate, args)
             before = broker.messages() if broker is not None else 0
+            cpu_before = _cpu(servers), _cpu(brokers)
             result = room.run(args.half_rate, args.warmup, args.duration)
+            cpu_after = _cpu(servers), _cpu(brokers)
             after = broker.messages() if broker is not None else 0
+            # CPU spans warm-up and window alike: per delivery over both.
+            deliveries = result.deliveries * (args.warmup + args.duration) / args.duration
             latencies = result.cross_node_ns if nodes > 1 else result.same_node_ns
             row["half_load"] = {
                 "rate": args.half_rate,
@@ -245,6 +264,8 @@ def _scenario(
                 "p50_ms": _percentile(latencies, 0.5),
                 "p99_ms": _percentile(latencies, 0.99),
                 "samples": len(latencies),
+                "server_cpu_us_per_delivery": (cpu_after[0] - cpu_before[0]) / deliveries * 1e6,
+                "broker_cpu_us_per_delivery": (cpu_after[1] - cpu_before[1]) / deliveries * 1e6,
                 # Lines sent in the warm-up hit the broker too: count them all.
                 "broker_messages_per_publish": (
                     (after - before) / (args.half_rate * (args.warmup + args.duration))
@@ -257,6 +278,14 @@ def _scenario(
     return row
 
 
+def _cpu_cell(half: dict[str, Any]) -> str:
+    server = half.get("server_cpu_us_per_delivery")
+    if server is None:
+        return "-"
+    broker = half.get("broker_cpu_us_per_delivery") or 0.0
+    return f"{server:.1f} + {broker:.1f}" if broker else f"{server:.1f}"
+
+
 def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base = rows[0]["deliveries_per_second"] or 1.0
     print(
@@ -265,7 +294,7 @@ def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     )
     print(
         f"{'scenario':<20} {'deliveries/s':>12} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'broker msgs/publish':>20}"
+        f"{'broker msgs/publish':>20} {'CPU µs/delivery':>16}"
     )
     for row in rows:
         half = row.get("half_load", {})
@@ -275,9 +304,13 @@ def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{row['scenario']:<20} {row['deliveries_per_second']:>12,.0f} "
             f"{row['deliveries_per_second'] / base:>6.2f} "
             f"{p50 if p50 is None else f'{p50:.2f}':>7} {p99 if p99 is None else f'{p99:.2f}':>7} "
-            f"{'-' if per is None else f'{per:.2f}':>20}"
+            f"{'-' if per is None else f'{per:.2f}':>20} "
+            f"{_cpu_cell(half):>16}"
         )
     print("latency: cross-node for the 2-node rows, same-node for memory://")
+    print(
+        "CPU µs/delivery: the wirekit nodes (+ the broker) at the half load, all processes summed"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
