@@ -3,7 +3,8 @@
 Each :class:`Broker` is a server process the test started itself, on
 127.0.0.1 and a port nobody else holds, with no persistence. Tests stop it
 by PID: :meth:`Broker.kill` is ``SIGKILL`` (a crash: no goodbye on the
-sockets it held), :meth:`Broker.restart` starts it again on the same port,
+sockets it held), :meth:`Broker.pause` is ``SIGSTOP`` (a broker that stalls
+and reads nothing), :meth:`Broker.restart` starts it again on the same port,
 and the fixtures always stop it at the end. Without the program the tests
 skip, saying which package to install; with ``CI`` set they fail instead,
 since CI installs both (``.ci/run``).
@@ -122,6 +123,16 @@ class Broker:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
 
+    def pause(self) -> None:
+        """``SIGSTOP`` the broker: its sockets stay open, it reads nothing."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT`` a paused broker."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Start it again on the same port (after :meth:`kill`)."""
         self.kill()
@@ -132,6 +143,7 @@ class Broker:
         process = self.process
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused one would ignore SIGTERM until then
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=5)

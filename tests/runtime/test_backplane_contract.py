@@ -183,7 +183,9 @@ def test_close_sends_what_is_queued_first(kind: str, broker: Broker | None) -> N
 def test_a_full_queue_drops_new_publishes_and_counts_them(kind: str, broker: Broker | None) -> None:
     async def main() -> None:
         (reader,) = await nodes(url_of(kind, broker), 1)
-        (sender,) = await nodes(url_of(kind, broker), 1, max_queue=10)
+        # Redis writes a publish at once while nothing is queued: not here.
+        direct = {"direct_limit": 0} if kind == "redis" else {}
+        (sender,) = await nodes(url_of(kind, broker), 1, max_queue=10, **direct)
         await reader.plane.subscribe("room")
         # No await between publishes: the writer cannot run, the queue fills.
         accepted = [sender.plane.publish("room", b"%d" % n) for n in range(100)]
@@ -310,3 +312,32 @@ def test_subscribing_again_at_once_after_unsubscribing_receives_again(
         await close(sender, reader)
 
     run(main())
+
+
+@each_broker
+def test_publishes_to_a_stalled_broker_are_bounded_then_dropped(
+    kind: str, broker: Broker | None
+) -> None:
+    assert broker is not None
+
+    async def main() -> None:
+        reader, sender = await nodes(broker.url, 2, max_queue=4)
+        await reader.plane.subscribe("room")
+        payload = b"x" * 64 * 1024
+        broker.pause()  # reads nothing: the socket, then its buffer, then the queue fill up
+        try:
+            accepted = []
+            for _ in range(512):  # 32 MiB, more than the kernel holds for a socket
+                accepted.append(sender.plane.publish("room", payload))
+                await asyncio.sleep(0)  # the writers run: only the broker is stuck
+        finally:
+            broker.resume()
+        count = accepted.count(True)
+        assert accepted == [True] * count + [False] * (512 - count)
+        assert 4 <= count < 512
+        assert sender.plane.stats.dropped == 512 - count
+        # What was accepted arrives once the broker reads again.
+        await eventually(lambda: len(reader.got) == count, timeout=20)
+        await close(sender, reader)
+
+    run(main(), timeout=40)

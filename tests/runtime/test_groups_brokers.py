@@ -26,6 +26,17 @@ LINES = 4000
 LINE = "x" * 2000
 
 
+def read_lines(sock: socket.socket, count: int) -> list[str]:
+    """The first ``count`` lines a blocking socket receives."""
+    sock.settimeout(20)
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the reader was disconnected"
+        data += chunk
+    return data.decode().split("\n")[:count]
+
+
 def room_app(url: str) -> App:
     app = App(Pipeline(framing="newline", codecs=["utf-8"]), backplane=url, namespace="slow")
     groups = app.groups
@@ -64,14 +75,13 @@ def test_a_member_that_stops_reading_holds_up_nobody(broker: Broker) -> None:
                 await asyncio.get_running_loop().sock_connect(
                     stuck, ("127.0.0.1", second.endpoint.port)
                 )
-                reader = await connect(second.url, two.pipeline)
+                # The member that reads does so in a thread of its own, as a
+                # client on another machine would: not at the mercy of the
+                # servers' loop, only of its socket.
+                reader = socket.create_connection(("127.0.0.1", second.endpoint.port))
                 sender = await connect(first.url, one.pipeline)
                 await eventually(lambda: len(one.groups.members("room")) == 3)
-
-                async def read_all() -> list[str]:
-                    return [await reader.receive() for _ in range(LINES)]
-
-                reading = asyncio.create_task(read_all())
+                reading = asyncio.create_task(asyncio.to_thread(read_lines, reader, LINES))
                 for n in range(LINES):
                     await sender.send(f"{n} {LINE}")
                 got = await asyncio.wait_for(reading, 20)

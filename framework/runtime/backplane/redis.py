@@ -3,9 +3,15 @@
 Two connections per node, as Redis requires: a connection that has
 subscribed can only (un)subscribe and ping, so publishes go on a second one.
 
-* The writer packs each batch of the queue into one write of ``PUBLISH``
-  commands (one command per publish, whatever the number of members), then
-  reads their replies.
+* A publish is one ``PUBLISH`` command, whatever the number of members.
+  When nothing waits in the queue it is written to the connection's socket
+  buffer at once, inside :meth:`RedisBackplane.publish`: the group layer
+  publishes before it fans a value out to the node's own members, so the
+  other nodes get it that much sooner (a millisecond or more for a room of
+  hundreds). Otherwise, and whenever that buffer holds ``direct_limit``
+  bytes or more, it goes through the bounded queue, whose writer
+  packs each batch into one write and waits for the socket to drain. A
+  third task reads the replies.
 * The reader turns ``message`` pushes into ``deliver(channel, payload)``,
   for the channels subscribed now only, so a payload still in flight when
   :meth:`RedisBackplane.unsubscribe` returns is not delivered.
@@ -52,6 +58,9 @@ log = logging.getLogger("wirekit.backplane")
 
 #: What a lost or broken Redis link raises.
 LINK_ERRORS = (RedisError, OSError, EOFError)
+#: Bytes in the publisher connection's socket buffer past which publishes
+#: go through the queue: Redis is not reading as fast as the node writes.
+DIRECT_LIMIT = 256 * 1024
 
 
 def _parse(url: str) -> dict[str, Any]:
@@ -81,7 +90,9 @@ def _parse(url: str) -> dict[str, Any]:
 class RedisBackplane(QueuedBackplane):
     """Redis pub/sub as a backplane; see the module docstring.
 
-    ``max_queue`` bounds the payloads waiting for the writer, ``backoff``
+    ``max_queue`` bounds the payloads waiting for the writer,
+    ``direct_limit`` the bytes written at once by :meth:`publish` and not
+    yet taken by the socket (0: every publish goes through the queue), ``backoff``
     paces reconnection, ``ping_interval`` is the idle time after which the
     link is checked, ``connect_timeout`` bounds each connection attempt and
     ``close_timeout`` the flush in :meth:`close`.
@@ -93,6 +104,7 @@ class RedisBackplane(QueuedBackplane):
         *,
         max_queue: int = 10_000,
         max_batch: int = 512,
+        direct_limit: int = DIRECT_LIMIT,
         backoff: Backoff | None = None,
         ping_interval: float = 5.0,
         connect_timeout: float = 2.0,
@@ -106,6 +118,7 @@ class RedisBackplane(QueuedBackplane):
             close_timeout=close_timeout,
         )
         self._params = _parse(url)
+        self.direct_limit = direct_limit
         self.ping_interval = ping_interval
         self.connect_timeout = connect_timeout
         # Channels wanted (restored after a reconnect), as the bytes Redis sends back.
@@ -114,9 +127,24 @@ class RedisBackplane(QueuedBackplane):
         self._confirming: dict[bytes, asyncio.Future[None]] = {}
         self._pub: Connection | None = None
         self._sub: Connection | None = None
+        # The publisher connection's stream, written to at once by publish().
+        self._direct: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- the Backplane interface ------------------------------------------------------
+
+    def publish(self, channel: str, payload: bytes) -> bool:
+        """Write one ``PUBLISH`` now, or queue it; ``False`` if it was dropped (and counted)."""
+        direct, pub = self._direct, self._pub
+        if direct is not None and pub is not None and self._up and not self._queue:
+            # Nothing queued: nothing this could overtake. Order is the
+            # socket buffer's, which the writer's batches go into too.
+            transport = direct.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() < self.direct_limit:
+                direct.writelines(pub.pack_command("PUBLISH", channel, payload))
+                self.stats.published += 1
+                return True
+        return super().publish(channel, payload)
 
     async def start(self, deliver: Deliver, on_state: StateChanged) -> None:
         """Connect; raises :class:`ConfigError` naming the URL if Redis cannot be reached."""
@@ -212,10 +240,14 @@ class RedisBackplane(QueuedBackplane):
             await self._close_connections(pub, sub)
             raise
         self._pub, self._sub = pub, sub
+        # redis-py keeps the stream private; without it every publish takes the queue.
+        writer = getattr(pub, "_writer", None)
+        self._direct = writer if isinstance(writer, asyncio.StreamWriter) else None
 
     async def _disconnect(self) -> None:
         pub, sub = self._pub, self._sub
         self._pub = self._sub = None
+        self._direct = None
         await self._close_connections(pub, sub)
         # Whoever waits for a confirmation is released: the reconnection subscribes again.
         for waiter in self._confirming.values():
@@ -250,9 +282,13 @@ class RedisBackplane(QueuedBackplane):
             self._link_up()
 
     async def _serve(self) -> object:
-        """Run the reader and the writer until one of them fails; return why."""
+        """Run the reader, the writer and the replies until one of them fails; return why."""
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._read()), loop.create_task(self._write_queue())]
+        tasks = [
+            loop.create_task(self._read()),
+            loop.create_task(self._write_queue()),
+            loop.create_task(self._read_replies()),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -303,6 +339,12 @@ class RedisBackplane(QueuedBackplane):
         pub = self._pub
         assert pub is not None
         packed = pub.pack_commands([("PUBLISH", channel, payload) for channel, payload in batch])
+        # Written before the first await (order), then waits for the socket to drain.
         await pub.send_packed_command(packed, check_health=False)
-        for _ in batch:
+
+    async def _read_replies(self) -> None:
+        """Read the publisher connection's replies (subscriber counts) as they come."""
+        pub = self._pub
+        assert pub is not None
+        while True:
             await pub.read_response()
