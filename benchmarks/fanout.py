@@ -204,10 +204,22 @@ def _search(room: Room, label: str, args: argparse.Namespace, row: dict[str, Any
         result = room.run(rate, args.warmup, args.duration)
         per_second = result.deliveries / args.duration
         ok = _keeps_up(result, args.members)
-        row["steps"].append({"rate": rate, "deliveries_per_second": per_second, "ok": ok})
+        p99 = _percentile(result.cross_node_ns or result.same_node_ns, 0.99)
+        row["steps"].append(
+            {
+                "rate": rate,
+                "deliveries_per_second": per_second,
+                "expected_per_second": _expected(result, args.members) / args.duration,
+                "p99_ms": p99,
+                "disconnected": result.disconnected,
+                "ok": ok,
+            }
+        )
         print(
-            f"  {label}: {rate:,.0f} lines/s -> {per_second:,.0f} deliveries/s"
-            f"{'' if ok else ' (does not keep up)'}",
+            f"  {label}: {rate:,.0f} lines/s -> {per_second:,.0f} deliveries/s "
+            f"(of {_expected(result, args.members) / args.duration:,.0f}), p99 "
+            f"{p99 if p99 is None else f'{p99:.1f}'} ms"
+            f"{'' if ok else ', does not keep up'}",
             file=sys.stderr,
             flush=True,
         )
@@ -241,8 +253,10 @@ def _scenario(
     backplane = broker.url if broker is not None else None
     with _chat_nodes(nodes, backplane, not args.no_uvloop) as (ports, pids):
         servers = [psutil.Process(pid) for pid in pids]
+        clients: list[psutil.Process] = []
         brokers = [psutil.Process(broker.process.pid)] if broker is not None else []
         room = Room(ports, args.members, args.senders, args.processes, args.observers)
+        clients = [psutil.Process(proc.pid) for proc in room.procs]
         try:
             room.run(args.start_rate / 4, 0.5, 0.5)  # every member joined and warm
             row["deliveries_per_second"] = _search(room, label, args, row)
@@ -251,9 +265,9 @@ def _scenario(
                 args.half_rate = max(1.0, row["deliveries_per_second"] / 2 / (args.members - 1))
             _settle(room, args.half_rate, args)
             before = broker.messages() if broker is not None else 0
-            cpu_before = _cpu(servers), _cpu(brokers)
+            cpu_before = _cpu(servers), _cpu(brokers), _cpu(clients)
             result = room.run(args.half_rate, args.warmup, args.duration)
-            cpu_after = _cpu(servers), _cpu(brokers)
+            cpu_after = _cpu(servers), _cpu(brokers), _cpu(clients)
             after = broker.messages() if broker is not None else 0
             # CPU spans warm-up and window alike: per delivery over both.
             deliveries = result.deliveries * (args.warmup + args.duration) / args.duration
@@ -266,6 +280,9 @@ def _scenario(
                 "samples": len(latencies),
                 "server_cpu_us_per_delivery": (cpu_after[0] - cpu_before[0]) / deliveries * 1e6,
                 "broker_cpu_us_per_delivery": (cpu_after[1] - cpu_before[1]) / deliveries * 1e6,
+                "load_generator_cpu_us_per_delivery": (cpu_after[2] - cpu_before[2])
+                / deliveries
+                * 1e6,
                 # Lines sent in the warm-up hit the broker too: count them all.
                 "broker_messages_per_publish": (
                     (after - before) / (args.half_rate * (args.warmup + args.duration))
