@@ -14,9 +14,9 @@ members spread round robin over the nodes.
 
 For each, the sending rate climbs by ``--step`` from ``--start-rate`` lines
 a second (after halving it until one keeps up) until the room no longer
-keeps up: fewer than 97% of the expected deliveries, a member disconnected,
-or p99 over 250 ms (a growing backlog). The best rate that kept up is the
-capacity, in deliveries (lines received by members) per second. Then
+keeps up: fewer than 97% of the expected deliveries in the window (a
+backlog that grows), or a member disconnected. The best rate that kept up
+is the capacity, in deliveries (lines received by members) per second. Then
 every scenario runs at half the baseline's capacity, the same absolute
 load, and reports latency percentiles (cross-node ones for the brokers)
 and the broker messages per published line: Redis counts its
@@ -52,11 +52,8 @@ from benchmarks.fanout_load import Room, WindowResult
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-#: A step keeps up when at least this share of the expected lines arrived...
+#: A step keeps up when at least this share of the expected lines arrived.
 KEEP_UP = 0.97
-#: ...and its p99 latency stays under this: a backlog that grows shows here
-#: first, while a loaded machine's scheduling hiccups stay well below it.
-MAX_P99_MS = 250.0
 
 
 def _free_port() -> int:
@@ -187,13 +184,10 @@ def _expected(result: WindowResult, members: int) -> int:
 
 
 def _keeps_up(result: WindowResult, members: int) -> bool:
-    latencies = result.cross_node_ns or result.same_node_ns
-    p99 = _percentile(latencies, 0.99)
-    return (
-        result.disconnected == 0
-        and result.deliveries >= KEEP_UP * _expected(result, members)
-        and (p99 is None or p99 <= MAX_P99_MS)
-    )
+    # Deliveries, not latency: on a shared machine a scheduling hiccup puts
+    # a p99 in the hundreds of milliseconds at any load, while a node that
+    # cannot keep up falls behind the expected count within the window.
+    return result.disconnected == 0 and result.deliveries >= KEEP_UP * _expected(result, members)
 
 
 def _search(room: Room, label: str, args: argparse.Namespace, row: dict[str, Any]) -> float:
