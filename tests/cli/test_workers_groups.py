@@ -1,8 +1,10 @@
-"""Groups across worker processes: `wirekit serve protocols.chat --workers 2` on a real Redis.
+"""Groups across worker processes: the chat served by two workers on a real Redis.
 
 Two workers are two nodes: users that the kernel spreads over both must
-share #lobby, /who and every line. The broker is a redis-server this test
-starts on a free loopback port (tests/brokers.py) and stops by PID.
+share #lobby, /who and every line, and the users of a worker killed with
+SIGKILL must leave the other's presence within the configured TTL. The
+broker is a redis-server this test starts on a free loopback port
+(tests/brokers.py) and stops by PID.
 """
 
 from __future__ import annotations
