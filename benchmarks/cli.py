@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("core", "io", "idle", "hot-path", "fanout"),
+        choices=("core", "io", "idle", "hot-path", "websocket", "fanout"),
         default="core",
         help="core: sans-I/O throughput (default); io: servers over loopback "
         "(same as `python -m benchmarks io`, see its --help)",
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _suite(argv: list[str]) -> tuple[str, list[str]]:
     """Split the suite choice (``io`` first, or ``--suite NAME``) from the other arguments."""
-    if argv[:1] in (["io"], ["core"], ["idle"], ["hot-path"], ["fanout"]):
+    if argv[:1] in (["io"], ["core"], ["idle"], ["hot-path"], ["websocket"], ["fanout"]):
         return argv[0], argv[1:]
     for index, arg in enumerate(argv):
         if arg == "--suite" and index + 1 < len(argv):
@@ -90,12 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.hot_path import main as hot_path_main
 
         return hot_path_main(argv)
+    if suite == "websocket":
+        from benchmarks.websocket import main as websocket_main
+
+        return websocket_main(argv)
     if suite == "fanout":
         from benchmarks.fanout import main as fanout_main
 
         return fanout_main(argv)
     if suite != "core":
-        _parser().error(f"unknown suite {suite!r} (choose core, io, idle, hot-path or fanout)")
+        _parser().error(
+            f"unknown suite {suite!r} (choose core, io, idle, hot-path, websocket or fanout)"
+        )
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:

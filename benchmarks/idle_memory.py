@@ -1,4 +1,4 @@
-"""``python -m benchmarks idle [--connections N] [--json PATH]``: memory per idle TCP connection.
+"""``python -m benchmarks idle [--connections N] [--websocket]``: memory per idle connection.
 
 Starts a wirekit echo server (``benchmarks/peers/wirekit_echo.py``, the raw
 length-prefix app) and, from this process, opens up to ``N`` (default
@@ -8,6 +8,12 @@ path once), then stays idle. It reports the server's resident memory
 growth per connection. The count is bounded by the file-descriptor limit:
 the soft ``RLIMIT_NOFILE`` is raised to the hard one first (the server
 inherits it), and a margin is kept for the processes' own files.
+
+``--websocket`` measures ``ws://`` connections instead (default 5,000, the
+figure the WebSocket goal is set at): the server is
+``benchmarks/peers/websocket_echo.py`` (compression off, its default), and
+each connection completes the handshake, sends one message and reads its
+echo before it goes idle.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.io_servers import ServerPool, ServerSpec
 
-__all__ = ["main", "measure_idle"]
+__all__ = ["main", "measure_idle", "measure_idle_websocket"]
 
 
 def _spec(connections: int) -> ServerSpec:
@@ -108,6 +114,47 @@ def measure_idle(connections: int) -> dict[str, float | int]:
         }
 
 
+def measure_idle_websocket(connections: int) -> dict[str, float | int]:
+    """Open ``connections`` idle ``ws://`` connections to a fresh wirekit server; the figures."""
+    from benchmarks.websocket import client_handshake
+
+    spec = ServerSpec(
+        "wirekit-ws",
+        "wirekit ws:// echo",
+        "websocket_echo.py",
+        ("--impl", "wirekit", "--max-connections", str(connections + 10)),
+        wirekit=True,
+    )
+    with ServerPool() as pool:
+        server = pool.start(spec)
+        if server is None:
+            raise SystemExit(f"wirekit server did not start: {pool.unavailable}")
+        pid = server.popen.pid
+        base = _settle(pid, 0.3)
+        socks: list[socket.socket] = []
+        unanswered = 0
+        try:
+            for _ in range(connections):
+                sock, protocol = client_handshake(server.address)
+                protocol.send_binary(b"are you?")
+                sock.sendall(b"".join(protocol.data_to_send()))
+                # The echo: a 2-byte header and the 8 bytes.
+                if len(sock.recv(64)) < 10:
+                    unanswered += 1
+                socks.append(sock)
+            loaded = _settle(pid)
+        finally:
+            for sock in socks:
+                sock.close()
+        return {
+            "connections": connections,
+            "unanswered": unanswered,
+            "server_rss_before": base,
+            "server_rss_after": loaded,
+            "bytes_per_connection": (loaded - base) / connections,
+        }
+
+
 def _read_reply(sock: socket.socket, selector: selectors.BaseSelector) -> None:
     data = sock.recv(64)
     if len(data) >= len(REQUEST) or not data:
@@ -119,19 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks idle", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--connections", type=int, default=10_000, metavar="N")
+    parser.add_argument("--connections", type=int, metavar="N", help="10,000 (5,000 websocket)")
+    parser.add_argument("--websocket", action="store_true", help="ws:// connections, not TCP")
     parser.add_argument("--json", type=Path, metavar="PATH")
     args = parser.parse_args(argv)
+    wanted = args.connections or (5_000 if args.websocket else 10_000)
     limit = raise_fd_limit()
-    count = max(1, min(args.connections, limit - FD_MARGIN))
-    if count < args.connections:
+    count = max(1, min(wanted, limit - FD_MARGIN))
+    if count < wanted:
         print(f"file limit {limit}: opening {count} connections", file=sys.stderr)
-    result = measure_idle(count)
+    result = measure_idle_websocket(count) if args.websocket else measure_idle(count)
+    kind, goal = ("ws://", 32) if args.websocket else ("TCP", 64)
     print(
-        f"{result['connections']:,} idle TCP connections ({result['unanswered']} unanswered): "
+        f"{result['connections']:,} idle {kind} connections ({result['unanswered']} unanswered): "
         f"server RSS {result['server_rss_before'] / 2**20:.1f} -> "
         f"{result['server_rss_after'] / 2**20:.1f} MiB, "
-        f"{result['bytes_per_connection'] / 1024:.1f} KiB per connection (goal <= 64 KiB)"
+        f"{result['bytes_per_connection'] / 1024:.1f} KiB per connection (goal <= {goal} KiB)"
     )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.json or Path(__file__).resolve().parent / "results" / f"idle-{stamp}.json"

@@ -45,12 +45,15 @@ UDP_TIMEOUT = 0.05
 class Load:
     """What one run sends: its shape, the bytes of one batch, and how much at once."""
 
-    shape: str  # "pipelined", "reqresp" or "udp"
+    shape: str  # "pipelined", "ws-pipelined", "reqresp" or "udp"
     batch: bytes  # pipelined: sent back to back; reqresp/udp: one request
     messages_per_batch: int = 1
     window: int = 1  # pipelined: outstanding bytes; udp: datagrams in flight
     connections: int = 1  # reqresp
     processes: int = 1  # reqresp: connections are spread over these
+    #: ws-pipelined: bytes of the echo of one batch (servers' frames are not
+    #: masked, so they are shorter than the client's); None: the batch's size.
+    reply_size: int | None = None
 
 
 @dataclass
@@ -75,10 +78,23 @@ def _connect(address: Address) -> socket.socket:
     return sock
 
 
+def _ws_connect(address: Address) -> socket.socket:
+    from benchmarks.websocket import client_handshake
+
+    sock, _protocol = client_handshake(address)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    return sock
+
+
 def pipelined(address: Address, load: Load, window: tuple[float, float]) -> dict[str, Any]:
-    """Keep ``load.window`` bytes outstanding on one connection; count echoed bytes."""
+    """Keep ``load.window`` bytes outstanding on one connection; count echoed bytes.
+
+    ``ws-pipelined``: the same over a WebSocket, once the handshake is done
+    (by the websockets library's client protocol, :mod:`benchmarks.websocket`).
+    """
     t_start, t_end = window
-    sock = _connect(address)
+    sock = _ws_connect(address) if load.shape == "ws-pipelined" else _connect(address)
     sock.setblocking(False)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
@@ -86,6 +102,7 @@ def pipelined(address: Address, load: Load, window: tuple[float, float]) -> dict
     batch = memoryview(load.batch)
     size = len(batch)
     limit = max(load.window, size)
+    reply = load.reply_size or size
     recv_buf = memoryview(bytearray(1 << 20))
     send, recv_into, now = sock.send, sock.recv_into, time.monotonic
     sent = received = 0
@@ -94,7 +111,7 @@ def pipelined(address: Address, load: Load, window: tuple[float, float]) -> dict
     cpu0 = 0.0
     while True:
         progressed = False
-        if pending is None and sent - received + size <= limit:
+        if pending is None and sent - received * size // reply + size <= limit:
             pending = batch
         if pending is not None:
             try:
@@ -129,7 +146,7 @@ def pipelined(address: Address, load: Load, window: tuple[float, float]) -> dict
     sock.close()
     assert marked is not None
     return {
-        "messages": (received - marked) * load.messages_per_batch // size,
+        "messages": (received - marked) * load.messages_per_batch // reply,
         "client_cpu": cpu,
     }
 
@@ -258,6 +275,7 @@ def udp(address: Address, load: Load, window: tuple[float, float]) -> dict[str, 
 
 SHAPES: dict[str, Callable[[Address, Load, tuple[float, float]], dict[str, Any]]] = {
     "pipelined": pipelined,
+    "ws-pipelined": pipelined,
     "reqresp": reqresp,
     "udp": udp,
 }
@@ -362,7 +380,15 @@ def _expect(pipe: Connection, what: str, timeout: float) -> Any:
 
 
 def verify_echo(address: Address, shape: str, data: bytes, timeout: float = 5.0) -> None:
-    """Send ``data`` once and check the server echoes it byte for byte (a datagram for udp)."""
+    """Send ``data`` once and check the server echoes it byte for byte (a datagram for udp).
+
+    ``ws-pipelined``: ``data`` is one message, echoed as one binary frame.
+    """
+    if shape == "ws-pipelined":
+        from benchmarks.websocket import verify_echo as verify_ws_echo
+
+        verify_ws_echo(address, data, timeout)
+        return
     if shape == "udp":
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)

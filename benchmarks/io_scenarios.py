@@ -117,6 +117,20 @@ UDP_BLOCKING = ServerSpec("udp-blocking", "blocking recvfrom loop", "udp_echo.py
 RAW_PEERS = (ASYNCIO, STREAMS, THREADS, TWISTED)
 
 
+def _ws_server(impl: str, loop: str) -> ServerSpec:
+    return ServerSpec(
+        f"{impl}-ws" + ("-uvloop" if loop == "uvloop" else ""),
+        f"{impl} ws:// echo" + (" on uvloop" if loop == "uvloop" else ""),
+        "websocket_echo.py",
+        ("--impl", impl, "--loop", loop),
+        requires="uvloop" if loop == "uvloop" else None,
+        wirekit=impl == "wirekit",
+    )
+
+
+WS_PAYLOAD = 32  # bytes per WebSocket message: small game or chat messages
+
+
 # -- workloads -----------------------------------------------------------------------------
 
 
@@ -192,6 +206,32 @@ def _reqresp(key: str, connections: int, processes: int) -> Scenario:
     )
 
 
+def _websocket() -> Scenario:
+    from benchmarks.websocket import echo_size, masked_frames
+
+    payload = random.Random(11).randbytes(WS_PAYLOAD)
+    batch = masked_frames(payload, BATCH_FRAMES)
+    return Scenario(
+        key="websocket",
+        title=f"pipelined {WS_PAYLOAD}-byte WebSocket messages, 1 connection, "
+        f"{WINDOW_FRAMES} outstanding",
+        load=Load(
+            "ws-pipelined",
+            batch,
+            messages_per_batch=BATCH_FRAMES,
+            window=WINDOW_FRAMES * len(batch) // BATCH_FRAMES,
+            reply_size=BATCH_FRAMES * echo_size(payload),
+        ),
+        servers=tuple(
+            _ws_server(impl, loop)
+            for loop in ("asyncio", "uvloop")
+            for impl in ("wirekit", "websockets")
+        ),
+        check=payload,
+        frame_bytes=len(batch) / BATCH_FRAMES,
+    )
+
+
 def build_scenarios() -> list[Scenario]:
     """Every scenario, in report order."""
     small = raw_frames(BATCH_FRAMES, SMALL_FRAME)
@@ -255,6 +295,7 @@ def build_scenarios() -> list[Scenario]:
             (WIREKIT_RAW, *RAW_PEERS),
             4 * len(mib1[0]),
         ),
+        _websocket(),
     ]
 
 
@@ -291,4 +332,10 @@ GOALS = (
     Goal("request/response, 16 connections vs hand-written asyncio", "reqresp-16", "asyncio", 0.9),
     Goal("request/response, 16 connections vs Twisted", "reqresp-16", "twisted", 1.5),
     Goal("UDP echo vs asyncio DatagramProtocol", "udp", "udp-asyncio", 2.0),
+    Goal(
+        "WebSocket echo vs the websockets library's own asyncio server",
+        "websocket",
+        "websockets-ws",
+        0.8,
+    ),
 )

@@ -64,6 +64,7 @@ from framework.core.pipeline import Decoder, Pipeline
 from framework.core.ratelimit import TokenBucket
 from framework.core.router import Router
 from framework.core.security import AuthResponder, AuthSession, HmacAuth, ReplayWindow
+from framework.core.websocket import WebSocketOptions
 
 if TYPE_CHECKING:
     from framework.cli.config import Config, load_config, load_protocol
@@ -177,6 +178,7 @@ __all__ = [
     "TransportError",
     "UnknownMessageType",
     "Utf8Codec",
+    "WebSocketOptions",
     "WirekitError",
     "WorkerError",
     "codec_names",

@@ -157,13 +157,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a protocol module or a config file")
     serve.add_argument("target", help="protocol module (protocols.echo) or config file (.toml)")
     serve.add_argument(
-        "--url", help="endpoint to listen on (default: the protocol's, else tcp://127.0.0.1:9000)"
+        "--url",
+        action="append",
+        help="endpoint to listen on; give it again to listen on several at once, one app "
+        "and one state for all (default: the config's, the protocol's, else tcp://127.0.0.1:9000)",
     )
     serve.add_argument(
         "--workers",
         type=int,
         metavar="N",
-        help="serve from N processes sharing the port (Linux SO_REUSEPORT; tcp, tls, udp)",
+        help="serve from N processes sharing the port(s) (Linux SO_REUSEPORT; tcp, tls, udp, "
+        "ws, wss)",
     )
     serve.add_argument(
         "--backplane",
@@ -288,6 +292,7 @@ def _serve(args: argparse.Namespace) -> None:
         app = app.with_pipeline(app.pipeline)  # a copy: the module's app stays as it was
         app.backplane = args.backplane
     url = args.url or config.url or app.default_url or DEFAULT_URL
+    urls = [url] if isinstance(url, str) else list(url)
     tls = _tls(args, config.tls)
     workers = args.workers if args.workers is not None else config.workers
     uvloop = False if args.no_uvloop else None
@@ -296,32 +301,43 @@ def _serve(args: argparse.Namespace) -> None:
     def banner(bound: str) -> None:
         print(f"wirekit: serving {args.target} on {bound}", flush=True)
 
+    announced: list[str] = []
     if workers != 1:
-        check_workers(parse_url(url), workers)
+        for each in urls:
+            check_workers(parse_url(each), workers)
         app.check_workers(workers)
 
         def announce(bound: str, pids: list[int]) -> None:
             banner(bound)
-            _notice(
-                f"{len(pids)} workers (pids {', '.join(map(str, pids))}), event loop: {loop_label}"
-            )
+            announced.append(bound)
+            if len(announced) == len(urls):
+                _notice(
+                    f"{len(pids)} workers (pids {', '.join(map(str, pids))}), "
+                    f"event loop: {loop_label}"
+                )
 
         serve_workers(
             app,
-            url,
+            urls,
             workers=workers,
             limits=config.limits,
             tls=tls,
             uvloop=uvloop,
             announce=announce,
+            websocket=config.websocket,
         )
         return
 
     def ready(server: Server) -> None:
         banner(server.url)
-        _notice(f"event loop: {loop_label}")
+        announced.append(server.url)
+        if len(announced) == len(urls):
+            _notice(f"event loop: {loop_label}")
 
-    run_loop(app.serve(url, limits=config.limits, tls=tls, ready=ready), uvloop=uvloop)
+    serving = app.serve(
+        urls, limits=config.limits, tls=tls, ready=ready, websocket=config.websocket
+    )
+    run_loop(serving, uvloop=uvloop)
 
 
 def _overrides(args: argparse.Namespace) -> bool:
@@ -380,8 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args, args.log_format or "text")
     try:
-        if args.command in ("serve", "listen", "send") and getattr(args, "url", None):
-            parse_url(args.url)
+        url = getattr(args, "url", None) if args.command in ("serve", "listen", "send") else None
+        for each in [url] if isinstance(url, str) else url or []:
+            parse_url(each)
         if args.command == "serve":
             _serve(args)
         elif args.command == "send":

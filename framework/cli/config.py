@@ -3,7 +3,7 @@
 ::
 
     protocol = "protocols.echo"        # module that defines `app`
-    url = "tcp://127.0.0.1:9000"
+    url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
     backplane = "redis://127.0.0.1:6379/0"   # carries groups between nodes
     namespace = "chat-eu"              # channel prefix on the backplane
@@ -22,6 +22,10 @@
     [tls]
     certfile = "server.pem"
     keyfile = "server.key"
+
+    [websocket]                        # ws:// and wss:// listeners
+    origins = ["https://game.example"]
+    subprotocol = "wirekit.chat"
 
     [limits]
     max_connections = 1000
@@ -49,6 +53,7 @@ from framework.core.endpoints import parse_url
 from framework.core.errors import ConfigError
 from framework.core.framing import Framing, make_framing
 from framework.core.limits import Limits
+from framework.core.websocket import WebSocketOptions
 from framework.runtime.app import App
 from framework.runtime.backplane import SCHEMES
 from framework.runtime.logs import LOG_FORMATS
@@ -66,11 +71,13 @@ _TOP_KEYS = {
     "tls",
     "limits",
     "log_format",
+    "websocket",
     "backplane",
     "namespace",
     "presence_ttl",
     "options",
 }
+_WEBSOCKET_KEYS = {field.name for field in attrs.fields(WebSocketOptions)} - {"origin"}
 _TLS_TYPES: dict[str, type] = {
     "certfile": str,
     "keyfile": str,
@@ -88,7 +95,8 @@ class Config:
 
     source: str = "<config>"
     protocol: str | None = None
-    url: str | None = None
+    #: One URL, or (a list in the file) several served together.
+    url: str | tuple[str, ...] | None = None
     framing: Framing | None = None
     codecs: tuple[Codec, ...] | None = None
     tls: TlsOptions | None = None
@@ -98,6 +106,8 @@ class Config:
     workers: int = 1
     #: ``"text"`` or ``"json"`` log lines (``--log-format`` overrides it).
     log_format: str | None = None
+    #: The ``[websocket]`` table: options of ``ws://`` and ``wss://`` listeners.
+    websocket: WebSocketOptions | None = None
     #: The groups' backplane URL (``--backplane`` overrides it).
     backplane: str | None = None
     #: The prefix of the app's backplane channels.
@@ -179,11 +189,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     """Validate a config mapping (as read from TOML) into a :class:`Config`."""
     _check_keys(source, "", data, _TOP_KEYS)
     fields: dict[str, Any] = {"source": source}
-    for key in ("protocol", "url"):
-        if key in data:
-            if not isinstance(data[key], str):
-                raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
-            fields[key] = data[key]
+    if "protocol" in data:
+        if not isinstance(data["protocol"], str):
+            kind = type(data["protocol"]).__name__
+            raise _error(source, "protocol", f"must be a string, got {kind}")
+        fields["protocol"] = data["protocol"]
+    if "url" in data:
+        fields["url"] = _urls(source, data["url"])
     if "log_format" in data:
         log_format = data["log_format"]
         if log_format not in LOG_FORMATS:
@@ -196,11 +208,6 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         if type(workers) is not int or workers < 1:
             raise _error(source, "workers", f"must be a positive integer, got {workers!r}")
         fields["workers"] = workers
-    if "url" in fields:
-        try:
-            parse_url(fields["url"])
-        except ConfigError as exc:
-            raise _error(source, "url", str(exc)) from exc
     fields.update(_group_options(source, data))
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and
@@ -232,6 +239,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
                 expected = _TLS_TYPES[key].__name__
                 raise _error(source, f"tls.{key}", f"must be {expected}, got {value!r}")
         fields["tls"] = TlsOptions(**tls)
+    websocket = _table(source, data, "websocket")
+    if websocket is not None:
+        _check_keys(source, "websocket", websocket, _WEBSOCKET_KEYS)
+        try:
+            fields["websocket"] = WebSocketOptions(**websocket)
+        except ConfigError as exc:
+            raise _error(source, f"websocket.{exc.option}", str(exc)) from exc
     limits = _table(source, data, "limits")
     if limits is not None:
         _check_keys(source, "limits", limits, _LIMIT_KEYS)
@@ -271,6 +285,24 @@ def _group_options(source: str, data: Mapping[str, Any]) -> dict[str, Any]:
     if options is not None:
         fields["options"] = options
     return fields
+
+
+def _urls(source: str, value: Any) -> str | tuple[str, ...]:
+    """``url``: one URL string, or a non-empty list of them; each one parsed."""
+    if isinstance(value, str):
+        urls = [value]
+    elif isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        urls = value
+    else:
+        raise _error(source, "url", f"must be a URL string or a list of them, got {value!r}")
+    for url in urls:
+        try:
+            parse_url(url)
+        except ConfigError as exc:
+            raise _error(source, "url", str(exc)) from exc
+    if len(set(urls)) != len(urls):
+        raise _error(source, "url", "lists a URL twice")
+    return value if isinstance(value, str) else tuple(urls)
 
 
 def load_config(path: str | Path) -> Config:

@@ -230,8 +230,17 @@ class ConnectionClosed(TransportError):
     """The connection is closed: ``receive`` has nothing more, ``send`` cannot send.
 
     When an error ended the connection (bad input, a reset), it is the
-    ``__cause__``.
+    ``__cause__``. Over a WebSocket, ``code`` and ``reason`` are those of the
+    close frame the peer sent (1006 and ``""`` when it sent none); elsewhere
+    they are ``None`` and ``""``.
     """
+
+    def __init__(
+        self, message: str, *, peer: Any = None, code: int | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message, peer=peer)
+        self.code = code
+        self.reason = reason
 
 
 class FrameTimeout(TransportError):

@@ -71,7 +71,8 @@ class Limits:
     #: outlasts any sane keep-alive period. Servers only: a client's
     #: connection stays open, however quiet, until the client closes it.
     idle_timeout: float | None = attrs.field(default=300.0, validator=_positive_float)
-    #: Seconds a TLS handshake may take: a peer that stalls it holds a socket.
+    #: Seconds a TLS handshake, or a WebSocket's opening HTTP request (and its
+    #: close handshake), may take: a peer that stalls it holds a socket.
     handshake_timeout: float = attrs.field(default=10.0, validator=_required_float)
     #: Bytes queued for a peer before reading from it pauses. 256 KiB keeps
     #: a fast link busy while bounding what a non-reading peer can cost.

@@ -204,6 +204,14 @@ class Pipeline:
         return self._parts.raw
 
     @property
+    def writes_text(self) -> bool:
+        """Whether every frame this stack encodes is UTF-8 text (its wire-side codec's ``text``).
+
+        A WebSocket sends such frames as text messages, any other as binary.
+        """
+        return bool(self.codecs) and self.codecs[0].text
+
+    @property
     def datagram_framing(self) -> Datagram:
         """How datagrams are cut: ``datagram`` if set, else the framing if it is
         a ``Datagram``, else one datagram per frame."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,15 +12,20 @@ from framework.core.groups import DEFAULT_TTL
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
+from framework.core.websocket import WebSocketOptions
 from framework.runtime.backplane import SCHEMES, Backplane
 from framework.runtime.groups import Groups
 from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
+from framework.runtime.pages import Pages
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
 from framework.runtime.workers import serve_workers
 
-__all__ = ["App"]
+__all__ = ["App", "Urls", "urls_of"]
+
+#: One endpoint, or several served together by one app (one state, one room).
+Urls = str | Endpoint | Sequence[str | Endpoint]
 
 
 class App(Router):
@@ -34,12 +39,19 @@ class App(Router):
         async def moved(msg, conn):
             return msg          # a returned value is the reply
 
-        await app.serve("tcp://127.0.0.1:9000")   # or udp://, unix:///path, tls://
+        await app.serve("tcp://127.0.0.1:9000")   # or udp://, unix:///path, tls://, ws://
+        await app.serve(["tcp://127.0.0.1:9000", "ws://127.0.0.1:8000"])  # both at once
 
     ``handler_errors`` is the policy when a handler raises: ``"close"`` (the
     default: the error is logged and that connection closed, since its state
     may be inconsistent) or ``"keep"`` (logged, counted, the connection goes on).
     UDP peers are never closed by a handler error.
+
+    ``pages`` is ``None`` or a directory of static files (a
+    :class:`pathlib.Path`, or an :mod:`importlib.resources` ``Traversable``
+    for files shipped in a package): on a ``ws://`` or ``wss://`` listener, a
+    plain HTTP GET that is not a WebSocket upgrade is answered from it
+    (``/`` is ``index.html``; see :mod:`framework.runtime.pages`).
 
     Groups (:attr:`groups`) span every node of the app: ``backplane`` is the
     broker that carries them between nodes (``"memory://"``, in-process, by
@@ -56,6 +68,7 @@ class App(Router):
         *,
         handler_errors: str = "close",
         default_url: str | None = None,
+        pages: Pages | None = None,
         backplane: str | Backplane = "memory://",
         namespace: str = "default",
         presence_ttl: float = DEFAULT_TTL,
@@ -70,6 +83,8 @@ class App(Router):
         self.handler_errors = handler_errors
         #: Where ``wirekit serve`` listens when neither --url nor the config names one.
         self.default_url = default_url
+        #: Static files for plain HTTP requests on WebSocket listeners (or None).
+        self.pages = pages
         self._backplane = _check_backplane(backplane)
         #: The prefix of the app's channels: ``wirekit.<namespace>.<group>``.
         self.namespace = namespace
@@ -126,6 +141,7 @@ class App(Router):
             pipeline,
             handler_errors=self.handler_errors,
             default_url=self.default_url,
+            pages=self.pages,
             backplane=self.backplane,
             namespace=self.namespace,
             presence_ttl=self.presence_ttl,
@@ -145,6 +161,7 @@ class App(Router):
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
         reuse_port: bool = False,
+        websocket: WebSocketOptions | None = None,
     ) -> Server:
         """Start serving ``url`` and return the running :class:`Server`.
 
@@ -153,7 +170,7 @@ class App(Router):
         """
         groups = self._groups
         if groups is None:
-            return await self._start_server(url, limits, tls, reuse_port)
+            return await self._start_server(url, limits, tls, reuse_port, websocket)
         # Connections leave their groups after the protocol's own disconnect
         # hooks, which may still want to know where they were.
         if groups._left in self.disconnect_hooks:
@@ -163,7 +180,7 @@ class App(Router):
             self.backplane, self.namespace, self.presence_ttl, self.pipeline.messages
         )
         try:
-            server = await self._start_server(url, limits, tls, reuse_port)
+            server = await self._start_server(url, limits, tls, reuse_port, websocket)
         except BaseException:
             await groups._stop()
             raise
@@ -171,7 +188,12 @@ class App(Router):
         return server
 
     async def _start_server(
-        self, url: str | Endpoint, limits: Limits | None, tls: TlsOptions | None, reuse_port: bool
+        self,
+        url: str | Endpoint,
+        limits: Limits | None,
+        tls: TlsOptions | None,
+        reuse_port: bool,
+        websocket: WebSocketOptions | None,
     ) -> Server:
         return await start_server(
             self.pipeline,
@@ -181,40 +203,73 @@ class App(Router):
             tls=tls,
             handler_errors=self.handler_errors,
             reuse_port=reuse_port,
+            websocket=websocket,
+            pages=self.pages,
         )
+
+    async def start_all(
+        self,
+        urls: Sequence[str | Endpoint],
+        *,
+        limits: Limits | None = None,
+        tls: TlsOptions | None = None,
+        reuse_port: bool = False,
+        websocket: WebSocketOptions | None = None,
+    ) -> list[Server]:
+        """Start serving every URL of ``urls``; all or none (a failure closes those started)."""
+        servers: list[Server] = []
+        try:
+            for url in urls:
+                servers.append(
+                    await self.start(
+                        url, limits=limits, tls=tls, reuse_port=reuse_port, websocket=websocket
+                    )
+                )
+        except BaseException:
+            for server in servers:
+                await server.close()
+            raise
+        return servers
 
     async def serve(
         self,
-        url: str | Endpoint,
+        url: Urls,
         *,
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
         reuse_port: bool = False,
         ready: Callable[[Server], None] | None = None,
+        websocket: WebSocketOptions | None = None,
     ) -> None:
         """Serve ``url`` until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
-        ``ready``, if given, is called with the running server once it
-        listens. SIGHUP reloads a TLS server's certificate
-        (:meth:`Server.reload_tls`). A second SIGINT or SIGTERM during the
-        shutdown does not cut it short: ``limits.shutdown_timeout`` bounds it.
-        The signals are :mod:`framework.runtime.lifecycle`'s.
+        ``url`` may be a list: every endpoint is served by this one app, with
+        one state (a chat room reachable over ``tcp://`` and ``ws://`` at
+        once). ``ready``, if given, is called with each running server once
+        they all listen. SIGHUP reloads the TLS certificate of ``tls://`` and
+        ``wss://`` servers (:meth:`Server.reload_tls`). A second SIGINT or
+        SIGTERM during the shutdown does not cut it short:
+        ``limits.shutdown_timeout`` bounds it. The signals are
+        :mod:`framework.runtime.lifecycle`'s.
         """
-        server = await self.start(url, limits=limits, tls=tls, reuse_port=reuse_port)
-        await serve_until_stopped(server, ready)
+        servers = await self.start_all(
+            urls_of(url), limits=limits, tls=tls, reuse_port=reuse_port, websocket=websocket
+        )
+        await serve_until_stopped(servers, ready)
 
     def run(
         self,
-        url: str | Endpoint,
+        url: Urls,
         *,
         workers: int = 1,
         uvloop: bool | None = None,
         **options: Any,
     ) -> None:
-        """Blocking: serve ``url`` until SIGINT/SIGTERM, on uvloop when it is installed.
+        """Blocking: serve ``url`` (or several) until SIGINT/SIGTERM, on uvloop when installed.
 
-        ``workers=N`` (Linux; ``tcp://``, ``tls://``, ``udp://``) serves from
-        N processes sharing the port (see :mod:`framework.runtime.workers`).
+        ``workers=N`` (Linux; ``tcp://``, ``tls://``, ``udp://``, ``ws://``,
+        ``wss://``) serves from N processes sharing the port, or every port
+        of a list (see :mod:`framework.runtime.workers`).
         ``uvloop``: ``None`` uses it if installed (unless ``WIREKIT_UVLOOP=0``),
         ``False`` never, ``True`` requires it. ``options`` are :meth:`serve`'s.
         """
@@ -223,6 +278,14 @@ class App(Router):
             serve_workers(self, url, workers=workers, uvloop=uvloop, **options)
             return
         run_loop(self.serve(url, **options), uvloop=uvloop)
+
+
+def urls_of(url: Urls) -> list[str | Endpoint]:
+    """``url`` as a list of endpoints (one URL is a list of one); an empty list is an error."""
+    urls = [url] if isinstance(url, str | Endpoint) else list(url)
+    if not urls:
+        raise ConfigError("no endpoint URL to serve", option="url")
+    return urls
 
 
 def _check_backplane(backplane: str | Backplane) -> str | Backplane:

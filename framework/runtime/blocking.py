@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from framework.core.endpoints import Endpoint
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
+from framework.core.websocket import WebSocketOptions
 from framework.runtime import Connection, Server, connect
 from framework.runtime.app import App
 from framework.runtime.tls import TlsOptions
@@ -66,12 +67,13 @@ class BlockingClient:
         timeout: float | None = 10.0,
         limits: Limits | None = None,
         tls: TlsOptions | None = None,
+        websocket: WebSocketOptions | None = None,
     ) -> None:
         self.timeout = timeout
         self._thread = _LoopThread("wirekit-client")
         try:
             self._conn: Connection = self._thread.run(
-                self._open(url, pipeline, limits, tls, timeout), timeout
+                self._open(url, pipeline, limits, tls, timeout, websocket), timeout
             )
         except BaseException:
             self._thread.stop()
@@ -84,8 +86,11 @@ class BlockingClient:
         limits: Limits | None,
         tls: TlsOptions | None,
         timeout: float | None,
+        websocket: WebSocketOptions | None,
     ) -> Connection:
-        return await connect(url, pipeline, limits=limits, tls=tls, timeout=timeout)
+        return await connect(
+            url, pipeline, limits=limits, tls=tls, timeout=timeout, websocket=websocket
+        )
 
     @property
     def connection(self) -> Connection:

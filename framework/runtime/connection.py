@@ -145,7 +145,7 @@ class Connection(abc.ABC):
         """
         self._watch_close = True
         if self.closed or self._closing():
-            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+            raise self._ended(f"connection #{self.id} is closed")
         if self._late:
             self._flush_late()
         # Replies returned earlier in this chunk go first: the peer sees
@@ -161,9 +161,7 @@ class Connection(abc.ABC):
         """
         while not self._inbox:
             if self.closed:
-                raise ConnectionClosed(
-                    f"connection #{self.id} closed", peer=self.peer
-                ) from self._close_error
+                raise self._ended(f"connection #{self.id} closed") from self._close_error
             waiter = self._loop.create_future()
             self._inbox_waiters.append(waiter)
             try:
@@ -186,6 +184,10 @@ class Connection(abc.ABC):
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
         await self.wait_closed()
+
+    def _ended(self, text: str) -> ConnectionClosed:
+        """The error ``send`` and ``receive`` raise once the connection has ended."""
+        return ConnectionClosed(text, peer=self.peer)
 
     # -- what each adapter provides: every one, none has a default ----------------
 

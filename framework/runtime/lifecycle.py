@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from framework.core.errors import WirekitError
 from framework.runtime.loop import loop_name
@@ -53,16 +53,22 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 _RELOAD: tuple[signal.Signals, ...] = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
 
 
-async def serve_until_stopped(server: Server, ready: Callable[[Server], None] | None) -> None:
-    """Run ``server`` until SIGINT or SIGTERM (or cancellation), then close it.
+async def serve_until_stopped(
+    server: Server | Sequence[Server], ready: Callable[[Server], None] | None
+) -> None:
+    """Run ``server`` (or several) until SIGINT or SIGTERM (or cancellation), then close them.
 
-    ``ready(server)`` runs once the handlers are in. SIGHUP reloads a TLS
-    server's certificate. Off the main thread, or on a platform without
-    signals, only cancellation stops it.
+    ``ready(server)`` runs for each server once the handlers are in. SIGHUP
+    reloads the certificate of each TLS (``tls://``, ``wss://``) server.
+    Off the main thread, or on a platform without signals, only
+    cancellation stops it. Several servers shut down together, each as
+    :meth:`Server.close` says.
     """
+    servers = [server] if isinstance(server, Server) else list(server)
+    urls = ", ".join(each.url for each in servers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    log.info("serving %s on %s (pid %d)", server.url, loop_name(loop), os.getpid())
+    log.info("serving %s on %s (pid %d)", urls, loop_name(loop), os.getpid())
 
     def on_stop(signum: int) -> None:
         if stop.is_set():
@@ -70,13 +76,14 @@ async def serve_until_stopped(server: Server, ready: Callable[[Server], None] | 
         stop.set()
 
     def on_reload() -> None:
-        if server.endpoint.scheme != "tls":
-            log.info("SIGHUP: %s has no certificate to reload", server.url)
-            return
-        try:
-            server.reload_tls()
-        except WirekitError as exc:
-            log.error("SIGHUP: keeping the old TLS certificate: %s", exc)
+        secure = [each for each in servers if each.endpoint.scheme in ("tls", "wss")]
+        if not secure:
+            log.info("SIGHUP: %s has no certificate to reload", urls)
+        for each in secure:
+            try:
+                each.reload_tls()
+            except WirekitError as exc:
+                log.error("SIGHUP: %s: keeping the old TLS certificate: %s", each.url, exc)
 
     installed: list[signal.Signals] = []
     # Handlers go in before `ready` announces the server: whoever reacts to
@@ -92,12 +99,13 @@ async def serve_until_stopped(server: Server, ready: Callable[[Server], None] | 
         installed.append(sig)
     try:
         if ready is not None:
-            ready(server)
+            for each in servers:
+                ready(each)
         await stop.wait()
-        log.info("shutting down %s", server.url)
+        log.info("shutting down %s", urls)
     finally:
         try:
-            await server.close()
+            await asyncio.gather(*(each.close() for each in servers))
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

@@ -20,9 +20,11 @@ from framework.core.errors import ConfigError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
+from framework.core.websocket import WebSocketOptions
 from framework.runtime.connection import Connection
 from framework.runtime.datagram import DatagramServer
 from framework.runtime.logs import LogLimiter
+from framework.runtime.pages import Pages
 from framework.runtime.shutdown import linger_close
 from framework.runtime.stream import StreamConnection
 from framework.runtime.tls import TlsAcceptor, TlsOptions
@@ -79,7 +81,7 @@ class Server:
     def __repr__(self) -> str:
         return f"<Server {self.url} connections={len(self.connections)}>"
 
-    def _admit(self, conn: StreamConnection) -> bool:
+    def _admit(self, conn: Connection) -> bool:
         limit = self.limits.max_connections
         if self._closing:
             self.refused += 1
@@ -118,7 +120,7 @@ class Server:
         conn._served(self.url, self._log)
         return True
 
-    def _release(self, conn: StreamConnection) -> None:
+    def _release(self, conn: Connection) -> None:
         if conn not in self.connections:
             return  # refused: never counted
         self.connections.discard(conn)
@@ -131,7 +133,7 @@ class Server:
 
     def connections_from(self, peer: Any) -> int:
         """Open stream connections from ``peer``'s address (an IP, or a peer tuple)."""
-        if isinstance(peer, str) and self.endpoint.scheme in ("tcp", "tls"):
+        if isinstance(peer, str) and self.endpoint.scheme in _IP_SCHEMES:
             return self._per_peer.get(_normalise_ip(peer), 0)
         return self._per_peer.get(_peer_key(self.endpoint.scheme, peer), 0)
 
@@ -145,7 +147,9 @@ class Server:
         SIGHUP.
         """
         if self._ssl_context is None:
-            raise ConfigError(f"{self.url} is not a tls:// server: nothing to reload", option="tls")
+            raise ConfigError(
+                f"{self.url} is not a tls:// or wss:// server: nothing to reload", option="tls"
+            )
         options = tls if tls is not None else self._tls
         assert options is not None
         self._ssl_context = options.server_context()
@@ -245,14 +249,18 @@ def _normalise_ip(host: str) -> str:
     return str(address)
 
 
+# Schemes over TCP: their peers are counted by IP address.
+_IP_SCHEMES = ("tcp", "tls", "ws", "wss")
+
+
 def _peer_key(scheme: str, peer: Any) -> str:
     """The address ``max_connections_per_peer`` counts by.
 
-    TCP and TLS: the IP address, port ignored. A Unix socket's clients are
+    TCP, TLS and WebSocket: the IP address, port ignored. A Unix socket's clients are
     unnamed and a memory pipe's are all in this process: each counts as one
     address, the whole scheme.
     """
-    if scheme in ("tcp", "tls") and isinstance(peer, tuple) and peer:
+    if scheme in _IP_SCHEMES and isinstance(peer, tuple) and peer:
         return _normalise_ip(str(peer[0]))
     return f"{scheme}:"
 
@@ -266,11 +274,22 @@ async def start_server(
     tls: TlsOptions | None = None,
     handler_errors: str = "close",
     reuse_port: bool = False,
+    websocket: WebSocketOptions | None = None,
+    pages: Pages | None = None,
 ) -> Server:
-    """Listen on ``url`` and serve it with ``pipeline`` and ``router``."""
+    """Listen on ``url`` and serve it with ``pipeline`` and ``router``.
+
+    ``websocket`` (``ws://``, ``wss://``): the handshake's options; ``pages``:
+    the static files plain HTTP requests on a WebSocket listener get
+    (:mod:`framework.runtime.pages`).
+    """
     endpoint = parse_url(url) if isinstance(url, str) else url
     limits = limits if limits is not None else Limits()
     server = Server(endpoint, limits)
+    if endpoint.is_websocket:
+        return await _start_websocket(
+            server, pipeline, router, tls, handler_errors, reuse_port, websocket, pages
+        )
     if not endpoint.is_stream:
         datagrams = DatagramServer(pipeline, router, limits, handler_errors)
         _transport, _protocol, bound = await serve_datagrams(
@@ -294,13 +313,32 @@ async def start_server(
             role=Role.SERVER,
         )
 
-    if endpoint.scheme != "tls":
-        listener, bound = await serve_stream(endpoint, factory, reuse_port=reuse_port)
+    return await _listen(server, factory, tls, reuse_port)
+
+
+async def _listen(
+    server: Server, factory: Callable[[], Any], tls: TlsOptions | None, reuse_port: bool
+) -> Server:
+    """Listen for a stream server's connections, through a TLS acceptor for tls:// and wss://."""
+    endpoint = server.endpoint
+    if endpoint.scheme == "memory+ws":
+        # A WebSocket over an in-process stream (tests, fault injection).
+        listener, _bound = await serve_stream(
+            Endpoint("memory", path=endpoint.host), factory, reuse_port=reuse_port
+        )
         server._listener = listener
-        server.endpoint = bound
+        return server
+    if endpoint.scheme not in ("tls", "wss"):
+        plain = endpoint if endpoint.scheme != "ws" else attrs.evolve(endpoint, scheme="tcp")
+        listener, bound = await serve_stream(plain, factory, reuse_port=reuse_port)
+        server._listener = listener
+        server.endpoint = attrs.evolve(bound, scheme=endpoint.scheme, path=endpoint.path)
         return server
     if tls is None:
-        raise ConfigError("tls:// needs a certificate: set certfile and keyfile", option="tls")
+        raise ConfigError(
+            f"{endpoint.scheme}:// needs a certificate: set certfile and keyfile", option="tls"
+        )
+    limits = server.limits
     server._tls = tls
     server._ssl_context = tls.server_context()
 
@@ -317,5 +355,41 @@ async def start_server(
         attrs.evolve(endpoint, scheme="tcp"), acceptor, reuse_port=reuse_port
     )
     server._listener = listener
-    server.endpoint = attrs.evolve(bound, scheme="tls")
+    server.endpoint = attrs.evolve(bound, scheme=endpoint.scheme, path=endpoint.path)
     return server
+
+
+async def _start_websocket(
+    server: Server,
+    pipeline: Pipeline,
+    router: Router,
+    tls: TlsOptions | None,
+    handler_errors: str,
+    reuse_port: bool,
+    options: WebSocketOptions | None,
+    pages: Pages | None,
+) -> Server:
+    # Imported here: the websockets library (and the socket module it
+    # loads) is needed only by WebSocket endpoints.
+    from framework.runtime.websocket import WebSocketConnection
+
+    endpoint = server.endpoint
+    options = options if options is not None else WebSocketOptions()
+    limits = server.limits
+
+    def factory() -> Any:
+        return WebSocketConnection(
+            pipeline,
+            router=router,
+            limits=limits,
+            role=Role.SERVER,
+            options=options,
+            path=endpoint.path or "/",
+            secure=endpoint.scheme == "wss",
+            pages=pages,
+            handler_errors=handler_errors,
+            on_made=server._admit,
+            on_lost=server._release,
+        )
+
+    return await _listen(server, factory, tls, reuse_port)

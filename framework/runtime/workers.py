@@ -33,7 +33,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, ForkProcess
 from typing import Any, Protocol
@@ -74,13 +74,17 @@ class Servable(Protocol):
 
     def serve(
         self,
-        url: str | Endpoint,
+        url: str | Endpoint | Sequence[str | Endpoint],
         *,
         limits: Limits | None = ...,
         tls: TlsOptions | None = ...,
         reuse_port: bool = ...,
         ready: Callable[[Any], None] | None = ...,
     ) -> Coroutine[Any, Any, None]: ...
+
+
+# The schemes whose port several processes can share (SO_REUSEPORT).
+_SHAREABLE = ("tcp", "tls", "udp", "ws", "wss")
 
 
 def check_workers(endpoint: Endpoint, workers: int) -> None:
@@ -91,10 +95,10 @@ def check_workers(endpoint: Endpoint, workers: int) -> None:
         )
     if workers == 1:
         return
-    if endpoint.scheme not in ("tcp", "tls", "udp"):
+    if endpoint.scheme not in _SHAREABLE:
         raise ConfigError(
             f"workers: {endpoint.scheme}:// cannot be shared between processes; "
-            "several workers need tcp://, tls:// or udp://",
+            "several workers need tcp://, tls://, udp://, ws:// or wss://",
             option="workers",
             value=workers,
         )
@@ -167,20 +171,20 @@ class _Supervisor:
     def __init__(
         self,
         app: Servable,
-        endpoint: Endpoint,
+        endpoints: list[Endpoint],
         workers: int,
         options: dict[str, Any],
         uvloop: bool | None,
     ) -> None:
         self.app = app
-        self.endpoint = endpoint
+        self.endpoints = endpoints
         self.count = workers
         self.options = options
         self.uvloop = uvloop
         self.context = multiprocessing.get_context("fork")
         self.reports = _Reports(self.context)
         self.workers: dict[int, _Worker] = {}
-        self.placeholder: socket.socket | None = None
+        self.placeholders: list[socket.socket] = []
         self.stopping = False
         self.restarts: collections.deque[float] = collections.deque()
 
@@ -225,32 +229,40 @@ class _Supervisor:
                 self._stop_all()
                 raise
             finally:
-                if self.placeholder is not None:
-                    self.placeholder.close()
+                self._close_placeholders()
             # Every way out of _serve comes here, a stop signal in the middle
             # of the start-up included: no worker outlives this process.
             killed = self._stop_all()
         if killed:
             raise WorkerError(f"workers {killed} did not stop in time and were killed")
 
+    def _close_placeholders(self) -> None:
+        for placeholder in self.placeholders:
+            placeholder.close()
+        self.placeholders = []
+
     def _serve(self, announce: Callable[[str, list[int]], None] | None) -> None:
         """Start the workers, announce them, supervise; return once asked to stop."""
-        self.placeholder = _placeholder(self.endpoint)
-        port = self.placeholder.getsockname()[1]
-        self.endpoint = attrs.evolve(self.endpoint, port=port)
+        resolved = []
+        for endpoint in self.endpoints:
+            placeholder = _placeholder(endpoint)
+            self.placeholders.append(placeholder)
+            resolved.append(attrs.evolve(endpoint, port=placeholder.getsockname()[1]))
+        self.endpoints = resolved
         for index in range(self.count):
             if self._stopped():
                 return
             self._spawn(index)
         self._wait_ready()
-        # Every worker listens: the placeholder has done its job (and a
+        # Every worker listens: the placeholders have done their job (and a
         # UDP placeholder would otherwise get its share of datagrams).
-        self.placeholder.close()
-        self.placeholder = None
+        self._close_placeholders()
         if self._stopped():
             return
         if announce is not None:
-            announce(self.endpoint.url, [w.process.pid or 0 for w in self.workers.values()])
+            pids = [w.process.pid or 0 for w in self.workers.values()]
+            for endpoint in self.endpoints:
+                announce(endpoint.url, pids)
         self._supervise()
 
     def _events(self) -> list[Any]:
@@ -351,8 +363,8 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     # The parent's handlers came with the fork; this process has its own
     # shutdown, installed by App.serve. Until then a signal ends it plainly.
     lifecycle.worker_signals()
-    if supervisor.placeholder is not None:
-        supervisor.placeholder.close()  # the parent's copy is the one that matters
+    for placeholder in supervisor.placeholders:
+        placeholder.close()  # the parent's copy is the one that matters
     reports = supervisor.reports
 
     def ready(server: Any) -> None:
@@ -364,7 +376,7 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     options = {key: value for key, value in supervisor.options.items() if key != "ready"}
     try:
         loops.run(
-            supervisor.app.serve(supervisor.endpoint, reuse_port=True, ready=ready, **options),
+            supervisor.app.serve(supervisor.endpoints, reuse_port=True, ready=ready, **options),
             uvloop=supervisor.uvloop,
         )
     except (WirekitError, OSError) as exc:
@@ -374,7 +386,7 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
 
 def serve_workers(
     app: Servable,
-    url: str | Endpoint,
+    url: str | Endpoint | Sequence[str | Endpoint],
     *,
     workers: int,
     limits: Limits | None = None,
@@ -382,19 +394,28 @@ def serve_workers(
     uvloop: bool | None = None,
     ready: Callable[[Any], None] | None = None,
     announce: Callable[[str, list[int]], None] | None = None,
+    **serve_options: Any,
 ) -> None:
-    """Serve ``app`` on ``url`` from ``workers`` processes until SIGINT or SIGTERM.
+    """Serve ``app`` on ``url`` (or every URL of a list) from ``workers`` processes.
 
-    Blocks. ``ready(server)`` runs in each worker once it listens;
-    ``announce(url, pids)`` runs in this process once they all do (port 0
-    resolved). Raises :class:`WorkerError` when a worker cannot start, when
-    workers crash in a loop, or when one had to be killed at shutdown.
+    Blocks until SIGINT or SIGTERM. Each worker serves every URL, with one
+    app state per worker. ``ready(server)`` runs in each worker for each
+    server once it listens; ``announce(url, pids)`` runs in this process for
+    each URL once they all do (port 0 resolved). Raises
+    :class:`WorkerError` when a worker cannot start, when workers crash in a
+    loop, or when one had to be killed at shutdown.
     """
-    endpoint = parse_url(url) if isinstance(url, str) else url
-    check_workers(endpoint, workers)
-    if endpoint.scheme == "tls" and tls is None:
-        raise ConfigError("tls:// needs a certificate: set certfile and keyfile", option="tls")
-    if tls is not None and endpoint.scheme == "tls":
+    urls = [url] if isinstance(url, str | Endpoint) else list(url)
+    endpoints = [parse_url(each) if isinstance(each, str) else each for each in urls]
+    if not endpoints:
+        raise ConfigError("no endpoint URL to serve", option="url")
+    for endpoint in endpoints:
+        check_workers(endpoint, workers)
+        if endpoint.scheme in ("tls", "wss") and tls is None:
+            raise ConfigError(
+                f"{endpoint.scheme}:// needs a certificate: set certfile and keyfile", option="tls"
+            )
+    if tls is not None and any(e.scheme in ("tls", "wss") for e in endpoints):
         tls.server_context()  # a bad certificate is one error here, not one per worker
-    options: dict[str, Any] = {"limits": limits, "tls": tls, "ready": ready}
-    _Supervisor(app, endpoint, workers, options, uvloop).run(announce)
+    options: dict[str, Any] = {"limits": limits, "tls": tls, "ready": ready, **serve_options}
+    _Supervisor(app, endpoints, workers, options, uvloop).run(announce)

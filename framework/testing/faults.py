@@ -417,11 +417,16 @@ class Injection:
 
     def __init__(self, url: str, faults: tuple[Faults, ...]) -> None:
         endpoint = parse_url(url)
-        kinds: dict[str, type[Faults]] = {"memory": StreamFaults, "memory+udp": DatagramFaults}
+        kinds: dict[str, type[Faults]] = {
+            "memory": StreamFaults,
+            "memory+ws": StreamFaults,
+            "memory+udp": DatagramFaults,
+        }
         kind = kinds.get(endpoint.scheme)
         if kind is None:
             raise ConfigError(
-                f"faults can be injected on memory:// and memory+udp:// endpoints, not {url}",
+                "faults can be injected on memory://, memory+ws:// and memory+udp:// "
+                f"endpoints, not {url}",
                 option="url",
                 value=url,
             )
@@ -430,7 +435,8 @@ class Injection:
                 f"inject({url!r}) needs at least one {kind.__name__}", option="faults"
             )
         self.url = endpoint.url
-        self.name = endpoint.path
+        # memory+ws:// names its in-process stream as a URL's host.
+        self.name = endpoint.host if endpoint.scheme == "memory+ws" else endpoint.path
         self.faults: tuple[Faults, ...] = tuple(
             attrs.evolve(spec, seed=_default_seed()) if spec.seed is None else spec
             for spec in faults
@@ -518,7 +524,7 @@ class Injection:
 
 
 def inject(url: str, *faults: Faults) -> Injection:
-    """Inject ``faults`` on ``memory://NAME`` or ``memory+udp://NAME`` for a ``with`` block.
+    """Inject ``faults`` on ``memory://NAME``, ``memory+ws://NAME`` or ``memory+udp://NAME``.
 
     ::
 

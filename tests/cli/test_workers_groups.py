@@ -1,12 +1,15 @@
-"""Groups across worker processes: `wirekit serve protocols.chat --workers 2` on a real Redis.
+"""Groups across worker processes: the chat served by two workers on a real Redis.
 
 Two workers are two nodes: users that the kernel spreads over both must
-share #lobby, /who and every line. The broker is a redis-server this test
-starts on a free loopback port (tests/brokers.py) and stops by PID.
+share #lobby, /who and every line, and the users of a worker killed with
+SIGKILL must leave the other's presence within the configured TTL. The
+broker is a redis-server this test starts on a free loopback port
+(tests/brokers.py) and stops by PID.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -77,23 +80,24 @@ class User:
         self.sock.close()
 
 
+class Chat:
+    """``wirekit serve`` of a chat config with two workers on Redis: its port and its workers."""
+
+    def __init__(self, port: int, redis_port: int, pids: list[int]) -> None:
+        self.port = port
+        self.redis_port = redis_port
+        self.pids = pids
+
+
 @pytest.fixture
-def chat(redis_broker: brokers.Broker) -> Iterator[tuple[int, int]]:
-    """``wirekit serve protocols.chat --workers 2 --backplane redis://...``: its port and Redis'."""
+def chat(redis_broker: brokers.Broker, tmp_path: Path) -> Iterator[Chat]:
+    config = tmp_path / "chat.toml"
+    config.write_text(
+        'protocol = "protocols.chat"\nurl = "tcp://127.0.0.1:0"\nworkers = 2\n'
+        f'backplane = "{redis_broker.url}"\npresence_ttl = 1\n'
+    )
     with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "framework",
-            "serve",
-            "protocols.chat",
-            "--url",
-            "tcp://127.0.0.1:0",
-            "--workers",
-            "2",
-            "--backplane",
-            redis_broker.url,
-        ],
+        [sys.executable, "-m", "framework", "serve", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -101,10 +105,14 @@ def chat(redis_broker: brokers.Broker) -> Iterator[tuple[int, int]]:
     ) as proc:
         try:
             assert proc.stdout is not None
+            assert proc.stderr is not None
             banner = proc.stdout.readline()
             match = re.search(r"tcp://127\.0\.0\.1:(\d+)", banner)
             assert match, f"no URL in {banner!r}"
-            yield int(match.group(1)), redis_broker.port
+            workers = re.search(r"pids ([\d, ]+)\)", proc.stderr.readline())
+            assert workers, "no worker pids announced"
+            pids = [int(pid) for pid in workers.group(1).split(", ")]
+            yield Chat(int(match.group(1)), redis_broker.port, pids)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -114,31 +122,64 @@ def chat(redis_broker: brokers.Broker) -> Iterator[tuple[int, int]]:
                 proc.wait()
 
 
-def test_users_on_two_workers_share_rooms_who_and_lines(chat: tuple[int, int]) -> None:
-    port, redis_port = chat
-    # Both workers track the users group from the start: two nodes.
-    assert subscribers(redis_port, "wirekit.chat.users") == 2
-    users = []
-    # Connect until #lobby has members on both workers (the kernel spreads
-    # connections by their ports: 30 users all on one is a 1 in 2^29 chance).
-    while subscribers(redis_port, "wirekit.chat.=23lobby") < 2:
+def on_both_workers(chat: Chat) -> list[User]:
+    """Users, connected until #lobby has members on both workers.
+
+    The kernel spreads connections over the workers by their ports: 30
+    users all on one worker is a 1 in 2^29 chance.
+    """
+    users: list[User] = []
+    while subscribers(chat.redis_port, "wirekit.chat.=23lobby") < 2:
         assert len(users) < 30, "every user landed on one worker"
-        users.append(User(port))
+        users.append(User(chat.port))
+    return users
+
+
+def who_says(user: User, expected: str, within: float = STEP) -> str:
+    deadline = time.monotonic() + within
+    while True:
+        user.say("/who")
+        line = user.until("* in #lobby")
+        if line == expected or time.monotonic() > deadline:
+            return line
+        time.sleep(0.05)
+
+
+def test_users_on_two_workers_share_rooms_who_and_lines(chat: Chat) -> None:
+    # Both workers track the users group from the start: two nodes.
+    assert subscribers(chat.redis_port, "wirekit.chat.users") == 2
+    users = on_both_workers(chat)
     assert len({user.nick for user in users}) == len(users)
     expected = f"* in #lobby: {', '.join(sorted(user.nick for user in users))}"
-    deadline = time.monotonic() + STEP
     for user in users:
-        while True:
-            user.say("/who")
-            line = user.until("* in #lobby")
-            if line == expected or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert line == expected
+        assert who_says(user, expected) == expected
     first, last = users[0], users[-1]
     last.say("hello from the last one")
     assert first.until("hello from") == f"<{last.nick}> hello from the last one"
     first.say("and back")
     assert last.until("and back") == f"<{first.nick}> and back"
+    for user in users:
+        user.close()
+
+
+def test_a_killed_worker_s_users_leave_presence_within_the_ttl(chat: Chat) -> None:
+    users = on_both_workers(chat)
+    everyone = f"* in #lobby: {', '.join(sorted(user.nick for user in users))}"
+    assert who_says(users[0], everyone) == everyone
+    os.kill(chat.pids[0], signal.SIGKILL)  # no goodbye: its users just stop being refreshed
+    time.sleep(0.3)
+    alive = []
+    for user in users:
+        user.say("/who")
+        try:
+            user.until("* in #lobby")
+            alive.append(user)
+        except (AssertionError, OSError):
+            user.close()  # its worker is gone
+    assert alive, "every user was on the killed worker"
+    assert len(alive) < len(users)
+    survivors = f"* in #lobby: {', '.join(sorted(user.nick for user in alive))}"
+    # presence_ttl = 1 in the config: gone well before the 15 s default.
+    assert who_says(alive[0], survivors, within=STEP) == survivors
     for user in users:
         user.close()

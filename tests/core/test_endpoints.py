@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from framework.core.endpoints import SCHEMES, Endpoint, parse_url
 from framework.core.errors import ConfigError
@@ -21,6 +25,10 @@ from framework.core.errors import ConfigError
         ("unix://@abstract", Endpoint("unix", path="@abstract")),
         ("memory://test-server", Endpoint("memory", path="test-server")),
         ("TCP://127.0.0.1:1", Endpoint("tcp", host="127.0.0.1", port=1)),
+        ("ws://127.0.0.1:8000", Endpoint("ws", host="127.0.0.1", port=8000, path="/")),
+        ("ws://127.0.0.1:8000/", Endpoint("ws", host="127.0.0.1", port=8000, path="/")),
+        ("wss://example.org:443/chat", Endpoint("wss", host="example.org", port=443, path="/chat")),
+        ("ws://[::1]:0/a/b", Endpoint("ws", host="::1", port=0, path="/a/b")),
     ],
 )
 def test_parse_every_scheme(url: str, expected: Endpoint) -> None:
@@ -56,6 +64,10 @@ def test_port_zero_asks_for_any_port() -> None:
         "unix:///tmp/x.sock",
         "memory://bus",
         "memory+udp://bus",
+        "ws://127.0.0.1:8000",
+        "wss://[::1]:443/game/live",
+        "memory+ws://room",
+        "memory+ws://room/chat",
     ],
 )
 def test_url_round_trips(url: str) -> None:
@@ -72,6 +84,9 @@ def test_stream_schemes() -> None:
         "memory": True,
         "udp": False,
         "memory+udp": False,
+        "ws": False,
+        "wss": False,
+        "memory+ws": False,
     }
     assert parse_url("tcp://h:1").is_stream
     assert parse_url("unix:///x").is_stream
@@ -134,3 +149,51 @@ def test_malformed_url_names_the_bad_part(url: str, part: str) -> None:
 def test_non_string_url_is_a_config_error(url: object) -> None:
     with pytest.raises(ConfigError, match="must be a string"):
         parse_url(url)  # type: ignore[arg-type]
+
+
+def test_in_memory_websocket_urls_name_a_stream_and_a_path() -> None:
+    assert parse_url("memory+ws://room/chat") == Endpoint("memory+ws", host="room", path="/chat")
+    assert parse_url("memory+ws://room").path == "/"
+    with pytest.raises(ConfigError, match="name is empty"):
+        parse_url("memory+ws:///chat")
+
+
+def test_websocket_urls_are_message_oriented() -> None:
+    for url in ("ws://h:1", "wss://h:1/x", "memory+ws://x"):
+        endpoint = parse_url(url)
+        assert endpoint.is_websocket
+        assert not endpoint.is_stream
+    assert not parse_url("tcp://h:1").is_websocket
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("ws://127.0.0.1:80/chat?room=1", "path"),
+        ("wss://127.0.0.1:443/a#frag", "path"),
+        ("ws://127.0.0.1:80/with space", "path"),
+        ("ws://127.0.0.1/chat", "port"),
+        ("ws://:80/chat", "host"),
+    ],
+)
+def test_bad_websocket_url_names_the_part(url: str, part: str) -> None:
+    with pytest.raises(ConfigError, match=f"bad endpoint URL .*: {re.escape(part)}"):
+        parse_url(url)
+
+
+_SEGMENT = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="?#/"),
+    max_size=8,
+)
+
+
+@given(
+    scheme=st.sampled_from(["ws", "wss"]),
+    port=st.integers(0, 65535),
+    segments=st.lists(_SEGMENT, max_size=4),
+)
+def test_websocket_url_path_round_trips(scheme: str, port: int, segments: list[str]) -> None:
+    path = "/" + "/".join(segments)
+    endpoint = parse_url(f"{scheme}://127.0.0.1:{port}{path}")
+    assert endpoint.path == path
+    assert parse_url(endpoint.url) == endpoint

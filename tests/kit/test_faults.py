@@ -364,8 +364,10 @@ def test_bad_options_name_themselves(make: Any, option: str) -> None:
 
 
 def test_faults_must_fit_the_endpoint() -> None:
-    with pytest.raises(ConfigError, match="memory:// and memory\\+udp://"):
+    with pytest.raises(ConfigError, match="memory://, memory\\+ws:// and memory\\+udp://"):
         inject("tcp://127.0.0.1:0", StreamFaults())
+    with pytest.raises(ConfigError, match="takes StreamFaults"):
+        inject("memory+ws://x", DatagramFaults())
     with pytest.raises(ConfigError, match="takes StreamFaults"):
         inject("memory://x", DatagramFaults())
     with pytest.raises(ConfigError, match="takes DatagramFaults"):

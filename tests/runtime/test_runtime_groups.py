@@ -426,3 +426,24 @@ def test_a_udp_peer_forgotten_after_its_idle_timeout_leaves_its_groups_on_every_
         await tcp.close()
 
     run(main())
+
+
+def test_websocket_members_get_group_values_in_their_own_frames() -> None:
+    async def main() -> None:
+        plane = hub()
+        one, two = room_app(plane), room_app(plane, codecs="json")
+        tcp = await one.start("tcp://127.0.0.1:0")
+        ws = await two.start("ws://127.0.0.1:0")
+        ada = await connect(tcp.url, one.pipeline)
+        bob = await connect(ws.url, two.pipeline)  # a WebSocket, JSON text messages
+        await eventually(lambda: len(one.groups.members("room")) == 2, "both listed")
+        await ada.send(Say("to the browser", 1))
+        assert await within(bob.receive()) == Say("to the browser", 1)
+        await bob.send(Say("from the browser", 2))
+        assert await within(ada.receive()) == Say("from the browser", 2)
+        ada.close()
+        bob.close()
+        await tcp.close()
+        await ws.close()
+
+    run(main())

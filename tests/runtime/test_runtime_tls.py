@@ -431,7 +431,7 @@ def test_reload_tls_on_a_plain_server_is_a_config_error() -> None:
 
     async def main() -> None:
         async with await app.start("tcp://127.0.0.1:0") as server:
-            with pytest.raises(ConfigError, match="not a tls:// server"):
+            with pytest.raises(ConfigError, match="not a tls:// or wss:// server"):
                 server.reload_tls()
 
     run(main())

@@ -218,8 +218,8 @@ def test_sighup_reloads_the_certificate_in_every_worker(project: Path, tmp_path:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("unix:///tmp/wirekit-workers.sock", "tcp://, tls:// or udp://"),
-        ("memory://workers", "tcp://, tls:// or udp://"),
+        ("unix:///tmp/wirekit-workers.sock", "tcp://, tls://, udp://, ws:// or wss://"),
+        ("memory://workers", "tcp://, tls://, udp://, ws:// or wss://"),
     ],
 )
 def test_workers_on_a_scheme_that_cannot_share_a_port_is_one_clear_line(

@@ -23,6 +23,10 @@ class Codec(ABC):
 
     #: The name config files and the command line use.
     name: ClassVar[str]
+    #: Whether what ``encode`` writes is always valid UTF-8 text: over a
+    #: WebSocket, the frames of a stack whose wire-side codec writes text go
+    #: out as text frames (a browser's ``event.data`` is then a string).
+    text: ClassVar[bool] = False
 
     @abstractmethod
     def decode(self, data: Any) -> Any:

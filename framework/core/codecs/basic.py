@@ -47,6 +47,7 @@ class Utf8Codec(Codec):
     """Strict UTF-8 text: invalid input is a ``DecodeError`` naming its offset."""
 
     name: ClassVar[str] = "utf-8"
+    text: ClassVar[bool] = True
 
     def decode(self, data: Any) -> str:
         """Decode strictly; a bad byte sequence raises with its offset."""

@@ -57,6 +57,7 @@ class JsonCodec(Codec):
     """
 
     name: ClassVar[str] = "json"
+    text: ClassVar[bool] = True
 
     max_depth: int | None = attrs.field(default=DEFAULT_MAX_DEPTH, validator=limit_validator)
     _decoder: json.JSONDecoder = attrs.field(init=False, repr=False, eq=False)
