@@ -178,7 +178,12 @@ class NatsBackplane(QueuedBackplane):
         self._subs[channel] = await self._nc.subscribe(subject_for(channel), cb=on_message)
         if self._up:
             try:
-                await self._nc.flush(timeout=self.connect_timeout)  # type: ignore[arg-type]
+                # Two round trips: nats-py writes a flush's PING straight to
+                # the socket, ahead of the SUB still in its pending buffer,
+                # so the first PONG can come before the server has the SUB.
+                # The second PING follows the SUB: its PONG means it is in.
+                for _ in range(2):
+                    await self._nc.flush(timeout=self.connect_timeout)  # type: ignore[arg-type]
             except (NatsError, OSError, TimeoutError) as error:
                 log.debug("backplane %s: subscribe %r not confirmed: %s", self.url, channel, error)
 
