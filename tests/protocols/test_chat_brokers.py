@@ -162,7 +162,10 @@ def test_the_chat_goes_on_through_a_broker_crash(
 ) -> None:
     one, two = two_nodes
     ada, eve, bob = User(one), User(one), User(two)
+    # Each node lists the other's users once it hears the other on the room's
+    # channel, that is once it is subscribed to it.
     wait_for_who(ada, [ada.nick, eve.nick, bob.nick])
+    wait_for_who(bob, [ada.nick, eve.nick, bob.nick])
     ada.say("before the crash")
     assert bob.until("before the crash") == f"<{ada.nick}> before the crash"
 
@@ -207,6 +210,7 @@ def test_a_killed_node_leaves_presence_within_the_ttl(
     one, two = two_nodes
     ada, bob = User(one), User(two)
     wait_for_who(ada, [ada.nick, bob.nick])
+    wait_for_who(bob, [ada.nick, bob.nick])
     two.kill()  # no goodbye: its users vanish only when its presence expires
     killed = time.monotonic()
     wait_for_who(ada, [ada.nick])

@@ -80,7 +80,9 @@ def test_a_member_that_stops_reading_holds_up_nobody(broker: Broker) -> None:
                 # servers' loop, only of its socket.
                 reader = socket.create_connection(("127.0.0.1", second.endpoint.port))
                 sender = await connect(first.url, one.pipeline)
+                # Each node lists the other's members once it is subscribed to the room.
                 await eventually(lambda: len(one.groups.members("room")) == 3)
+                await eventually(lambda: len(two.groups.members("room")) == 3)
                 reading = asyncio.create_task(asyncio.to_thread(read_lines, reader, LINES))
                 for n in range(LINES):
                     await sender.send(f"{n} {LINE}")
@@ -133,6 +135,7 @@ def test_a_publish_is_one_broker_command_whatever_the_room_size(
                 for n in range(members)
             ]
             await eventually(lambda: len(one.groups.members("room")) == members + 1)
+            await eventually(lambda: len(two.groups.members("room")) == members + 1)
             before = redis_publishes(redis_broker.port)
             for n in range(lines):
                 await sender.send(f"line {n}")
