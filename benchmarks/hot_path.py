@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import gc
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -39,7 +40,9 @@ from benchmarks.workloads import Position
 from framework import App, Pipeline
 from framework.core.connection import Role
 from framework.core.limits import Limits
-from framework.runtime.stream import StreamConnection
+from framework.runtime.logs import LogLimiter
+from framework.runtime.metrics import HandlerTimes, ListenerMetrics
+from framework.runtime.stream import StreamConnection, TimedStreamConnection
 
 __all__ = ["main"]
 
@@ -140,6 +143,7 @@ class Scenario:
     frames: int  # frames in all the reads
     wirekit: Callable[[], App]
     baseline: type[asyncio.Protocol]
+    metrics: bool = False  # a served connection with metrics on (handlers timed)
 
 
 def _scenarios() -> list[Scenario]:
@@ -154,6 +158,24 @@ def _scenarios() -> list[Scenario]:
             "raw-100", "raw, 100 frames per read", [raw * 100] * 100, 10_000, _raw_app, HandWritten
         ),
         Scenario("raw-1", "raw, 1 frame per read", [raw] * 5_000, 5_000, _raw_app, HandWritten),
+        Scenario(
+            "raw-100-metrics",
+            "raw, 100 per read, metrics on",
+            [raw * 100] * 100,
+            10_000,
+            _raw_app,
+            HandWritten,
+            metrics=True,
+        ),
+        Scenario(
+            "raw-1-metrics",
+            "raw, 1 per read, metrics on",
+            [raw] * 5_000,
+            5_000,
+            _raw_app,
+            HandWritten,
+            metrics=True,
+        ),
         Scenario(
             "position-100",
             "typed position, 100 per read",
@@ -184,14 +206,24 @@ def _scenarios() -> list[Scenario]:
     ]
 
 
-def _wirekit_protocol(app: App) -> StreamConnection:
+def _wirekit_protocol(app: App, metrics: bool = False) -> StreamConnection:
     # What the server's factory builds (see framework.runtime.server), minus
-    # the admission callbacks' bookkeeping.
-    return StreamConnection(
+    # the admission callbacks' bookkeeping; with metrics, the listener's
+    # counters and handler timing a served connection gets.
+    listener = ListenerMetrics("tcp://127.0.0.1:9000", app.pipeline.messages)
+    listener.times = HandlerTimes()
+
+    def made(conn: StreamConnection) -> bool:
+        if metrics:
+            conn._served(LogLimiter(logging.getLogger("wirekit.server")), listener)
+        return True
+
+    kind = TimedStreamConnection if metrics else StreamConnection
+    return kind(
         app.pipeline,
         router=app,
         limits=Limits(),
-        on_made=lambda conn: True,
+        on_made=made,
         on_lost=lambda conn: None,
         role=Role.SERVER,
     )
@@ -218,7 +250,7 @@ async def _measure(scenario: Scenario, samples: int) -> tuple[float, float]:
     best_wk = best_hw = float("inf")
     for _ in range(samples):
         # Interleaved, so a slow patch of the machine hits both sides alike.
-        elapsed, wk_out = _time_reads(_wirekit_protocol(app), scenario.reads)
+        elapsed, wk_out = _time_reads(_wirekit_protocol(app, scenario.metrics), scenario.reads)
         best_wk = min(best_wk, elapsed)
         elapsed, hw_out = _time_reads(scenario.baseline(), scenario.reads)
         best_hw = min(best_hw, elapsed)
@@ -235,7 +267,7 @@ async def _run_side(key: str, side: str, repeat: int) -> None:
     make: Callable[[], asyncio.Protocol]
     if side == "wirekit":
         app = scenario.wirekit()
-        make = lambda: _wirekit_protocol(app)  # noqa: E731
+        make = lambda: _wirekit_protocol(app, scenario.metrics)  # noqa: E731
     else:
         make = scenario.baseline
     for _ in range(repeat):

@@ -79,6 +79,22 @@ WIREKIT_UDP_UVLOOP = ServerSpec(
     requires="uvloop",
     wirekit=True,
 )
+WIREKIT_RAW_METRICS = ServerSpec(
+    "wirekit-metrics",
+    "wirekit, metrics on",
+    "wirekit_echo.py",
+    ("--app", "raw", "--metrics"),
+    requires="prometheus_client",
+    wirekit=True,
+)
+WIREKIT_UDP_METRICS = ServerSpec(
+    "wirekit-udp-metrics",
+    "wirekit (udp), metrics on",
+    "wirekit_echo.py",
+    ("--app", "udp", "--metrics"),
+    requires="prometheus_client",
+    wirekit=True,
+)
 ASYNCIO = ServerSpec("asyncio", "asyncio Protocol, hand-written", "asyncio_echo.py")
 ASYNCIO_UVLOOP = ServerSpec(
     "asyncio-uvloop",
@@ -206,6 +222,37 @@ def _reqresp(key: str, connections: int, processes: int) -> Scenario:
     )
 
 
+def _metrics_scenarios(small: list[bytes], datagram: bytes) -> list[Scenario]:
+    """The same wirekit echo with metrics off, then on: the ratio is what metrics cost."""
+    frame = raw_frames(1, SMALL_FRAME)[0]
+    return [
+        _pipelined(
+            "metrics-pipelined",
+            f"metrics off vs on: pipelined {SMALL_FRAME}-byte frames, 1 connection",
+            small,
+            (WIREKIT_RAW, WIREKIT_RAW_METRICS),
+            WINDOW_FRAMES * SMALL_FRAME,
+        ),
+        Scenario(
+            key="metrics-reqresp",
+            title=f"metrics off vs on: request/response, {SMALL_FRAME}-byte frames, "
+            "16 connections over 2 client processes",
+            load=Load("reqresp", frame, connections=16, processes=2),
+            servers=(WIREKIT_RAW, WIREKIT_RAW_METRICS),
+            check=b"".join(raw_frames(8, SMALL_FRAME, seed=9)),
+            frame_bytes=len(frame),
+        ),
+        Scenario(
+            key="metrics-udp",
+            title=f"metrics off vs on: UDP echo, {len(datagram)}-byte datagrams",
+            load=Load("udp", datagram, window=UDP_IN_FLIGHT),
+            servers=(WIREKIT_UDP, WIREKIT_UDP_METRICS),
+            check=datagram,
+            frame_bytes=len(datagram),
+        ),
+    ]
+
+
 def _websocket() -> Scenario:
     from benchmarks.websocket import echo_size, masked_frames
 
@@ -295,6 +342,7 @@ def build_scenarios() -> list[Scenario]:
             (WIREKIT_RAW, *RAW_PEERS),
             4 * len(mib1[0]),
         ),
+        *_metrics_scenarios(small, datagram),
         _websocket(),
     ]
 

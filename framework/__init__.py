@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from framework.runtime.backplane import Backplane, BackplaneStats
     from framework.runtime.blocking import BlockingClient, ServerThread
     from framework.runtime.groups import Groups
+    from framework.runtime.metrics_http import MetricsCollector, MetricsEndpoint, serve_metrics
     from framework.runtime.tls import TlsOptions
 
 # Runtime names, imported on first access (PEP 562) to keep the core I/O-free.
@@ -92,6 +93,8 @@ _LAZY = {
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
+    "MetricsCollector": "framework.runtime.metrics_http",
+    "MetricsEndpoint": "framework.runtime.metrics_http",
     "ConnectionStats": "framework.runtime",
     "Groups": "framework.runtime.groups",
     "ReconnectStats": "framework.runtime",
@@ -102,6 +105,7 @@ _LAZY = {
     "connect": "framework.runtime",
     "load_config": "framework.cli.config",
     "load_protocol": "framework.cli.config",
+    "serve_metrics": "framework.runtime.metrics_http",
 }
 
 
@@ -162,6 +166,8 @@ __all__ = [
     "Limits",
     "MessageError",
     "MessageRegistry",
+    "MetricsCollector",
+    "MetricsEndpoint",
     "MsgpackCodec",
     "MsgpackStream",
     "Pipeline",
@@ -193,4 +199,5 @@ __all__ = [
     "parse_url",
     "register_codec",
     "register_framing",
+    "serve_metrics",
 ]

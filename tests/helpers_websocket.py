@@ -20,8 +20,10 @@ from framework.core.endpoints import parse_url
 __all__ = [
     "RawWebSocket",
     "ServerFrame",
+    "counted_echoes",
     "http_request",
     "open_raw_websocket",
+    "server_frame_size",
     "upgrade_request",
 ]
 
@@ -122,3 +124,41 @@ async def http_request(url: str, request: bytes) -> tuple[int, dict[str, str], b
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, body
+
+
+def server_frame_size(payload: int) -> int:
+    """The bytes of an unmasked (server) frame with a ``payload``-byte payload."""
+    return 2 + (0 if payload < 126 else 2 if payload < 1 << 16 else 8) + payload
+
+
+async def counted_echoes(url: str, payloads: list[bytes]) -> tuple[int, int]:
+    """A whole WebSocket by hand, against an echo: the bytes written and the bytes read.
+
+    The handshake, each payload as a binary message and its echo read back,
+    a 1000 close, then the server's close and the end of the stream: every
+    byte either way, for counters that must match exactly.
+    """
+    endpoint = parse_url(url)
+    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    try:
+        request = upgrade_request(endpoint.host, endpoint.port, endpoint.path or "/")
+        writer.write(request)
+        written = len(request)
+        response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101 "), response
+        read = len(response)
+        raw = RawWebSocket(reader, writer, response)
+        for payload in payloads:
+            frame = Frame(Opcode.BINARY, payload).serialize(mask=True)
+            writer.write(frame)
+            written += len(frame)
+            echo = await raw.read_frame()
+            assert (echo.opcode, echo.payload) == (Opcode.BINARY, payload)
+            read += server_frame_size(len(payload))
+        close = Frame(Opcode.CLOSE, struct.pack("!H", 1000)).serialize(mask=True)
+        writer.write(close)
+        written += len(close)
+        read += len(await reader.read(-1))  # the server's close frame, then the end
+    finally:
+        writer.close()
+    return written, read

@@ -8,8 +8,10 @@
 - ``lines``: newline framing + utf-8 codec, ``str`` values;
 - ``udp``: one datagram per frame, bytes codec.
 
-``--loop uvloop`` runs it on uvloop. ``--profile PATH`` runs the server under
-cProfile and writes the stats to PATH when it shuts down (SIGTERM/SIGINT).
+``--loop uvloop`` runs it on uvloop. ``--metrics`` serves Prometheus metrics
+(``/metrics`` on a free loopback port) while it runs, handler timing on.
+``--profile PATH`` runs the server under cProfile and writes the stats to
+PATH when it shuts down (SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats here on exit")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--metrics", action="store_true", help="serve /metrics while running")
     parser.add_argument(
         "--max-connections",
         type=int,
@@ -90,6 +93,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     app, scheme = build(args.app)
+    if args.metrics:
+        # Before the server starts: its handlers are timed from the first read.
+        from framework import serve_metrics
+
+        serve_metrics("127.0.0.1:0")
     factory = loop_factory(args.loop == "uvloop")
 
     def ready(server: Any) -> None:

@@ -7,6 +7,7 @@
     wirekit serve protocols.echo --url tcp://0.0.0.0:9000 --workers 2
     wirekit send tcp://127.0.0.1:9000 '{"hello": "world"}' --codec msgpack
     wirekit listen udp://127.0.0.1:9000 --codec json
+    wirekit top 127.0.0.1:9100
 
 A command's flags may come anywhere among its arguments. Errors print one
 line and exit with status 1; bad usage prints the command's usage and exits
@@ -29,6 +30,7 @@ from typing import Any
 import attrs
 
 from framework.cli.config import Config, load_config, load_protocol, parse_config
+from framework.cli.top import add_top_command, top
 from framework.core.codecs import codec_names, make_codec
 from framework.core.endpoints import parse_url
 from framework.core.errors import ConfigError, WirekitError
@@ -39,6 +41,8 @@ from framework.runtime.app import App
 from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
+from framework.runtime.metrics_http import MetricsEndpoint, serve_metrics
+from framework.runtime.metrics_workers import WorkerMetrics
 from framework.runtime.tls import TlsOptions
 from framework.runtime.workers import check_workers, serve_workers
 
@@ -176,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         "default), redis://HOST:PORT[/DB] or nats://HOST:PORT",
     )
     serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at /metrics and a health check at /healthz on HOST:PORT "
+        "(needs wirekit[metrics])",
+    )
+    serve.add_argument(
         "--no-uvloop",
         action="store_true",
         help="use asyncio's own event loop even if uvloop is installed",
@@ -200,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("url", help="endpoint to listen on")
     _add_pipeline_flags(listen)
     _add_tls_flags(listen)
+    add_top_command(commands)
     _add_plugin_commands(commands)
     return parser
 
@@ -296,16 +307,45 @@ def _serve(args: argparse.Namespace) -> None:
     tls = _tls(args, config.tls)
     workers = args.workers if args.workers is not None else config.workers
     uvloop = False if args.no_uvloop else None
-    loop_label = describe_loop(uvloop)
-
-    def banner(bound: str) -> None:
-        print(f"wirekit: serving {args.target} on {bound}", flush=True)
-
-    announced: list[str] = []
+    metrics = args.metrics if args.metrics is not None else config.metrics
     if workers != 1:
         for each in urls:
             check_workers(parse_url(each), workers)
         app.check_workers(workers)
+    reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
+    # Before serving: the endpoint turns handler timing on for the servers to come.
+    endpoint = (
+        serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
+        if metrics is not None
+        else None
+    )
+    try:
+        _serve_until_stopped(args, app, urls, config, tls, workers, uvloop, endpoint, reporter)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _serve_until_stopped(
+    args: argparse.Namespace,
+    app: App,
+    urls: list[str],
+    config: Config,
+    tls: TlsOptions | None,
+    workers: int,
+    uvloop: bool | None,
+    endpoint: MetricsEndpoint | None,
+    reporter: WorkerMetrics | None,
+) -> None:
+    loop_label = describe_loop(uvloop)
+    # On every listener's line: a script waiting for any one of them sees it.
+    shown = f" (metrics: {endpoint.url}/metrics)" if endpoint is not None else ""
+
+    def banner(bound: str) -> None:
+        print(f"wirekit: serving {args.target} on {bound}{shown}", flush=True)
+
+    announced: list[str] = []
+    if workers != 1:
 
         def announce(bound: str, pids: list[int]) -> None:
             banner(bound)
@@ -324,6 +364,7 @@ def _serve(args: argparse.Namespace) -> None:
             tls=tls,
             uvloop=uvloop,
             announce=announce,
+            metrics=reporter,
             websocket=config.websocket,
         )
         return
@@ -405,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_loop(_send(args))
         elif args.command == "listen":
             run_loop(_listen(args))
+        elif args.command == "top":
+            return top(args.address, interval=args.interval, iterations=args.iterations)
         else:
             return int(args.handler(args))
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@
     protocol = "protocols.echo"        # module that defines `app`
     url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
+    metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
     backplane = "redis://127.0.0.1:6379/0"   # carries groups between nodes
     namespace = "chat-eu"              # channel prefix on the backplane
     presence_ttl = 15                  # seconds a silent node stays in presence
@@ -57,6 +58,7 @@ from framework.core.websocket import WebSocketOptions
 from framework.runtime.app import App
 from framework.runtime.backplane import SCHEMES
 from framework.runtime.logs import LOG_FORMATS
+from framework.runtime.metrics_http import parse_address
 from framework.runtime.tls import TlsOptions
 
 __all__ = ["Config", "load_config", "load_protocol", "parse_config"]
@@ -71,6 +73,7 @@ _TOP_KEYS = {
     "tls",
     "limits",
     "log_format",
+    "metrics",
     "websocket",
     "backplane",
     "namespace",
@@ -106,6 +109,8 @@ class Config:
     workers: int = 1
     #: ``"text"`` or ``"json"`` log lines (``--log-format`` overrides it).
     log_format: str | None = None
+    #: ``"HOST:PORT"`` of the metrics and health endpoint (``--metrics`` overrides it).
+    metrics: str | None = None
     #: The ``[websocket]`` table: options of ``ws://`` and ``wss://`` listeners.
     websocket: WebSocketOptions | None = None
     #: The groups' backplane URL (``--backplane`` overrides it).
@@ -189,11 +194,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     """Validate a config mapping (as read from TOML) into a :class:`Config`."""
     _check_keys(source, "", data, _TOP_KEYS)
     fields: dict[str, Any] = {"source": source}
-    if "protocol" in data:
-        if not isinstance(data["protocol"], str):
-            kind = type(data["protocol"]).__name__
-            raise _error(source, "protocol", f"must be a string, got {kind}")
-        fields["protocol"] = data["protocol"]
+    for key in ("protocol", "metrics"):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise _error(source, key, f"must be a string, got {type(data[key]).__name__}")
+            fields[key] = data[key]
     if "url" in data:
         fields["url"] = _urls(source, data["url"])
     if "log_format" in data:
@@ -208,6 +213,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         if type(workers) is not int or workers < 1:
             raise _error(source, "workers", f"must be a positive integer, got {workers!r}")
         fields["workers"] = workers
+    if "metrics" in fields:
+        try:
+            parse_address(fields["metrics"])
+        except ConfigError as exc:
+            raise _error(source, "metrics", str(exc)) from exc
     fields.update(_group_options(source, data))
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and

@@ -17,6 +17,8 @@ from framework.runtime.backplane import SCHEMES, Backplane
 from framework.runtime.groups import Groups
 from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
+from framework.runtime.metrics_http import serve_metrics
+from framework.runtime.metrics_workers import WorkerMetrics
 from framework.runtime.pages import Pages
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
@@ -263,6 +265,7 @@ class App(Router):
         *,
         workers: int = 1,
         uvloop: bool | None = None,
+        metrics: str | None = None,
         **options: Any,
     ) -> None:
         """Blocking: serve ``url`` (or several) until SIGINT/SIGTERM, on uvloop when installed.
@@ -271,13 +274,28 @@ class App(Router):
         ``wss://``) serves from N processes sharing the port, or every port
         of a list (see :mod:`framework.runtime.workers`).
         ``uvloop``: ``None`` uses it if installed (unless ``WIREKIT_UVLOOP=0``),
-        ``False`` never, ``True`` requires it. ``options`` are :meth:`serve`'s.
+        ``False`` never, ``True`` requires it. ``metrics="HOST:PORT"`` serves
+        Prometheus ``/metrics`` and ``/healthz`` there, summed over the workers
+        (needs ``wirekit[metrics]``). ``options`` are :meth:`serve`'s.
         """
         if workers != 1:
             self.check_workers(workers)
-            serve_workers(self, url, workers=workers, uvloop=uvloop, **options)
-            return
-        run_loop(self.serve(url, **options), uvloop=uvloop)
+        reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
+        endpoint = (
+            serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
+            if metrics is not None
+            else None
+        )
+        try:
+            if workers != 1:
+                serve_workers(
+                    self, url, workers=workers, uvloop=uvloop, metrics=reporter, **options
+                )
+                return
+            run_loop(self.serve(url, **options), uvloop=uvloop)
+        finally:
+            if endpoint is not None:
+                endpoint.close()
 
 
 def urls_of(url: Urls) -> list[str | Endpoint]:

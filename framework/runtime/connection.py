@@ -1,44 +1,37 @@
 """Connections: what handlers and clients hold, and the dispatch every transport shares.
 
-A :class:`Connection` is ``send``, ``receive``, ``close``, ``abort``,
-``peer``, per-connection ``state`` and ``stats``, the same over every
-transport. Its dispatch hands a read's values to the router's handlers in one
-loop (sync handlers inline, async ones as tasks up to
-``max_inflight_handlers``) and gathers the replies of the read for one write.
-The adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`
-(TCP, TLS, Unix, memory) and the UDP peers and client in
-:mod:`framework.runtime.datagram`.
+A :class:`Connection` is ``send``, ``receive``, ``close``, ``abort``, ``peer``,
+``state`` and ``stats``, the same over every transport. Its dispatch hands a
+read's values to the handlers in one loop (sync inline, async as tasks up to
+``max_inflight_handlers``) and gathers the read's replies for one write. The
+adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`,
+:class:`~framework.runtime.websocket.WebSocketConnection` and the UDP peers
+and client of :mod:`framework.runtime.datagram`.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import bisect
 import collections
 import inspect
 import itertools
 import logging
 import sys
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from framework.core.connection import (
-    BadInput,
-    ConnectionStats,
-    HandlerSlots,
-    ReadPause,
-)
-from framework.core.errors import (
-    ConnectionClosed,
-    UnknownMessageType,
-    WirekitError,
-)
+from framework.core.connection import BadInput, ConnectionStats, HandlerSlots, ReadPause
+from framework.core.errors import ConnectionClosed, UnknownMessageType, WirekitError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.dispatch import PLAIN_REPLIES, describe, needs_await
+from framework.runtime.dispatch import PLAIN_REPLIES, describe, guard_hook, needs_await
 from framework.runtime.logs import LogLimiter
+from framework.runtime.metrics import BUCKETS, HandlerTimes, ListenerMetrics
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
 
@@ -71,6 +64,11 @@ class Connection(abc.ABC):
         self.listener: str | None = None
         # The server's limiter for lines a peer can cause (None on a client).
         self._peer_log: LogLimiter | None = None
+        # The listener's counters and handler timing (None on a client, or metrics
+        # off); the values of a timed read that were no plain handler call.
+        self._metrics: ListenerMetrics | None = None
+        self._timing: HandlerTimes | None = None
+        self._skipped = 0
         self._router = router
         self._limits = limits
         self._handler_errors = handler_errors
@@ -85,24 +83,19 @@ class Connection(abc.ABC):
         # (the decisions are the core's; the tasks are kept here).
         self._slots = HandlerSlots(limits.max_inflight_handlers)
         self._held = self._slots.held
-        # The replies produced during the current read, written together
-        # when it ends (None outside a read). With a raw-bytes stack under a
-        # plain length prefix (see Encoder.header) they are held already
-        # framed, two chunks per reply (header and payload), so the dispatch
-        # loop frames a reply as it is produced and the read ends with a join.
+        # The replies of the current read, written together when it ends (None
+        # outside a read); raw bytes under a plain length prefix are held
+        # framed, two chunks per reply (see ReplyBatch).
         self._replies: list[Any] | None = None
-        # The reply batch's framing (see ReplyBatch): with a header, the
-        # dispatch loop frames a raw bytes reply as it is produced; None
-        # gathers values.
+        # The reply batch's framing (see ReplyBatch and _replies above).
         self._header: Callable[[int], bytes] | None = None
         self._header_limit = -1
         # Replies of async handlers that finished as tasks, written together
         # at the end of the loop iteration they finished in (see _finish).
         self._late: list[Any] = []
-        # Set once the application may have closed the connection (close,
-        # abort, a send that can fail), or from the start for a transport
-        # that can close on its own mid-read: until then the dispatch loop
-        # skips asking the transport whether it is closing after every handler.
+        # Set once the application may have closed the connection (close, abort,
+        # a failing send), or at once for a transport that can close mid-read:
+        # until then dispatch skips asking whether it is closing after each handler.
         self._watch_close = False
 
     def __repr__(self) -> str:
@@ -387,11 +380,27 @@ class Connection(abc.ABC):
             if self._watch_close and self._closing():
                 return
 
+    def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
+        # _dispatch of the classes a server makes with metrics on: a read's plain
+        # handler calls timed together (async ones alone, in _finish); held, bad
+        # and async values are counted in _skipped where met, off the value loop.
+        self._skipped = 0
+        start = _perf()
+        _plain_dispatch(self, router, values)
+        elapsed = _perf() - start
+        calls = len(values) - self._skipped
+        if calls > 0:  # HandlerTimes.observe, inline: one Python call fewer per read
+            times = self._timing
+            assert times is not None
+            times.counts[_bucket(BUCKETS, elapsed / calls)] += calls
+            times.total += elapsed
+
     def _write_one(self, reply: Any) -> None:
         self._watch_close = True  # a failed write closes
         self._write_values([reply])
 
     def _unhandled(self, value: Any) -> None:
+        self._skipped += 1  # no handler's call (see _timed_dispatch)
         if type(value) is BadInput:
             # Counted with the read's values, but it was not one.
             self.stats.frames_in -= 1
@@ -402,7 +411,9 @@ class Connection(abc.ABC):
         self._bad_input(error, fatal=False)
 
     def _hold(self, rest: Iterator[Any]) -> None:
+        held = len(self._held)
         self._held.extend(rest)
+        self._skipped += len(self._held) - held  # timed when dispatched
         self._pause_reading(ReadPause.HANDLERS_BUSY)
 
     def _call(self, handler: Callable[[Any, Any], Any], value: Any, subject: Any) -> None:
@@ -426,11 +437,10 @@ class Connection(abc.ABC):
         """Run an async handler's result as a task, started eagerly where asyncio can.
 
         On Python 3.12+ the task's first step runs now: a coroutine that
-        finishes without suspending (the common echo or lookup handler)
-        costs no event-loop round trip, and its reply joins the chunk's
-        batch like a plain handler's. On 3.11 the task starts on the next
-        turn of the loop.
+        finishes without suspending costs no event-loop round trip, and its
+        reply joins the chunk's batch like a plain handler's.
         """
+        self._skipped += 1  # timed by _finish, not with the read
         if type(awaitable) is not types.CoroutineType:
             self._spawn(self._finish(awaitable, subject))
             return
@@ -445,6 +455,8 @@ class Connection(abc.ABC):
         self._spawn(self._finish(awaitable, subject))
 
     async def _finish(self, awaitable: Any, subject: Any) -> None:
+        timing = self._timing
+        start = time.perf_counter() if timing is not None else 0.0
         try:
             result = await awaitable
         except asyncio.CancelledError:
@@ -452,6 +464,9 @@ class Connection(abc.ABC):
         except Exception:
             self._handler_failed(subject)
             return
+        finally:
+            if timing is not None:
+                timing.observe(time.perf_counter() - start)
         if result is None or self.closed or self._closing():
             return
         if self._replies is not None:
@@ -478,6 +493,8 @@ class Connection(abc.ABC):
 
     def _handler_failed(self, subject: Any) -> None:
         self.stats.errors += 1
+        if self._metrics is not None:
+            self._metrics.handler_failed(subject)
         log.exception("%r: handler for %s raised", self, describe(subject))
         if self._handler_errors == "close":
             self.close()
@@ -485,6 +502,8 @@ class Connection(abc.ABC):
     def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
         """Bad bytes from the peer: the fallback decides, or the connection ends."""
         self.stats.errors += 1
+        if self._metrics is not None:
+            self._metrics.decode_errors += 1
         router = self._router
         fallback = router.fallback_handler if router is not None else None
         if fallback is not None:
@@ -507,10 +526,13 @@ class Connection(abc.ABC):
         now = self._loop.time()
         self._peer_log.log(now, kind, summary, logging.WARNING, message, *args, logger=log)
 
-    def _served(self, listener: str, peer_log: LogLimiter) -> None:
-        """A server accepted this connection on ``listener``; its lines go through ``peer_log``."""
-        self.listener = listener
+    def _served(self, peer_log: LogLimiter, metrics: ListenerMetrics) -> None:
+        """A server accepted this connection; its lines go through ``peer_log``."""
+        self.listener = metrics.listener
         self._peer_log = peer_log
+        self._metrics = metrics
+        # The server made a timed class (see _timed_dispatch) when this is set.
+        self._timing = metrics.times
 
     def _run_hooks(self, hooks: list[Callable[[Any], Any]]) -> None:
         for hook in hooks:
@@ -520,7 +542,7 @@ class Connection(abc.ABC):
                 log.exception("%r: hook %s raised", self, getattr(hook, "__name__", hook))
                 continue
             if inspect.isawaitable(result):
-                self._spawn(_guard_hook(result, self, hook))
+                self._spawn(guard_hook(result, self, hook))
 
     def _spawn(self, coro: Any) -> None:
         """Run an async handler or hook; past ``max_inflight_handlers``, stop reading."""
@@ -566,39 +588,11 @@ class Connection(abc.ABC):
         if self._router is not None:
             self._run_hooks(self._router.disconnect_hooks)
 
-    async def _wait_handlers(self, timeout: float) -> None:
-        """Let in-flight async handlers finish (graceful shutdown), then cancel the rest.
 
-        Values held back by ``max_inflight_handlers`` were received before the
-        shutdown: they are dispatched as handlers finish, within the same
-        deadline.
-        """
-        loop = self._loop
-        deadline = loop.time() + timeout
-        while self._tasks:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.wait(set(self._tasks), timeout=remaining)
-        if self._tasks:
-            log.warning(
-                "%r: cancelling %d handler(s) still running after %s s",
-                self,
-                len(self._tasks),
-                timeout,
-            )
-            self._held.clear()
-            for task in list(self._tasks):
-                task.cancel()
-
+_perf = time.perf_counter
+_bucket = bisect.bisect_left
+_plain_dispatch = Connection._dispatch
 
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
 # and all; 3.11 has no such option (see Connection._run_async).
 _EAGER_TASKS = sys.version_info >= (3, 12)
-
-
-async def _guard_hook(awaitable: Any, conn: Connection, hook: Any) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.exception("%r: hook %s raised", conn, getattr(hook, "__name__", hook))

@@ -12,6 +12,7 @@ what they drop, and dispatches the rest.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from framework.core.security import AuthSession
 from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
 from framework.runtime.logs import LogLimiter
+from framework.runtime.metrics import BUCKETS, REGISTRY, ListenerMetrics
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -113,6 +115,10 @@ class DatagramPeer(_DatagramConnection):
         self.peer = addr
         self.listener = server.listener
         self._server = server
+        metrics = server.metrics
+        if metrics is not None:
+            self._metrics = metrics
+            self._timing = metrics.times
         self._peer = PeerState(server.limits, now=self._loop.time())
         self.stats = self._peer.stats
 
@@ -186,6 +192,8 @@ class DatagramPeer(_DatagramConnection):
         # A bad datagram costs only itself: count it, let the fallback see it.
         self.stats.errors += 1
         server = self._server
+        if self._metrics is not None and not isinstance(error, FrameTooLarge):
+            self._metrics.decode_errors += 1
         if isinstance(error, FrameTooLarge):
             # Over the pipeline's own datagram limit (Datagram.max_frame_size),
             # or, packed, a frame over the stream framing's: the frames
@@ -211,6 +219,8 @@ class DatagramPeer(_DatagramConnection):
         # error (closing would only forget its state; its next datagram
         # would make a new virtual connection anyway).
         self.stats.errors += 1
+        if self._metrics is not None:
+            self._metrics.handler_failed(subject)
         log.exception("%r: handler for %s raised", self, describe(subject))
 
     def _closing(self) -> bool:
@@ -234,6 +244,12 @@ class DatagramPeer(_DatagramConnection):
         self.close()
 
 
+class TimedDatagramPeer(DatagramPeer):
+    """A UDP peer whose handlers are timed (metrics on)."""
+
+    _dispatch = Connection._timed_dispatch
+
+
 class DatagramServer(asyncio.DatagramProtocol):
     """A UDP socket serving many peers through a pipeline and a router."""
 
@@ -247,6 +263,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.stats = DatagramStats()
         #: The URL this socket serves on, once bound (for the peers' log lines).
         self.listener: str | None = None
+        #: The listener's counters, once a Server serves this socket.
+        self.metrics: ListenerMetrics | None = None
         self.peers: dict[Any, DatagramPeer] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -324,15 +342,22 @@ class DatagramServer(asyncio.DatagramProtocol):
         # Connection._call's work for the usual datagram, inline: this is the
         # per-datagram path, and a call or two is a tenth of its cost.
         peer.stats.frames_in += 1
+        timing = peer._timing
+        start = _perf() if timing is not None else 0.0
         try:
             result = handler(value, peer)
         except Exception:
+            if timing is not None:
+                timing.observe(_perf() - start)
             peer._handler_failed(value)
             return
-        if result is None:
-            return
-        if type(result) in PLAIN_REPLIES or not needs_await(result):
-            if not peer._closed.done():  # the handler may have closed its peer
+        if result is None or type(result) in PLAIN_REPLIES or not needs_await(result):
+            if timing is not None:  # HandlerTimes.observe, inline (async: see _finish)
+                elapsed = _perf() - start
+                timing.counts[_bucket(BUCKETS, elapsed)] += 1
+                timing.total += elapsed
+            # The handler may have closed its peer.
+            if result is not None and not peer._closed.done():
                 peer._write_values([result])
         else:
             peer._run_async(result, value)
@@ -376,8 +401,12 @@ class DatagramServer(asyncio.DatagramProtocol):
             if len(self.peers) >= self.limits.max_peers:
                 stats.count(Drop.NO_CAPACITY)
                 return None
-            peer = DatagramPeer(self, addr)
-            self.peers[addr] = peer
+            timed = self.metrics is not None and self.metrics.times is not None
+            peer = (TimedDatagramPeer if timed else DatagramPeer)(self, addr)
+            with REGISTRY.lock:  # a scrape in another thread sees it live, or not yet
+                self.peers[addr] = peer
+                if self.metrics is not None:
+                    self.metrics.accepted += 1
             if session is not None:
                 peer._peer.authenticated(session)
             peer._run_hooks(self.router.connect_hooks)
@@ -419,7 +448,10 @@ class DatagramServer(asyncio.DatagramProtocol):
 
     def _forget(self, peer: DatagramPeer, exc: Exception | None = None) -> None:
         if self.peers.get(peer.peer) is peer:
-            del self.peers[peer.peer]
+            with REGISTRY.lock:  # counted live or folded in, never both
+                del self.peers[peer.peer]
+                if self.metrics is not None:
+                    self.metrics.fold(peer.stats)
         peer._mark_closed(exc)
 
     def _schedule_sweep(self) -> None:
@@ -537,6 +569,10 @@ class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
         self._watch_close = True
         if self.transport is not None:
             self.transport.abort()
+
+
+_perf = time.perf_counter
+_bucket = bisect.bisect_left
 
 
 def _max_size(pipeline: Pipeline, limits: Limits) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 import types
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from typing import Any
 
 from framework.core.errors import WirekitError
 
-__all__ = ["PLAIN_REPLIES", "describe", "loop_clock", "needs_await"]
+__all__ = ["PLAIN_REPLIES", "describe", "guard_hook", "loop_clock", "needs_await"]
+
+log = logging.getLogger("wirekit.connection")
 
 
 # Reply types seen not to be awaitable: inspect.isawaitable costs more than
@@ -43,3 +46,11 @@ def describe(subject: Any) -> str:
     if isinstance(subject, WirekitError):
         return f"fallback ({type(subject).__name__})"
     return type(subject).__qualname__
+
+
+async def guard_hook(awaitable: Any, conn: Any, hook: Any) -> None:
+    """Await an async connect or disconnect hook; log what it raises."""
+    try:
+        await awaitable
+    except Exception:
+        log.exception("%r: hook %s raised", conn, getattr(hook, "__name__", hook))

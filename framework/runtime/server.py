@@ -24,9 +24,16 @@ from framework.core.websocket import WebSocketOptions
 from framework.runtime.connection import Connection
 from framework.runtime.datagram import DatagramServer
 from framework.runtime.logs import LogLimiter
+from framework.runtime.metrics import (
+    REGISTRY,
+    ListenerMetrics,
+    Snapshot,
+    connections_sample,
+    datagram_sample,
+)
 from framework.runtime.pages import Pages
-from framework.runtime.shutdown import linger_close
-from framework.runtime.stream import StreamConnection
+from framework.runtime.shutdown import finish_handlers, linger_close
+from framework.runtime.stream import StreamConnection, TimedStreamConnection
 from framework.runtime.tls import TlsAcceptor, TlsOptions
 from framework.runtime.transports import StreamListener, serve_datagrams, serve_stream
 
@@ -44,9 +51,13 @@ class Server:
     :func:`framework.runtime.shutdown.linger_close`).
     """
 
-    def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
+    def __init__(
+        self, endpoint: Endpoint, limits: Limits, pipeline: Pipeline | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.limits = limits
+        #: What this listener counts for :mod:`framework.runtime.metrics`.
+        self.metrics = ListenerMetrics(endpoint.url, pipeline.messages if pipeline else None)
         self.connections: set[Connection] = set()
         self.refused = 0
         # Open connections per peer address (see _peer_key), for
@@ -81,14 +92,53 @@ class Server:
     def __repr__(self) -> str:
         return f"<Server {self.url} connections={len(self.connections)}>"
 
+    @property
+    def serving(self) -> bool:
+        """Whether the listener is up: not closing, its socket open."""
+        if self._closing:
+            return False
+        if self._datagrams is not None:
+            transport = self._datagrams.transport
+            return transport is not None and not transport.is_closing()
+        is_serving = getattr(self._listener, "is_serving", None)
+        return bool(is_serving()) if is_serving is not None else self._listener is not None
+
+    def listener_sample(self, snap: Snapshot) -> None:
+        """Add this listener's metric samples to ``snap`` (the registry's lock is held)."""
+        metrics = self.metrics
+        up = self.serving
+        snap.gauges["wirekit_listener_up", metrics.labels] = 1.0 if up else 0.0
+        if up:
+            snap.listeners += 1
+        else:
+            snap.problems.append(f"listener {metrics.listener} is not serving")
+        datagrams = self._datagrams
+        if datagrams is not None:
+            peers = datagrams.peers
+            live = [peer.stats for peer in peers.values()]
+            connections_sample(metrics, live, len(live), snap)
+            datagram_sample(metrics, datagrams.stats, snap)
+            return
+        connections_sample(
+            metrics, [c.stats for c in self.connections], len(self.connections), snap
+        )
+        if self.endpoint.scheme in ("tls", "wss"):
+            snap.count(
+                "wirekit_tls_handshake_failures_total", metrics.labels, self.handshake_failures
+            )
+
+    def _refuse(self, reason: str) -> None:
+        self.refused += 1
+        self.metrics.rejected[reason] += 1
+
     def _admit(self, conn: Connection) -> bool:
         limit = self.limits.max_connections
         if self._closing:
-            self.refused += 1
+            self._refuse("shutting_down")
             log.info("refusing %s: shutting down", conn.peer)
             return False
         if limit is not None and len(self.connections) >= limit:
-            self.refused += 1
+            self._refuse("max_connections")
             self._log.log(
                 self._now(),
                 "max_connections",
@@ -103,7 +153,7 @@ class Server:
         open_from_peer = self._per_peer.get(key, 0)
         per_peer = self.limits.max_connections_per_peer
         if per_peer is not None and open_from_peer >= per_peer:
-            self.refused += 1
+            self._refuse("max_connections_per_peer")
             self._log.log(
                 self._now(),
                 "max_connections_per_peer",
@@ -116,14 +166,18 @@ class Server:
             )
             return False
         self._per_peer[key] = open_from_peer + 1
-        self.connections.add(conn)
-        conn._served(self.url, self._log)
+        with REGISTRY.lock:  # a scrape in another thread sees it live, or not yet
+            self.connections.add(conn)
+            self.metrics.accepted += 1
+        conn._served(self._log, self.metrics)
         return True
 
     def _release(self, conn: Connection) -> None:
         if conn not in self.connections:
             return  # refused: never counted
-        self.connections.discard(conn)
+        with REGISTRY.lock:  # counted live or folded in, never both
+            self.connections.discard(conn)
+            self.metrics.fold(conn.stats)
         key = _peer_key(self.endpoint.scheme, conn.peer)
         left = self._per_peer.get(key, 1) - 1
         if left > 0:
@@ -181,7 +235,7 @@ class Server:
         for conn in peers:
             conn._stop_reading()
         timeout = self.limits.shutdown_timeout
-        await asyncio.gather(*(conn._wait_handlers(timeout) for conn in peers))
+        await asyncio.gather(*(finish_handlers(conn, timeout) for conn in peers))
         for conn in peers:
             if isinstance(conn, StreamConnection):
                 linger_close(conn)
@@ -201,6 +255,7 @@ class Server:
         self._log.flush(float("inf"))
         if self._datagrams is not None:
             self._datagrams.flush_log()
+        REGISTRY.remove_listener(self)
         try:
             for after in self._after_close:
                 await after()
@@ -285,25 +340,29 @@ async def start_server(
     """
     endpoint = parse_url(url) if isinstance(url, str) else url
     limits = limits if limits is not None else Limits()
-    server = Server(endpoint, limits)
+    server = Server(endpoint, limits, pipeline)
     if endpoint.is_websocket:
         return await _start_websocket(
             server, pipeline, router, tls, handler_errors, reuse_port, websocket, pages
         )
     if not endpoint.is_stream:
         datagrams = DatagramServer(pipeline, router, limits, handler_errors)
+        datagrams.metrics = server.metrics
         _transport, _protocol, bound = await serve_datagrams(
             endpoint, lambda: datagrams, reuse_port=reuse_port
         )
         server._datagrams = datagrams
-        server.endpoint = bound
-        datagrams.listener = bound.url
+        _listening(server, endpoint, bound)
+        datagrams.listener = server.metrics.listener
         return server
     # Fail now, not on the first connection, if the framing cannot cut a stream.
     pipeline.decoder()
 
+    # Handlers timed (metrics on) through the class: see Connection._timed_dispatch.
+    kind = StreamConnection if server.metrics.times is None else TimedStreamConnection
+
     def factory() -> Any:
-        return StreamConnection(
+        return kind(
             pipeline,
             router=router,
             limits=limits,
@@ -327,12 +386,13 @@ async def _listen(
             Endpoint("memory", path=endpoint.host), factory, reuse_port=reuse_port
         )
         server._listener = listener
+        _listening(server, endpoint, endpoint)
         return server
     if endpoint.scheme not in ("tls", "wss"):
         plain = endpoint if endpoint.scheme != "ws" else attrs.evolve(endpoint, scheme="tcp")
         listener, bound = await serve_stream(plain, factory, reuse_port=reuse_port)
         server._listener = listener
-        server.endpoint = attrs.evolve(bound, scheme=endpoint.scheme, path=endpoint.path)
+        _listening(server, endpoint, bound)
         return server
     if tls is None:
         raise ConfigError(
@@ -355,8 +415,21 @@ async def _listen(
         attrs.evolve(endpoint, scheme="tcp"), acceptor, reuse_port=reuse_port
     )
     server._listener = listener
-    server.endpoint = attrs.evolve(bound, scheme=endpoint.scheme, path=endpoint.path)
+    _listening(server, endpoint, bound)
     return server
+
+
+def _listening(server: Server, configured: Endpoint, bound: Endpoint) -> None:
+    """The server listens on ``bound``: name it as configured (port 0 resolved), register it.
+
+    ``bound`` is the socket's address; the server keeps the configured
+    scheme and path (``ws://`` over a TCP socket, a WebSocket's path).
+    """
+    server.endpoint = attrs.evolve(bound, scheme=configured.scheme, path=configured.path)
+    if configured.port == 0 and bound.port:
+        configured = attrs.evolve(configured, port=bound.port)
+    server.metrics.rename(configured.url)
+    REGISTRY.add_listener(server)
 
 
 async def _start_websocket(
@@ -371,14 +444,16 @@ async def _start_websocket(
 ) -> Server:
     # Imported here: the websockets library (and the socket module it
     # loads) is needed only by WebSocket endpoints.
-    from framework.runtime.websocket import WebSocketConnection
+    from framework.runtime.websocket import TimedWebSocketConnection, WebSocketConnection
 
     endpoint = server.endpoint
     options = options if options is not None else WebSocketOptions()
     limits = server.limits
+    # Handlers timed (metrics on) through the class, as for a stream.
+    kind = WebSocketConnection if server.metrics.times is None else TimedWebSocketConnection
 
     def factory() -> Any:
-        return WebSocketConnection(
+        return kind(
             pipeline,
             router=router,
             limits=limits,

@@ -42,10 +42,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from framework.runtime.connection import Connection
 from framework.runtime.stream import StreamConnection
 from framework.runtime.transports.queued import queued_for_peer, unread_from_peer, when_delivered
 
-__all__ = ["linger_close"]
+__all__ = ["finish_handlers", "linger_close"]
 
 log = logging.getLogger("wirekit.server")
 
@@ -101,3 +102,27 @@ def linger_close(conn: StreamConnection) -> None:
     transport.write_eof()
     transport.resume_reading()
     when_delivered(transport, transport.close, quiet=lambda: lingering.discarded == 0)
+
+
+async def finish_handlers(conn: Connection, timeout: float) -> None:
+    """Let ``conn``'s in-flight async handlers finish (graceful shutdown), then cancel the rest.
+
+    Values held back by ``max_inflight_handlers`` were received before the
+    shutdown: they are dispatched as handlers finish, within the same
+    deadline.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    tasks = conn._tasks
+    while tasks:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await asyncio.wait(set(tasks), timeout=remaining)
+    if tasks:
+        log.warning(
+            "%r: cancelling %d handler(s) still running after %s s", conn, len(tasks), timeout
+        )
+        conn._held.clear()
+        for task in list(tasks):
+            task.cancel()

@@ -23,7 +23,7 @@ from framework.core.router import Router
 from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.dispatch import loop_clock
 
-__all__ = ["StreamConnection"]
+__all__ = ["StreamConnection", "TimedStreamConnection"]
 
 log = logging.getLogger("wirekit.connection")
 
@@ -211,6 +211,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         error = self._state.receive_eof()
         if error is not None:
             self.stats.errors += 1
+            if self._metrics is not None:
+                self._metrics.decode_errors += 1
             self._peer_warning(
                 "mid-frame",
                 "closed connections (peer closed mid-frame)",
@@ -367,3 +369,9 @@ class StreamConnection(Connection, asyncio.Protocol):
     def last_activity(self) -> float:
         """When the peer last sent bytes, on the event loop's clock."""
         return self._state.last_activity
+
+
+class TimedStreamConnection(StreamConnection):
+    """A served stream connection whose handlers are timed (metrics on)."""
+
+    _dispatch = Connection._timed_dispatch

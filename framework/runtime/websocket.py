@@ -59,7 +59,7 @@ from framework.runtime.websocket_handshake import (
     server_protocol,
 )
 
-__all__ = ["WebSocketConnection", "client_protocol"]
+__all__ = ["TimedWebSocketConnection", "WebSocketConnection", "client_protocol"]
 
 log = logging.getLogger("wirekit.connection")
 
@@ -591,3 +591,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             transport.resume_reading()
         else:
             transport.pause_reading()
+
+
+class TimedWebSocketConnection(WebSocketConnection):
+    """A served WebSocket connection whose handlers are timed (metrics on)."""
+
+    _dispatch = Connection._timed_dispatch

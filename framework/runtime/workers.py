@@ -45,6 +45,7 @@ from framework.core.errors import ConfigError, TransportError, WirekitError, Wor
 from framework.core.limits import Limits
 from framework.runtime import lifecycle
 from framework.runtime import loop as loops
+from framework.runtime.metrics_workers import WorkerMetrics, report_to_parent
 from framework.runtime.tls import TlsOptions
 
 __all__ = [
@@ -175,8 +176,12 @@ class _Supervisor:
         workers: int,
         options: dict[str, Any],
         uvloop: bool | None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
+        # The worker's end of its metrics pipe, for the child about to be forked.
+        self.metrics_pipe: Connection | None = None
         self.endpoints = endpoints
         self.count = workers
         self.options = options
@@ -208,6 +213,9 @@ class _Supervisor:
     # -- processes -------------------------------------------------------------------------
 
     def _spawn(self, index: int) -> None:
+        parent_end = None
+        if self.metrics is not None:
+            parent_end, self.metrics_pipe = self.context.Pipe()
         process = self.context.Process(
             target=_worker_main,
             args=(self, index),
@@ -219,6 +227,10 @@ class _Supervisor:
         with lifecycle.signals_held():
             process.start()
             self.workers[index] = _Worker(index, process, time.monotonic())
+        if self.metrics is not None and parent_end is not None and self.metrics_pipe is not None:
+            self.metrics_pipe.close()  # the child's end is the child's
+            self.metrics_pipe = None
+            self.metrics.add(index, process, parent_end)
         log.debug("worker %d started, pid %s", index, process.pid)
 
     def run(self, announce: Callable[[str, list[int]], None] | None) -> None:
@@ -374,11 +386,13 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
             user_ready(server)
 
     options = {key: value for key, value in supervisor.options.items() if key != "ready"}
+    serve = supervisor.app.serve(supervisor.endpoints, reuse_port=True, ready=ready, **options)
+    pipe = supervisor.metrics_pipe
+    if supervisor.metrics is not None and pipe is not None:
+        supervisor.metrics.forget_in_child()
+        serve = report_to_parent(serve, pipe)
     try:
-        loops.run(
-            supervisor.app.serve(supervisor.endpoints, reuse_port=True, ready=ready, **options),
-            uvloop=supervisor.uvloop,
-        )
+        loops.run(serve, uvloop=supervisor.uvloop)
     except (WirekitError, OSError) as exc:
         reports.send("error", index, str(exc))
         sys.exit(1)
@@ -394,6 +408,7 @@ def serve_workers(
     uvloop: bool | None = None,
     ready: Callable[[Any], None] | None = None,
     announce: Callable[[str, list[int]], None] | None = None,
+    metrics: WorkerMetrics | None = None,
     **serve_options: Any,
 ) -> None:
     """Serve ``app`` on ``url`` (or every URL of a list) from ``workers`` processes.
@@ -403,7 +418,9 @@ def serve_workers(
     server once it listens; ``announce(url, pids)`` runs in this process for
     each URL once they all do (port 0 resolved). Raises
     :class:`WorkerError` when a worker cannot start, when workers crash in a
-    loop, or when one had to be killed at shutdown.
+    loop, or when one had to be killed at shutdown. ``metrics``: the parent's
+    sum over the workers (see :mod:`framework.runtime.metrics_workers`), which
+    this fills as workers start.
     """
     urls = [url] if isinstance(url, str | Endpoint) else list(url)
     endpoints = [parse_url(each) if isinstance(each, str) else each for each in urls]
@@ -418,4 +435,8 @@ def serve_workers(
     if tls is not None and any(e.scheme in ("tls", "wss") for e in endpoints):
         tls.server_context()  # a bad certificate is one error here, not one per worker
     options: dict[str, Any] = {"limits": limits, "tls": tls, "ready": ready, **serve_options}
-    _Supervisor(app, endpoints, workers, options, uvloop).run(announce)
+    try:
+        _Supervisor(app, endpoints, workers, options, uvloop, metrics).run(announce)
+    finally:
+        if metrics is not None:
+            metrics.close()

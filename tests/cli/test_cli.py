@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -420,3 +421,27 @@ def test_serve_takes_a_backplane_url() -> None:
         host, port = url.removeprefix("tcp://").rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
             assert sock.makefile("rb").readline().startswith(b"* welcome, guest-1!")
+
+
+def test_metrics_come_from_the_config_file_and_the_start_line_names_them(tmp_path: Path) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        'protocol = "protocols.echo"\nurl = "tcp://127.0.0.1:0"\nmetrics = "127.0.0.1:0"\n'
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "framework", "serve", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()
+            match = re.search(r"on (tcp://\S+) \(metrics: (http://\S+)/metrics\)", banner)
+            assert match, banner
+            with urllib.request.urlopen(f"{match.group(2)}/healthz", timeout=5) as response:
+                assert response.read() == b"ok\n"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=TIMEOUT) == 0

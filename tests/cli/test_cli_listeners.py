@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -12,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_metrics import fetch, scrape, total
 
+from framework import Pipeline
 from framework.cli.config import parse_config
 from framework.core.errors import ConfigError
+from framework.runtime import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
@@ -32,8 +36,13 @@ def wirekit(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def serving(*args: str, urls: int) -> Iterator[tuple[list[str], str]]:
-    """Run ``wirekit serve ARGS``: the URLs of its ``urls`` start lines, its next stderr line."""
+def serving(
+    *args: str, urls: int, lines: list[str] | None = None
+) -> Iterator[tuple[list[str], str]]:
+    """Run ``wirekit serve ARGS``: the URLs of its ``urls`` start lines, its next stderr line.
+
+    ``lines``, if given, gets the start lines themselves.
+    """
     with subprocess.Popen(
         [sys.executable, "-m", "framework", "serve", *args],
         stdout=subprocess.PIPE,
@@ -47,6 +56,8 @@ def serving(*args: str, urls: int) -> Iterator[tuple[list[str], str]]:
             bound = []
             for _ in range(urls):
                 line = proc.stdout.readline()
+                if lines is not None:
+                    lines.append(line)
                 match = re.search(r"serving \S+ on ((?:tcp|ws|udp)://\S+)", line)
                 assert match, f"no URL in the start line {line!r}"
                 bound.append(match.group(1))
@@ -104,6 +115,36 @@ def test_workers_serve_every_url() -> None:
         assert "2 workers" in workers_line
         for url in bound:
             _echoes(url)
+
+
+def test_metrics_on_several_urls_name_each_listener() -> None:
+    args = ("protocols.echo", "--codec", "bytes", "--metrics", "127.0.0.1:0")
+    urls = ("--url", "tcp://127.0.0.1:0", "--url", "ws://127.0.0.1:0/echo")
+    lines: list[str] = []
+    with serving(*args, *urls, urls=2, lines=lines) as (bound, loop_line):
+        assert loop_line.startswith("wirekit: event loop:")
+        # Every start line names its URL and the one metrics endpoint.
+        shown = {re.search(r"\(metrics: (http://\S+)/metrics\)$", line.strip()) for line in lines}
+        assert None not in shown
+        metrics = {match.group(1) for match in shown if match is not None}
+        assert len(metrics) == 1
+        base = metrics.pop()
+        pipeline = Pipeline(framing="length-prefix", codecs="bytes")
+
+        async def load() -> None:
+            for url, count in zip(bound, (2, 3), strict=True):
+                async with connect(url, pipeline) as conn:
+                    for _ in range(count):
+                        await conn.send(b"hi")
+                        assert await asyncio.wait_for(conn.receive(), 5) == b"hi"
+
+        asyncio.run(load())
+        samples = scrape(base)
+        for url, transport, count in zip(bound, ("tcp", "ws"), (2, 3), strict=True):
+            labels = {"listener": url, "transport": transport}
+            assert total(samples, "wirekit_frames_received_total", **labels) == count
+            assert total(samples, "wirekit_listener_up", **labels) == 1
+        assert fetch(f"{base}/healthz") == (200, "ok\n")
 
 
 @pytest.mark.parametrize(

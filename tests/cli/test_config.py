@@ -222,3 +222,17 @@ def test_options_need_create_app_and_its_parameters() -> None:
         load_protocol("protocols.game", {"colour": "red"})
     with pytest.raises(ConfigError, match="needs a create_app"):
         load_protocol("protocols.echo", {"x": 1})
+
+
+def test_metrics_is_a_top_level_host_and_port() -> None:
+    assert parse_config({"metrics": "127.0.0.1:9100"}).metrics == "127.0.0.1:9100"
+    assert parse_config({}).metrics is None
+
+
+@pytest.mark.parametrize("value", ["'9100'", "'localhost'", "9100"])
+def test_a_bad_metrics_address_names_the_key_and_the_file(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "deploy.toml"
+    path.write_text(f"metrics = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"deploy\.toml: metrics: ") as info:
+        load_config(path)
+    assert info.value.option == "metrics"
