@@ -5,10 +5,10 @@
     protocol = "protocols.echo"        # module that defines `app`
     url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
+    metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
     backplane = "redis://127.0.0.1:6379/0"   # carries groups between nodes
     namespace = "chat-eu"              # channel prefix on the backplane
     presence_ttl = 15                  # seconds a silent node stays in presence
-    metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
 
     [options]                          # keyword arguments of the module's create_app()
     cookie_secret = "..."

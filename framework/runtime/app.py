@@ -278,6 +278,8 @@ class App(Router):
         Prometheus ``/metrics`` and ``/healthz`` there, summed over the workers
         (needs ``wirekit[metrics]``). ``options`` are :meth:`serve`'s.
         """
+        if workers != 1:
+            self.check_workers(workers)
         reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
         endpoint = (
             serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
@@ -286,7 +288,6 @@ class App(Router):
         )
         try:
             if workers != 1:
-                self.check_workers(workers)
                 serve_workers(
                     self, url, workers=workers, uvloop=uvloop, metrics=reporter, **options
                 )
