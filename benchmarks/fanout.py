@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -62,6 +63,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:  # runs in the child, before exec
+    """Linux: the kernel SIGKILLs the broker if the benchmark process dies first."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _program(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if found is None:
@@ -87,6 +94,8 @@ class Broker:
             [_program(f"{kind}-server"), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Linux: the broker dies with the benchmark, however that ends.
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + 10
         while True:

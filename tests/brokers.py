@@ -18,11 +18,14 @@ since CI installs both (``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +72,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:  # runs in the child, before exec
+    """Linux: the kernel SIGKILLs the broker if the test process dies first.
+
+    A test process ended by a hard timeout (pytest-timeout's thread method
+    calls ``os._exit``) runs no ``finally``: without this its brokers would
+    outlive it.
+    """
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _answers(kind: str, port: int) -> bool:
     """Whether the broker on ``port`` speaks its protocol yet."""
     try:
@@ -106,7 +120,11 @@ class Broker:
         """Start the broker and wait until it answers."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while not _answers(self.kind, self.port):

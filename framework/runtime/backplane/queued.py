@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-import contextlib
 import logging
 
 from framework.core._registry import check_limit
@@ -215,8 +214,17 @@ class QueuedBackplane(Backplane):
 
     @staticmethod
     async def _cancel(task: asyncio.Task[None] | None) -> None:
-        if task is None or task.done():
+        """Cancel ``task`` and wait for it; whatever it raised is retrieved and dropped."""
+        if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        if not task.done():
+            task.cancel()
+        try:
             await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves
+        except Exception as error:
+            # The link failed under it: the caller already knows, or no longer cares.
+            log.debug("backplane task %s ended: %r", task.get_name(), error)

@@ -292,8 +292,10 @@ class RedisBackplane(QueuedBackplane):
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # All of them, even when we are cancelled: what they raised is retrieved here.
             for task in tasks:
-                await self._cancel(task)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         error = next(iter(done)).exception()
         if error is not None and not isinstance(error, LINK_ERRORS):
             log.error("backplane %s: unexpected error", self.url, exc_info=error)
