@@ -76,6 +76,10 @@ def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
     global _log_handler
     level = logging.DEBUG if args.debug else logging.WARNING
     _log_handler = configure_logging(level=level, log_format=log_format)
+    if not args.debug:
+        # A broker outage is logged at WARNING and its end at INFO: an operator
+        # who was shown the first needs the second too.
+        logging.getLogger("wirekit.backplane").setLevel(logging.INFO)
 
 
 #: Where ``wirekit serve`` listens when nothing else says.

@@ -335,14 +335,11 @@ class Groups:
         if plane is None or table is None or up == self._connected:
             return
         self._connected = up
+        # The backplane itself logs the outage (WARNING) and its end (INFO), once each.
         if not up:
-            log.warning(
-                "backplane %s: connection lost; values published now reach this node's "
-                "members only, the other nodes' are dropped until it is back",
-                plane.url,
-            )
+            log.debug("backplane %s down: values reach this node's members only", plane.url)
             return
-        log.info("backplane %s: connection restored", plane.url)
+        log.debug("backplane %s up: announcing this node's members again", plane.url)
         # Other nodes may have expired ours meanwhile: announce everything again.
         self._send(table.resync(self._now()))
         self._sync()

@@ -46,8 +46,8 @@ class Node:
         self.log_path = tmp_path / f"{name}.log"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                # --debug: the end of an outage is logged at INFO, below the default level.
-                [sys.executable, "-m", "framework", "--debug", "serve", str(config)],
+                # No --debug: the outage's end (INFO) must show at the default level.
+                [sys.executable, "-m", "framework", "serve", str(config)],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

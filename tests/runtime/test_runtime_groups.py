@@ -349,12 +349,11 @@ def test_an_outage_is_logged_once_local_delivery_goes_on_and_presence_is_announc
             assert cuttable.stats.published == before + 2
             await ada.send(Say("after", 2))
             assert await within(bob.receive()) == Say("after", 2)
-        lines = [
-            (r.levelno, r.getMessage()) for r in caplog.records if "connection" in r.getMessage()
+        # The backplane reports its outage itself (once at WARNING, its end at
+        # INFO: the contract test checks it); the groups add no line of their own.
+        assert not [
+            r for r in caplog.records if r.levelno >= logging.INFO and "backplane" in r.getMessage()
         ]
-        assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
-        assert "lost" in lines[0][1]
-        assert "restored" in lines[1][1]
         for conn in (ada, bob, cy):
             conn.close()
         await first.close()
