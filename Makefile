@@ -27,6 +27,8 @@ UVLOOP_TESTS := tests/runtime/test_runtime_streams.py tests/runtime/test_runtime
 	tests/runtime/test_udp_batch_send.py tests/runtime/test_metrics.py tests/runtime/test_metrics_listeners.py \
 	tests/runtime/test_websocket.py tests/runtime/test_websocket_pages.py tests/runtime/test_websocket_hostile.py \
 	tests/runtime/test_websocket_node.py tests/runtime/test_multi_listener.py tests/runtime/test_websocket_faults.py \
+	tests/runtime/test_runtime_groups.py tests/runtime/test_backplane_memory.py \
+	tests/runtime/test_backplane_contract.py tests/runtime/test_groups_brokers.py \
 	tests/protocols/test_echo.py tests/protocols/test_game.py tests/protocols/test_rpc.py tests/protocols/test_chat.py \
 	tests/protocols/test_web_pages.py
 

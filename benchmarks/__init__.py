@@ -23,4 +23,11 @@ independent load generator:
 - :mod:`benchmarks.io_load` — the plain-socket load generator (worker processes);
 - :mod:`benchmarks.io_report` — the tables, the goals, the noise, the JSON;
 - :mod:`benchmarks.io_cli` — its command line.
+
+``python -m benchmarks fanout`` serves a chat room on one process with
+``memory://`` and on two nodes with Redis and with NATS, and compares
+deliveries per second, cross-node latency and broker messages per publish:
+
+- :mod:`benchmarks.fanout` — the brokers, the chat processes, the rate search, the table;
+- :mod:`benchmarks.fanout_load` — the members and senders (plain sockets, own processes).
 """

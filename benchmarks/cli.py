@@ -4,7 +4,10 @@
 instead: see :mod:`benchmarks.io_cli`; ``python -m benchmarks idle`` measures
 memory per idle connection: see :mod:`benchmarks.idle_memory`; ``python -m
 benchmarks hot-path`` hands a wirekit connection and the hand-written peer the
-same reads in one process: see :mod:`benchmarks.hot_path`.
+same reads in one process: see :mod:`benchmarks.hot_path`; ``python -m
+benchmarks fanout`` serves a chat room on memory://, Redis and NATS and
+compares deliveries per second and cross-node latency: see
+:mod:`benchmarks.fanout`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("core", "io", "idle", "hot-path", "websocket"),
+        choices=("core", "io", "idle", "hot-path", "websocket", "fanout"),
         default="core",
         help="core: sans-I/O throughput (default); io: servers over loopback "
         "(same as `python -m benchmarks io`, see its --help)",
@@ -54,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _suite(argv: list[str]) -> tuple[str, list[str]]:
     """Split the suite choice (``io`` first, or ``--suite NAME``) from the other arguments."""
-    if argv[:1] in (["io"], ["core"], ["idle"], ["hot-path"], ["websocket"]):
+    if argv[:1] in (["io"], ["core"], ["idle"], ["hot-path"], ["websocket"], ["fanout"]):
         return argv[0], argv[1:]
     for index, arg in enumerate(argv):
         if arg == "--suite" and index + 1 < len(argv):
@@ -91,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.websocket import main as websocket_main
 
         return websocket_main(argv)
+    if suite == "fanout":
+        from benchmarks.fanout import main as fanout_main
+
+        return fanout_main(argv)
     if suite != "core":
-        _parser().error(f"unknown suite {suite!r} (choose core, io, idle, hot-path or websocket)")
+        _parser().error(
+            f"unknown suite {suite!r} (choose core, io, idle, hot-path, websocket or fanout)"
+        )
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:

@@ -57,6 +57,7 @@ from framework.core.framing import (
     make_framing,
     register_framing,
 )
+from framework.core.groups import GroupMember, GroupStats
 from framework.core.limits import Limits
 from framework.core.messages import TYPE_KEY, MessageRegistry, message, message_type_name
 from framework.core.pipeline import Decoder, Pipeline
@@ -77,7 +78,9 @@ if TYPE_CHECKING:
         connect,
     )
     from framework.runtime.app import App
+    from framework.runtime.backplane import Backplane, BackplaneStats
     from framework.runtime.blocking import BlockingClient, ServerThread
+    from framework.runtime.groups import Groups
     from framework.runtime.metrics_http import MetricsCollector, MetricsEndpoint, serve_metrics
     from framework.runtime.tls import TlsOptions
 
@@ -85,12 +88,15 @@ if TYPE_CHECKING:
 _LAZY = {
     "App": "framework.runtime.app",
     "Backoff": "framework.runtime",
+    "Backplane": "framework.runtime.backplane",
+    "BackplaneStats": "framework.runtime.backplane",
     "BlockingClient": "framework.runtime.blocking",
     "Config": "framework.cli.config",
     "Connection": "framework.runtime",
     "MetricsCollector": "framework.runtime.metrics_http",
     "MetricsEndpoint": "framework.runtime.metrics_http",
     "ConnectionStats": "framework.runtime",
+    "Groups": "framework.runtime.groups",
     "ReconnectStats": "framework.runtime",
     "ReconnectingClient": "framework.runtime",
     "Server": "framework.runtime",
@@ -125,6 +131,8 @@ __all__ = [
     "AuthSession",
     "AuthenticationError",
     "Backoff",
+    "Backplane",
+    "BackplaneStats",
     "BlockingClient",
     "BytesCodec",
     "Codec",
@@ -146,6 +154,9 @@ __all__ = [
     "FrameTooLarge",
     "Framing",
     "FramingError",
+    "GroupMember",
+    "GroupStats",
+    "Groups",
     "HmacAuth",
     "IncompleteFrame",
     "InvalidFrame",

@@ -23,6 +23,14 @@ A client that stops reading is disconnected once its send buffer is full
 (the server's write high-water mark, 256 KiB by default): it would
 otherwise hold every message for it in memory, and the others do not wait
 for it.
+
+Rooms are groups (:attr:`framework.App.groups`), so every server on one
+backplane is one chat: two ``wirekit serve protocols.chat --backplane
+redis://...`` on two ports or machines (or ``--workers 2``) share the rooms,
+``/who`` and the join, leave and rename lines. Nicknames are unique through
+presence, best effort: a nickname in use on any node is taken, but two
+nodes that give one free nickname away within the same backplane round trip
+(a few milliseconds) both do.
 """
 
 from __future__ import annotations
@@ -31,8 +39,6 @@ import contextlib
 import itertools
 import re
 from typing import Any
-
-import attrs
 
 from framework import (
     App,
@@ -46,7 +52,7 @@ from framework import (
 )
 from protocols.web import pages
 
-__all__ = ["MAX_LINE", "ChatRoom", "app", "create_app", "pipeline"]
+__all__ = ["MAX_LINE", "USERS", "app", "create_app", "pipeline"]
 
 #: Longest line accepted, in bytes: a chat message, not a file transfer.
 MAX_LINE = 2048
@@ -54,6 +60,8 @@ DEFAULT_ROOM = "lobby"
 _NICK = re.compile(r"[A-Za-z0-9_\-]{1,24}")
 _ROOM = re.compile(r"#?[A-Za-z0-9_\-]{1,32}")
 HELP = "commands: /nick NAME, /join ROOM, /who, /quit"
+#: The group every user is in, with its nickname as data; room R is group "#R".
+USERS = "users"
 
 
 def pipeline() -> Pipeline:
@@ -63,68 +71,59 @@ def pipeline() -> Pipeline:
     )
 
 
-@attrs.define
-class ChatRoom:
-    """Who is in which room, by nickname."""
+def create_app(*, backplane: str = "memory://") -> App:
+    """A chat server: one node of the chat on ``backplane`` (see the module).
 
-    members: dict[str, set[Connection]] = attrs.field(factory=dict)
-    nicks: dict[str, Connection] = attrs.field(factory=dict)
-
-
-def create_app() -> App:
-    """A chat server with its own rooms."""
-    # The page (protocols/web/chat) is served on ws:// listeners: one room for nc and browsers.
+    Every node on one backplane (and namespace) shares the rooms: two
+    ``create_app()`` in one process on ``memory://`` are two nodes of one
+    chat, as two processes on one Redis are.
+    """
     app = App(
-        pipeline(), handler_errors="keep", default_url="tcp://127.0.0.1:9300", pages=pages("chat")
+        pipeline(),
+        handler_errors="keep",
+        default_url="tcp://127.0.0.1:9300",
+        backplane=backplane,
+        namespace="chat",
+        # The page (protocols/web/chat) is served on ws:// listeners: one room for nc and browsers.
+        pages=pages("chat"),
     )
-    rooms = ChatRoom()
+    groups = app.groups
+    # Every user is in USERS, with its nickname: the nicknames in use on
+    # every node, from the first connection on.
+    groups.track(USERS)
     guests = itertools.count(1)
 
-    def say(conn: Connection, line: str) -> None:
-        if conn.closed:
-            return
-        if not conn.can_send:
-            # Its buffer is full: it stopped reading. Do not let it hold the others.
-            conn.abort()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            conn.send_nowait(line)
-
-    def tell_room(room: str, line: str, *, besides: Connection | None = None) -> None:
-        for member in list(rooms.members.get(room, ())):
-            if member is not besides:
-                say(member, line)
+    def taken(nick: str) -> bool:
+        return any(member.data == nick for member in groups.members(USERS))
 
     def enter(conn: Connection, room: str) -> None:
         conn.state["room"] = room
-        rooms.members.setdefault(room, set()).add(conn)
-        tell_room(room, f"* {conn.state['nick']} joined #{room}", besides=conn)
+        nick = conn.state["nick"]
+        # A member that stops reading is disconnected, not skipped: a chat
+        # line is never lost silently.
+        groups.join(conn, f"#{room}", data=nick, when_full="close")
+        groups.publish(f"#{room}", f"* {nick} joined #{room}", exclude=conn)
 
     def leave(conn: Connection, reason: str) -> None:
         room: str = conn.state["room"]
-        members = rooms.members.get(room, set())
-        members.discard(conn)
-        if not members:
-            rooms.members.pop(room, None)
-        tell_room(room, f"* {conn.state['nick']} {reason} #{room}")
+        groups.leave(conn, f"#{room}")
+        groups.publish(f"#{room}", f"* {conn.state['nick']} {reason} #{room}")
 
     @app.on_connect
     def welcome(conn: Connection) -> None:
         nick = f"guest-{next(guests)}"
-        while nick in rooms.nicks:
+        while taken(nick):
             nick = f"guest-{next(guests)}"
         conn.state["nick"] = nick
-        rooms.nicks[nick] = conn
-        say(conn, f"* welcome, {nick}! you are in #{DEFAULT_ROOM}. {HELP}")
+        groups.join(conn, USERS, data=nick)
+        with contextlib.suppress(ConnectionClosed):
+            conn.send_nowait(f"* welcome, {nick}! you are in #{DEFAULT_ROOM}. {HELP}")
         enter(conn, DEFAULT_ROOM)
 
     @app.on_disconnect
     def goodbye(conn: Connection) -> None:
-        nick = conn.state.get("nick")
-        if nick is None:
-            return
-        rooms.nicks.pop(nick, None)
-        leave(conn, "left")
+        if "room" in conn.state:
+            leave(conn, "left")
 
     @app.on(str)
     def line(text: str, conn: Connection) -> str | None:
@@ -132,7 +131,8 @@ def create_app() -> App:
         if not text:
             return None
         if not text.startswith("/"):
-            tell_room(conn.state["room"], f"<{conn.state['nick']}> {text}", besides=conn)
+            room = conn.state["room"]
+            groups.publish(f"#{room}", f"<{conn.state['nick']}> {text}", exclude=conn)
             return None
         command, _, argument = text.partition(" ")
         argument = argument.strip()
@@ -145,13 +145,14 @@ def create_app() -> App:
     def nick(conn: Connection, name: str) -> str:
         if not _NICK.fullmatch(name):
             return "! a nickname is 1-24 letters, digits, '_' or '-'"
-        if name in rooms.nicks:
+        if taken(name):
             return f"! {name} is taken"
         old = conn.state["nick"]
-        del rooms.nicks[old]
-        rooms.nicks[name] = conn
         conn.state["nick"] = name
-        tell_room(conn.state["room"], f"* {old} is now known as {name}", besides=conn)
+        room = conn.state["room"]
+        groups.join(conn, USERS, data=name)  # joining again changes the data
+        groups.join(conn, f"#{room}", data=name, when_full="close")
+        groups.publish(f"#{room}", f"* {old} is now known as {name}", exclude=conn)
         return f"* you are now {name}"
 
     def join(conn: Connection, room: str) -> str:
@@ -166,11 +167,12 @@ def create_app() -> App:
 
     def who(conn: Connection, _argument: str) -> str:
         room = conn.state["room"]
-        names = sorted(member.state["nick"] for member in rooms.members.get(room, ()))
+        names = sorted(str(member.data) for member in groups.members(f"#{room}"))
         return f"* in #{room}: {', '.join(names)}"
 
     def quit_(conn: Connection, _argument: str) -> None:
-        say(conn, "* bye")
+        with contextlib.suppress(ConnectionClosed):
+            conn.send_nowait("* bye")
         conn.close()
 
     commands: dict[str, Any] = {"/nick": nick, "/join": join, "/who": who, "/quit": quit_}

@@ -76,6 +76,10 @@ def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
     global _log_handler
     level = logging.DEBUG if args.debug else logging.WARNING
     _log_handler = configure_logging(level=level, log_format=log_format)
+    if not args.debug:
+        # A broker outage is logged at WARNING and its end at INFO: an operator
+        # who was shown the first needs the second too.
+        logging.getLogger("wirekit.backplane").setLevel(logging.INFO)
 
 
 #: Where ``wirekit serve`` listens when nothing else says.
@@ -174,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         "ws, wss)",
     )
     serve.add_argument(
+        "--backplane",
+        metavar="URL",
+        help="the broker that carries groups between nodes: memory:// (in-process, the "
+        "default), redis://HOST:PORT[/DB] or nats://HOST:PORT",
+    )
+    serve.add_argument(
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus metrics at /metrics and a health check at /healthz on HOST:PORT "
@@ -255,7 +265,7 @@ def _load_target(target: str) -> tuple[App, Config]:
         if config.protocol is None:
             raise ConfigError(f'{target}: protocol: is required (e.g. protocol = "protocols.echo")')
         try:
-            app = load_protocol(config.protocol)
+            app = load_protocol(config.protocol, config.options)
         except ConfigError as exc:
             raise ConfigError(f"{target}: protocol: {exc}", option="protocol") from exc
         return config.apply(app), config
@@ -293,6 +303,9 @@ def _serve(args: argparse.Namespace) -> None:
     if config.log_format is not None and args.log_format is None:
         _configure_logging(args, config.log_format)
     app = app.with_pipeline(_pipeline(args, app.pipeline)) if _overrides(args) else app
+    if args.backplane is not None:
+        app = app.with_pipeline(app.pipeline)  # a copy: the module's app stays as it was
+        app.backplane = args.backplane
     url = args.url or config.url or app.default_url or DEFAULT_URL
     urls = [url] if isinstance(url, str) else list(url)
     tls = _tls(args, config.tls)
@@ -302,6 +315,7 @@ def _serve(args: argparse.Namespace) -> None:
     if workers != 1:
         for each in urls:
             check_workers(parse_url(each), workers)
+        app.check_workers(workers)
     reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
     # Before serving: the endpoint turns handler timing on for the servers to come.
     endpoint = (

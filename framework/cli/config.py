@@ -6,6 +6,12 @@
     url = "tcp://127.0.0.1:9000"       # or a list: ["tcp://...", "ws://..."]
     workers = 2                        # processes sharing the port (Linux)
     metrics = "127.0.0.1:9100"         # Prometheus /metrics and /healthz
+    backplane = "redis://127.0.0.1:6379/0"   # carries groups between nodes
+    namespace = "chat-eu"              # channel prefix on the backplane
+    presence_ttl = 15                  # seconds a silent node stays in presence
+
+    [options]                          # keyword arguments of the module's create_app()
+    cookie_secret = "..."
 
     [framing]
     name = "length-prefix"
@@ -39,6 +45,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -49,6 +56,7 @@ from framework.core.framing import Framing, make_framing
 from framework.core.limits import Limits
 from framework.core.websocket import WebSocketOptions
 from framework.runtime.app import App
+from framework.runtime.backplane import SCHEMES
 from framework.runtime.logs import LOG_FORMATS
 from framework.runtime.metrics_http import parse_address
 from framework.runtime.tls import TlsOptions
@@ -67,6 +75,10 @@ _TOP_KEYS = {
     "log_format",
     "metrics",
     "websocket",
+    "backplane",
+    "namespace",
+    "presence_ttl",
+    "options",
 }
 _WEBSOCKET_KEYS = {field.name for field in attrs.fields(WebSocketOptions)} - {"origin"}
 _TLS_TYPES: dict[str, type] = {
@@ -101,9 +113,34 @@ class Config:
     metrics: str | None = None
     #: The ``[websocket]`` table: options of ``ws://`` and ``wss://`` listeners.
     websocket: WebSocketOptions | None = None
+    #: The groups' backplane URL (``--backplane`` overrides it).
+    backplane: str | None = None
+    #: The prefix of the app's backplane channels.
+    namespace: str | None = None
+    #: Seconds a node that stopped refreshing its members stays in presence.
+    presence_ttl: float | None = None
+    #: Keyword arguments for the protocol module's ``create_app()``.
+    options: dict[str, Any] | None = None
 
     def apply(self, app: App) -> App:
-        """The app with this config's framing, codecs and frame limit applied."""
+        """The app with this config's framing, codecs, frame limit and group options applied.
+
+        The app given is not changed: a copy carries what differs.
+        """
+        app = self._apply_pipeline(app)
+        changes = {
+            key: getattr(self, key)
+            for key in ("backplane", "namespace", "presence_ttl")
+            if getattr(self, key) is not None
+        }
+        if not changes:
+            return app
+        copy = app.with_pipeline(app.pipeline)
+        for key, value in changes.items():
+            setattr(copy, key, value)
+        return copy
+
+    def _apply_pipeline(self, app: App) -> App:
         pipeline = app.pipeline
         changes: dict[str, Any] = {}
         framing = self.framing if self.framing is not None else pipeline.framing
@@ -181,6 +218,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             parse_address(fields["metrics"])
         except ConfigError as exc:
             raise _error(source, "metrics", str(exc)) from exc
+    fields.update(_group_options(source, data))
     if "protocol" in fields:
         # Import it first: a protocol module registers its own codecs and
         # framings by name, and the tables below may name them. One that
@@ -236,6 +274,29 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     return Config(**fields)
 
 
+def _group_options(source: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key in ("backplane", "namespace"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                raise _error(source, key, f"must be a non-empty string, got {data[key]!r}")
+            fields[key] = data[key]
+    if "backplane" in fields:
+        scheme = urlsplit(fields["backplane"]).scheme
+        if scheme not in SCHEMES:
+            known = ", ".join(f"{name}://" for name in SCHEMES)
+            raise _error(source, "backplane", f"must start with one of {known}")
+    if "presence_ttl" in data:
+        ttl = data["presence_ttl"]
+        if type(ttl) not in (int, float) or not ttl > 0:
+            raise _error(source, "presence_ttl", f"must be a positive number, got {ttl!r}")
+        fields["presence_ttl"] = float(ttl)
+    options = _table(source, data, "options")
+    if options is not None:
+        fields["options"] = options
+    return fields
+
+
 def _urls(source: str, value: Any) -> str | tuple[str, ...]:
     """``url``: one URL string, or a non-empty list of them; each one parsed."""
     if isinstance(value, str):
@@ -267,17 +328,32 @@ def load_config(path: str | Path) -> Config:
     return parse_config(data, source=source)
 
 
-def load_protocol(name: str) -> App:
-    """Import a protocol module and return its ``app`` (or the result of ``create_app()``)."""
+def load_protocol(name: str, options: Mapping[str, Any] | None = None) -> App:
+    """Import a protocol module and return its ``app`` (or the result of ``create_app()``).
+
+    With ``options`` (a config file's ``[options]`` table), the module's
+    ``create_app(**options)`` makes the app.
+    """
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise ConfigError(f"no protocol module named {name!r}", option="protocol") from exc
         raise
-    app = getattr(module, "app", None)
-    if app is None and callable(getattr(module, "create_app", None)):
-        app = module.create_app()
+    if options:
+        create = getattr(module, "create_app", None)
+        if not callable(create):
+            raise ConfigError(
+                f"[options] needs a create_app() in protocol module {name!r}", option="options"
+            )
+        try:
+            app = create(**options)
+        except TypeError as exc:
+            raise ConfigError(f"[options]: {name}.create_app(): {exc}", option="options") from exc
+    else:
+        app = getattr(module, "app", None)
+        if app is None and callable(getattr(module, "create_app", None)):
+            app = module.create_app()
     if not isinstance(app, App):
         raise ConfigError(
             f"protocol module {name!r} defines no `app` (an App) nor `create_app()`",

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from framework.core.endpoints import Endpoint
 from framework.core.errors import ConfigError
+from framework.core.groups import DEFAULT_TTL
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.core.websocket import WebSocketOptions
+from framework.runtime.backplane import SCHEMES, Backplane
+from framework.runtime.groups import Groups
 from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
 from framework.runtime.metrics_http import serve_metrics
@@ -50,6 +54,14 @@ class App(Router):
     for files shipped in a package): on a ``ws://`` or ``wss://`` listener, a
     plain HTTP GET that is not a WebSocket upgrade is answered from it
     (``/`` is ``index.html``; see :mod:`framework.runtime.pages`).
+
+    Groups (:attr:`groups`) span every node of the app: ``backplane`` is the
+    broker that carries them between nodes (``"memory://"``, in-process, by
+    default; ``"redis://HOST:PORT"``, ``"nats://HOST:PORT"``, or a
+    :class:`~framework.runtime.backplane.Backplane`), ``namespace`` prefixes
+    the app's channels on it, and ``presence_ttl`` is how long a silent node
+    stays in presence. The app starts the backplane before it listens and
+    closes it once its connections have drained.
     """
 
     def __init__(
@@ -59,6 +71,9 @@ class App(Router):
         handler_errors: str = "close",
         default_url: str | None = None,
         pages: Pages | None = None,
+        backplane: str | Backplane = "memory://",
+        namespace: str = "default",
+        presence_ttl: float = DEFAULT_TTL,
     ) -> None:
         super().__init__()
         if handler_errors not in ("close", "keep"):
@@ -72,19 +87,73 @@ class App(Router):
         self.default_url = default_url
         #: Static files for plain HTTP requests on WebSocket listeners (or None).
         self.pages = pages
+        self._backplane = _check_backplane(backplane)
+        #: The prefix of the app's channels: ``wirekit.<namespace>.<group>``.
+        self.namespace = namespace
+        #: Seconds a node that stopped refreshing its members stays in presence.
+        self.presence_ttl = presence_ttl
+        self._groups: Groups | None = None
+
+    @property
+    def backplane(self) -> str | Backplane:
+        """The backplane of the app's groups (a URL or a Backplane), read when serving starts."""
+        return self._backplane
+
+    @backplane.setter
+    def backplane(self, backplane: str | Backplane) -> None:
+        self._backplane = _check_backplane(backplane)
+
+    @property
+    def groups(self) -> Groups:
+        """The app's groups (see :class:`~framework.runtime.groups.Groups`).
+
+        Ask for it when the protocol is set up, before serving: from then on
+        the app uses groups (:attr:`uses_groups`), and serving starts their
+        backplane.
+        """
+        if self._groups is None:
+            self._groups = Groups()
+        return self._groups
+
+    @property
+    def uses_groups(self) -> bool:
+        """Whether the protocol asked for :attr:`groups`."""
+        return self._groups is not None
+
+    def check_workers(self, workers: int) -> None:
+        """Raise :class:`ConfigError` if ``workers`` processes would split the app's groups.
+
+        Each worker's ``memory://`` backplane is its own: a protocol that
+        uses groups needs a broker to be served by several workers.
+        """
+        if workers == 1 or not self.uses_groups:
+            return
+        url = self.backplane if isinstance(self.backplane, str) else self.backplane.url
+        if urlsplit(url).scheme == "memory":
+            raise ConfigError(
+                f"this protocol uses groups, and {workers} workers on {url} would each have "
+                "groups of their own: pass --backplane redis://HOST:PORT or nats://HOST:PORT "
+                '(backplane = "..." in a config file)',
+                option="backplane",
+            )
 
     def with_pipeline(self, pipeline: Pipeline) -> App:
-        """A copy of this app with the same handlers and another pipeline."""
+        """A copy of this app with the same handlers, groups and options, another pipeline."""
         other = App(
             pipeline,
             handler_errors=self.handler_errors,
             default_url=self.default_url,
             pages=self.pages,
+            backplane=self.backplane,
+            namespace=self.namespace,
+            presence_ttl=self.presence_ttl,
         )
         other._handlers = dict(self._handlers)
         other.connect_hooks = list(self.connect_hooks)
         other.disconnect_hooks = list(self.disconnect_hooks)
         other.fallback_handler = self.fallback_handler
+        # The handlers hold the original's groups: the copy shares them.
+        other._groups = self._groups
         return other
 
     async def start(
@@ -96,7 +165,38 @@ class App(Router):
         reuse_port: bool = False,
         websocket: WebSocketOptions | None = None,
     ) -> Server:
-        """Start serving ``url`` and return the running :class:`Server`."""
+        """Start serving ``url`` and return the running :class:`Server`.
+
+        An app that uses groups starts their backplane first (once for all
+        its servers) and closes it after its last server has closed.
+        """
+        groups = self._groups
+        if groups is None:
+            return await self._start_server(url, limits, tls, reuse_port, websocket)
+        # Connections leave their groups after the protocol's own disconnect
+        # hooks, which may still want to know where they were.
+        if groups._left in self.disconnect_hooks:
+            self.disconnect_hooks.remove(groups._left)
+        self.disconnect_hooks.append(groups._left)
+        await groups._start(
+            self.backplane, self.namespace, self.presence_ttl, self.pipeline.messages
+        )
+        try:
+            server = await self._start_server(url, limits, tls, reuse_port, websocket)
+        except BaseException:
+            await groups._stop()
+            raise
+        server._after_close.append(groups._stop)
+        return server
+
+    async def _start_server(
+        self,
+        url: str | Endpoint,
+        limits: Limits | None,
+        tls: TlsOptions | None,
+        reuse_port: bool,
+        websocket: WebSocketOptions | None,
+    ) -> Server:
         return await start_server(
             self.pipeline,
             self,
@@ -178,6 +278,8 @@ class App(Router):
         Prometheus ``/metrics`` and ``/healthz`` there, summed over the workers
         (needs ``wirekit[metrics]``). ``options`` are :meth:`serve`'s.
         """
+        if workers != 1:
+            self.check_workers(workers)
         reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
         endpoint = (
             serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
@@ -202,3 +304,16 @@ def urls_of(url: Urls) -> list[str | Endpoint]:
     if not urls:
         raise ConfigError("no endpoint URL to serve", option="url")
     return urls
+
+
+def _check_backplane(backplane: str | Backplane) -> str | Backplane:
+    if isinstance(backplane, Backplane):
+        return backplane
+    if not isinstance(backplane, str) or urlsplit(backplane).scheme not in SCHEMES:
+        known = ", ".join(f"{name}://" for name in SCHEMES)
+        raise ConfigError(
+            f"backplane must be a URL starting with one of {known}, or a Backplane; "
+            f"got {backplane!r}",
+            option="backplane",
+        )
+    return backplane

@@ -109,6 +109,11 @@ class Connection(abc.ABC):
         return self._closed.done()
 
     @property
+    def closing(self) -> bool:
+        """Whether the connection has ended or is ending: nothing more can be sent."""
+        return self.closed or self._closing()
+
+    @property
     def can_send(self) -> bool:
         """Whether a send now would be written without backing up.
 

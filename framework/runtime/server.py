@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -72,6 +72,9 @@ class Server:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         self._closing = False
+        # Run once every connection has closed (the app's groups: their
+        # backplane outlives the connections, whose leaves it carries).
+        self._after_close: list[Callable[[], Awaitable[None]]] = []
         # Refusals are a peer's to cause: one line per kind per interval.
         self._log = LogLimiter(log, schedule=loop.call_at)
         self._now = loop.time
@@ -253,8 +256,12 @@ class Server:
         if self._datagrams is not None:
             self._datagrams.flush_log()
         REGISTRY.remove_listener(self)
-        if not self._closed.done():
-            self._closed.set_result(None)
+        try:
+            for after in self._after_close:
+                await after()
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(None)
 
     async def _flush(self, timeout: float) -> None:
         """Wait for closing connections to flush their writes; abort the laggards."""

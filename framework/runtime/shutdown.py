@@ -97,9 +97,16 @@ def linger_close(conn: StreamConnection) -> None:
     ):
         conn.close()
         return
+    try:
+        transport.write_eof()
+    except OSError as error:
+        # The peer reset the connection while reading was paused, so nothing
+        # noticed: nothing written can reach it any more.
+        log.info("%r: the peer was gone when the shutdown began (%s)", conn, error)
+        transport.abort()
+        return
     lingering = _Lingering(conn)
     transport.set_protocol(lingering)
-    transport.write_eof()
     transport.resume_reading()
     when_delivered(transport, transport.close, quiet=lambda: lingering.discarded == 0)
 

@@ -16,16 +16,25 @@ from framework import register_codec
 from protocols.game.binary import GameBinaryCodec
 from protocols.game.client import join
 from protocols.game.messages import NO_COOKIE, Challenge, Join, Position, Relayed, Welcome
-from protocols.game.relay import DEFAULT_URL, JoinCookies, create_app, default_pipeline
+from protocols.game.relay import (
+    DEFAULT_URL,
+    PLAYERS,
+    JoinCookies,
+    PlayerNumbers,
+    create_app,
+    default_pipeline,
+)
 from protocols.game.tracker import SequenceTracker
 
 __all__ = [
     "DEFAULT_URL",
     "NO_COOKIE",
+    "PLAYERS",
     "Challenge",
     "GameBinaryCodec",
     "Join",
     "JoinCookies",
+    "PlayerNumbers",
     "Position",
     "Relayed",
     "SequenceTracker",

@@ -78,7 +78,8 @@ async def run_demo(
     of the same relay (one session: the page sees that relay's bots).
     """
     console = console if console is not None else Console()
-    apps = [create_app() for _ in _TRANSPORTS]
+    # One session per transport (a hub each): the two runs are compared, not mixed.
+    apps = [create_app(backplane=f"memory://demo-{url.split(':')[0]}") for url in _TRANSPORTS]
     servers = [await app.start(url) for app, url in zip(apps, _TRANSPORTS, strict=True)]
     pages: list[Server] = []
     try:

@@ -1,9 +1,11 @@
 """The relay server: every position a player sends goes to every other player.
 
 A player is a connection (TCP, Unix, TLS) or a peer address (UDP) that has
-joined; all the players of one server share its session. The relay
-forwards as it receives: ordering and loss over UDP are the receiver's
-business (see :mod:`protocols.game.tracker`).
+joined; the players are a group (:attr:`framework.App.groups`), so every
+relay on one backplane is one session: players joined on different relays
+see each other's positions, and their numbers stay unique
+(:class:`PlayerNumbers`). The relay forwards as it receives: ordering and
+loss over UDP are the receiver's business (see :mod:`protocols.game.tracker`).
 
 A spectator is a player that sends no positions: it joins as any player
 does, gets a number, and receives every other player's positions. The game
@@ -15,8 +17,9 @@ answered with the same ``Welcome`` and changes nothing else.
 Joining is a two-step handshake, as QUIC's Retry and DTLS's
 HelloVerifyRequest are: the relay answers a ``Join`` without a valid cookie
 with a ``Challenge`` holding a cookie (an HMAC of the peer's address and the
-time, under a secret only the relay knows), and admits the peer when it
-sends that cookie back. A peer that echoes the cookie receives what is sent
+time, under a secret only the relay knows, or that the relays of one
+session share: ``cookie_secret``), and admits the peer when it sends that
+cookie back. A peer that echoes the cookie receives what is sent
 to its address, so the relay marks the address verified and may send it
 far more than it sends (every other player's positions) without being a
 reflection amplifier for a spoofed address. The relay keeps no state
@@ -26,24 +29,78 @@ between the two steps.
 from __future__ import annotations
 
 import hmac
-import itertools
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-from framework import App, ConfigError, Connection, ConnectionClosed, Pipeline
+from framework import App, ConfigError, Connection, Pipeline
 from protocols.game.messages import COOKIE_SIZE, Challenge, Join, Position, Relayed, Welcome
 from protocols.web import pages
 
-__all__ = ["COOKIE_LIFETIME", "DEFAULT_URL", "JoinCookies", "create_app", "default_pipeline"]
+__all__ = [
+    "COOKIE_LIFETIME",
+    "DEFAULT_URL",
+    "PLAYERS",
+    "JoinCookies",
+    "PlayerNumbers",
+    "create_app",
+    "default_pipeline",
+]
 
 #: Games default to UDP: a lost position is replaced by the next one anyway.
 DEFAULT_URL = "udp://127.0.0.1:9100"
 #: Seconds a join cookie stays valid: a round trip, with room for a slow start.
 COOKIE_LIFETIME = 30.0
 
+#: The group of every player, with its number as data.
+PLAYERS = "players"
+
 _TAG_SIZE = COOKIE_SIZE - 8
+_BLOCK = 1 << 16
+
+
+class PlayerNumbers:
+    """Player numbers unique across relays: a block of 65,535 numbers per relay.
+
+    A relay numbers its players ``block * 65536 + 1``, ``+ 2``, ... A block
+    is drawn at random (1 to 65535) at the first join, after the fork of a
+    worker, and drawn again while presence shows another relay's players
+    in it; numbers still in use are skipped. Two relays that draw the same
+    block within one backplane round trip can give out the same number:
+    a chance of 1 in 65,535 per pair of relays started together.
+    """
+
+    __slots__ = ("_block", "_next", "_random")
+
+    def __init__(self, random: Callable[[], int] | None = None) -> None:
+        self._random = random if random is not None else lambda: 1 + secrets.randbelow(_BLOCK - 1)
+        self._block: int | None = None
+        self._next = 1
+
+    def next(self, ours: set[Any], theirs: set[Any]) -> int:
+        """A number in use neither here (``ours``) nor on the other relays (``theirs``)."""
+        taken = ours | theirs
+        blocks = {number // _BLOCK for number in theirs if type(number) is int}
+        if self._block is None or self._block in blocks:
+            self._block = self._draw(blocks)
+            self._next = 1
+        for _ in range(_BLOCK - 1):
+            number = self._block * _BLOCK + self._next
+            self._next = self._next % (_BLOCK - 1) + 1
+            if number not in taken:
+                return number
+        # 65,535 players on this relay: another block.
+        self._block = self._draw(blocks | {self._block})
+        self._next = 1
+        return self.next(ours, theirs | {self._block * _BLOCK})
+
+    def _draw(self, used: set[int]) -> int:
+        for _ in range(1000):
+            block = self._random()
+            if block not in used:
+                return block
+        raise ConfigError("no free block of player numbers left", option="players")
 
 
 class JoinCookies:
@@ -108,11 +165,20 @@ def _verify_address(conn: Connection) -> None:
         verify()
 
 
-def create_app(pipeline: Pipeline | None = None, *, cookies: JoinCookies | None = None) -> App:
-    """A relay with its own session (its own set of players).
+def create_app(
+    pipeline: Pipeline | None = None,
+    *,
+    cookies: JoinCookies | None = None,
+    cookie_secret: str | bytes | None = None,
+    backplane: str = "memory://",
+) -> App:
+    """A relay: one node of the game session on ``backplane``.
 
     ``pipeline`` must carry the five game messages (``default_pipeline()``
-    does); ``cookies`` signs the join cookies (a fresh random secret by default).
+    does). ``cookies`` signs the join cookies; or give ``cookie_secret`` (at
+    least 16 bytes; a str is taken as UTF-8, e.g. a config file's
+    ``[options] cookie_secret``): relays that share it accept each other's
+    cookies. Neither: a fresh random secret.
     """
     pipeline = pipeline if pipeline is not None else default_pipeline()
     missing = [
@@ -125,48 +191,55 @@ def create_app(pipeline: Pipeline | None = None, *, cookies: JoinCookies | None 
             f"the relay's pipeline must carry every game message; missing: {', '.join(missing)}",
             option="messages",
         )
+    if cookies is not None and cookie_secret is not None:
+        raise ConfigError("give cookies or cookie_secret, not both", option="cookie_secret")
+    if cookie_secret is not None:
+        secret = cookie_secret.encode() if isinstance(cookie_secret, str) else cookie_secret
+        if len(secret) < 16:
+            raise ConfigError("cookie_secret must be at least 16 bytes", option="cookie_secret")
+        cookies = JoinCookies(secret)
     # On a ws:// listener, the live view (protocols/web/game) watches as a spectator.
-    app = App(pipeline, default_url=DEFAULT_URL, pages=pages("game"))
+    app = App(
+        pipeline,
+        default_url=DEFAULT_URL,
+        backplane=backplane,
+        namespace="game",
+        pages=pages("game"),
+    )
     jar = cookies if cookies is not None else JoinCookies()
-    players: dict[Connection, int] = {}
-    numbers = itertools.count(1)
-
-    @app.on_disconnect
-    def left(conn: Connection) -> None:
-        players.pop(conn, None)
+    groups = app.groups
+    # Every node follows the players' presence: their numbers on every node.
+    groups.track(PLAYERS)
+    numbers = PlayerNumbers()
 
     @app.on(Join)
     def join(request: Join, conn: Connection) -> Challenge | Welcome:
-        number = players.get(conn)
+        number: int | None = conn.state.get("player")
         if number is None:
             if not jar.check(conn.peer, request.cookie):
                 # A first join is padded to about the challenge's size
                 # (NO_COOKIE): answering a spoofed one amplifies nothing.
                 return Challenge(jar.issue(conn.peer))
             _verify_address(conn)
-            number = players[conn] = conn.state["player"] = next(numbers)
+            ours: set[Any] = set()
+            theirs: set[Any] = set()
+            for member in groups.members(PLAYERS):
+                (ours if member.node == groups.node else theirs).add(member.data)
+            number = conn.state["player"] = numbers.next(ours, theirs)
+            groups.join(conn, PLAYERS, data=number)
         # Joining again (the welcome was lost) gets the same number.
         return Welcome(number)
 
     @app.on(Position)
     def moved(position: Position, conn: Connection) -> Challenge | None:
-        number = players.get(conn)
+        number = conn.state.get("player")
         if number is None:
             # Not a player, or forgotten after idle_timeout: tell it to join.
             return Challenge(jar.issue(conn.peer))
-        update = Relayed(number, position)
-        for other in list(players):
-            if other is conn:
-                continue
-            if not other.can_send:
-                # A player not reading its updates gets none until it catches
-                # up: the next position supersedes this one anyway.
-                other.state["dropped"] = other.state.get("dropped", 0) + 1
-                continue
-            try:
-                other.send_nowait(update)
-            except ConnectionClosed:
-                players.pop(other, None)
+        # Every other player, on every node; one not reading its updates
+        # misses them until it catches up: the next position supersedes
+        # this one anyway.
+        groups.publish(PLAYERS, Relayed(number, position), exclude=conn)
         return None
 
     @app.on(object)

@@ -147,6 +147,15 @@ def free_port() -> int:
         (("serve", "protocols.echo", "--framing", "smoke-signals"), "unknown framing"),
         (("serve", "missing.toml"), "no such config file"),
         (("send", "tcp://127.0.0.1:1", "{not json"), "not a JSON value"),
+        (("serve", "protocols.chat", "--workers", "2"), "pass --backplane redis://HOST:PORT"),
+        (
+            ("serve", "protocols.game", "--workers", "2", "--backplane", "memory://"),
+            "pass --backplane",
+        ),
+        (
+            ("serve", "protocols.echo", "--backplane", "kafka://x"),
+            "backplane must be a URL starting with one of memory://",
+        ),
     ],
 )
 def test_errors_print_one_line_and_exit_non_zero(args: tuple[str, ...], expected: str) -> None:
@@ -403,6 +412,15 @@ def test_log_format_comes_from_the_config_file_too() -> None:
     assert config.log_format == "json"
     with pytest.raises(ConfigError, match="log_format"):
         parse_config({"protocol": "protocols.echo", "log_format": "xml"})
+
+
+def test_serve_takes_a_backplane_url() -> None:
+    with running(
+        "serve", "protocols.chat", "--url", "tcp://127.0.0.1:0", "--backplane", "memory://cli"
+    ) as (_proc, url):
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            assert sock.makefile("rb").readline().startswith(b"* welcome, guest-1!")
 
 
 def test_metrics_come_from_the_config_file_and_the_start_line_names_them(tmp_path: Path) -> None:

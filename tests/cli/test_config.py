@@ -176,6 +176,54 @@ def test_workers_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
     assert info.value.option == "workers"
 
 
+def test_group_keys_and_protocol_options(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            'protocol = "protocols.game"\nbackplane = "redis://127.0.0.1:6379/2"\n'
+            'namespace = "game-eu"\npresence_ttl = 5\n'
+            '[options]\ncookie_secret = "a shared secret of enough bytes"\n',
+        )
+    )
+    assert (config.backplane, config.namespace, config.presence_ttl) == (
+        "redis://127.0.0.1:6379/2",
+        "game-eu",
+        5.0,
+    )
+    assert config.options == {"cookie_secret": "a shared secret of enough bytes"}
+    original = load_protocol("protocols.game", config.options)
+    app = config.apply(original)
+    assert (app.backplane, app.namespace, app.presence_ttl) == (
+        "redis://127.0.0.1:6379/2",
+        "game-eu",
+        5.0,
+    )
+    assert original.backplane == "memory://"  # the module's app is not changed
+    assert app.groups is original.groups  # the handlers' groups
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('backplane = "kafka://x"', "backplane: must start with one of memory://"),
+        ("backplane = 3", "backplane: must be a non-empty string"),
+        ('namespace = ""', "namespace: must be a non-empty string"),
+        ("presence_ttl = 0", "presence_ttl: must be a positive number"),
+        ('options = "x"', "options: must be a table"),
+    ],
+)
+def test_bad_group_keys_name_the_key(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load_config(write(tmp_path, text + "\n"))
+
+
+def test_options_need_create_app_and_its_parameters() -> None:
+    with pytest.raises(ConfigError, match=r"\[options\]: protocols.game.create_app\(\)"):
+        load_protocol("protocols.game", {"colour": "red"})
+    with pytest.raises(ConfigError, match="needs a create_app"):
+        load_protocol("protocols.echo", {"x": 1})
+
+
 def test_metrics_is_a_top_level_host_and_port() -> None:
     assert parse_config({"metrics": "127.0.0.1:9100"}).metrics == "127.0.0.1:9100"
     assert parse_config({}).metrics is None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from framework import ConfigError
 from protocols.chat import MAX_LINE, create_app
 
 STEP = 3.0
@@ -181,3 +183,94 @@ def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_the_others() -
         await bob.close()
 
     run(scenario)
+
+
+# -- two nodes: two servers on one backplane ----------------------------------------------
+
+_hubs = itertools.count(1)
+
+
+def run_two(scenario: Callable[[str, str], Awaitable[None]]) -> None:
+    """Two chat servers on different ports, one memory:// hub: two nodes of one chat."""
+
+    async def main() -> None:
+        hub = f"memory://chat-nodes-{next(_hubs)}"
+        first = await create_app(backplane=hub).start("tcp://127.0.0.1:0")
+        second = await create_app(backplane=hub).start("tcp://127.0.0.1:0")
+        try:
+            await asyncio.wait_for(scenario(first.url, second.url), 20)
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(main())
+
+
+async def who(peer: Peer, expected: str) -> None:
+    """Ask /who until it says ``expected`` (presence crosses nodes in a round trip)."""
+    for _ in range(100):
+        await peer.say("/who")
+        line = await peer.until("* in #")
+        if line == expected:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"/who never said {expected!r}; last: {line!r}")
+
+
+def test_rooms_who_and_announcements_span_two_nodes() -> None:
+    async def scenario(one: str, two: str) -> None:
+        ada = await joined(one)
+        await ada.say("/nick ada")
+        assert await ada.until("you are now") == "* you are now ada"
+        bob = await Peer.open(two)
+        welcome = await bob.line()
+        assert welcome.startswith("* welcome, guest-")
+        assert (await ada.until("joined #lobby")).endswith("joined #lobby")
+        await bob.say("/nick bob")
+        assert await ada.until("known as") == f"* {welcome.split()[2][:-1]} is now known as bob"
+        await who(ada, "* in #lobby: ada, bob")
+        await who(bob, "* in #lobby: ada, bob")
+
+        await bob.say("hello from node two")
+        assert await ada.line() == "<bob> hello from node two"
+        await ada.say("hello from node one")
+        assert await bob.line() == "<ada> hello from node one"
+
+        await bob.say("/nick ada")  # taken on the other node
+        assert await bob.until("taken") == "! ada is taken"
+
+        await ada.say("/join #dev")
+        assert await ada.until("you are in") == "* you are in #dev"
+        assert await bob.until("left") == "* ada left #lobby"
+        await who(bob, "* in #lobby: bob")
+        await bob.say("/join dev")
+        assert await ada.until("joined") == "* bob joined #dev"
+        await bob.close()
+        assert await ada.until("left") == "* bob left #dev"
+        await who(ada, "* in #dev: ada")
+        await ada.close()
+
+    run_two(scenario)
+
+
+def test_guest_names_are_not_given_twice_across_nodes() -> None:
+    async def scenario(one: str, two: str) -> None:
+        peers = []
+        names = set()
+        for url in (one, two, one, two):
+            await asyncio.sleep(0.05)  # presence of the previous guest has crossed
+            peer = await Peer.open(url)
+            names.add((await peer.line()).split()[2])
+            peers.append(peer)
+        assert len(names) == 4, names
+        for peer in peers:
+            await peer.close()
+
+    run_two(scenario)
+
+
+def test_serving_the_chat_from_two_workers_needs_a_backplane() -> None:
+    app = create_app()
+    assert app.uses_groups
+    with pytest.raises(ConfigError, match="--backplane"):
+        app.check_workers(2)

@@ -38,6 +38,7 @@ from protocols.game import (
     GameBinaryCodec,
     Join,
     JoinCookies,
+    PlayerNumbers,
     Position,
     Relayed,
     SequenceTracker,
@@ -187,11 +188,14 @@ def test_relay_forwards_to_every_other_player(url: str, codec: str) -> None:
     async def scenario() -> None:
         server = await create_app(pipeline).start(url)
         a, b, c = [await connect(server.url, pipeline) for _ in range(3)]
-        assert [await join(conn) for conn in (a, b, c)] == [1, 2, 3]
+        numbers = [await join(conn) for conn in (a, b, c)]
+        first = numbers[0]
+        assert first % 65536 == 1  # the first of this relay's block
+        assert numbers == [first, first + 1, first + 2]
         await a.send(Position(1.5, 2.5, 3.5, 1))
         for other in (b, c):
             update = await asyncio.wait_for(other.receive(), 2)
-            assert update == Relayed(1, Position(1.5, 2.5, 3.5, 1))
+            assert update == Relayed(first, Position(1.5, 2.5, 3.5, 1))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(a.receive(), 0.2)
         for conn in (a, b, c):
@@ -340,9 +344,10 @@ def test_a_cookie_is_bound_to_the_address_it_was_sent_to() -> None:
             await attacker.send(Join(challenge.cookie))  # from another address
             assert isinstance(await asyncio.wait_for(attacker.receive(), 2), Challenge)
             await victim.send(Join(challenge.cookie))
-            assert await asyncio.wait_for(victim.receive(), 2) == Welcome(1)
+            welcome = await asyncio.wait_for(victim.receive(), 2)
+            assert isinstance(welcome, Welcome)
             await victim.send(Join(challenge.cookie))  # the welcome was lost: same number
-            assert await asyncio.wait_for(victim.receive(), 2) == Welcome(1)
+            assert await asyncio.wait_for(victim.receive(), 2) == welcome
             victim.close()
             attacker.close()
 
@@ -371,11 +376,11 @@ def test_a_forgotten_player_is_challenged_and_rejoins() -> None:
         limits = Limits(idle_timeout=0.1)
         async with await app.start("udp://127.0.0.1:0", limits=limits) as server:
             conn = await connect(server.url, app.pipeline)
-            assert await join(conn) == 1
+            first = await join(conn)
             await asyncio.sleep(0.3)  # silent: the relay forgets the player
             await conn.send(Position(0.0, 0.0, 0.0, 1))
             assert isinstance(await asyncio.wait_for(conn.receive(), 2), Challenge)
-            assert await join(conn) == 2
+            assert await join(conn) == first + 1
             conn.close()
 
     asyncio.run(scenario())
@@ -387,19 +392,19 @@ def test_a_spectator_receives_every_players_positions_and_sends_none(url: str) -
         app = create_app()
         async with await app.start(url) as server:
             spectator, a, b = [await connect(server.url, app.pipeline) for _ in range(3)]
-            assert [await join(conn) for conn in (spectator, a, b)] == [1, 2, 3]
+            _, a_number, b_number = [await join(conn) for conn in (spectator, a, b)]
             for count in (1, 2, 3):
                 await a.send(Position(1.0, 0.0, 0.0, count))
                 await b.send(Position(0.0, 1.0, 0.0, count))
                 # Over UDP a sender's datagrams may cross: wait for each round.
                 seen = {await asyncio.wait_for(spectator.receive(), 2) for _ in range(2)}
                 assert seen == {
-                    Relayed(2, Position(1.0, 0.0, 0.0, count)),
-                    Relayed(3, Position(0.0, 1.0, 0.0, count)),
+                    Relayed(a_number, Position(1.0, 0.0, 0.0, count)),
+                    Relayed(b_number, Position(0.0, 1.0, 0.0, count)),
                 }
             # The players see each other, and nothing from the spectator.
             assert [await asyncio.wait_for(a.receive(), 2) for _ in range(3)] == [
-                Relayed(3, Position(0.0, 1.0, 0.0, count)) for count in (1, 2, 3)
+                Relayed(b_number, Position(0.0, 1.0, 0.0, count)) for count in (1, 2, 3)
             ]
             for conn in (spectator, a, b):
                 conn.close()
@@ -420,16 +425,14 @@ def test_a_spectator_that_joins_again_stays_past_the_idle_timeout() -> None:
         limits = Limits(idle_timeout=0.3)
         async with await app.start("tcp://127.0.0.1:0", limits=limits) as server:
             spectator, player, silent = [await connect(server.url, app.pipeline) for _ in range(3)]
-            assert await join(spectator) == 1
-            assert await join(player) == 2
-            assert await join(silent) == 3
+            watching, playing, _ = [await join(conn) for conn in (spectator, player, silent)]
             for _ in range(6):  # 0.6 s in all, twice the idle timeout
                 await asyncio.sleep(0.1)
-                assert await join(spectator) == 1
+                assert await join(spectator) == watching  # the same number again
                 await player.send(Position(2.0, 2.0, 0.0, 1))  # the player stays too
             await player.send(Position(3.0, 3.0, 0.0, 2))
             update = None
-            while update != Relayed(2, Position(3.0, 3.0, 0.0, 2)):
+            while update != Relayed(playing, Position(3.0, 3.0, 0.0, 2)):
                 update = await asyncio.wait_for(spectator.receive(), 2)
             assert not spectator.closed
             # The one that sent nothing more was closed by the idle timeout.
@@ -456,3 +459,101 @@ def test_join_gives_up_when_nobody_answers() -> None:
 def test_a_relay_pipeline_without_the_handshake_messages_is_refused() -> None:
     with pytest.raises(ConfigError, match="missing: Join, Challenge, Welcome"):
         create_app(Pipeline(codecs="msgpack", messages=[Position, Relayed]))
+
+
+# -- two relays on one backplane ------------------------------------------------------------
+
+SECRET = "a cookie secret the relays share"
+
+
+def test_players_on_two_relays_see_each_other_with_unique_numbers() -> None:
+    binary = Pipeline(codecs=[make_codec("game-binary")], messages=MESSAGES)
+
+    async def scenario() -> None:
+        hub = "memory://game-two-relays"
+        udp_relay = create_app(backplane=hub, cookie_secret=SECRET)
+        tcp_relay = create_app(binary, backplane=hub, cookie_secret=SECRET)
+        async with (
+            await udp_relay.start("udp://127.0.0.1:0") as one,
+            await tcp_relay.start("tcp://127.0.0.1:0") as two,
+        ):
+            ada = await connect(one.url, udp_relay.pipeline)  # UDP, msgpack
+            bob = await connect(two.url, binary)  # TCP, the 16-byte layout
+            cy = await connect(two.url, binary)
+            numbers = [await join(ada), await join(bob), await join(cy)]
+            assert len(set(numbers)) == 3
+            assert numbers[0] // 65536 != numbers[1] // 65536  # a block per relay
+            for _ in range(200):
+                if len(tcp_relay.groups.members("players")) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            await ada.send(Position(1.5, 2.5, 3.5, 1))
+            for other in (bob, cy):
+                update = await asyncio.wait_for(other.receive(), 2)
+                assert update == Relayed(numbers[0], Position(1.5, 2.5, 3.5, 1))
+            await bob.send(Position(-1.0, 0.5, 2.0, 7))
+            assert await asyncio.wait_for(ada.receive(), 2) == Relayed(
+                numbers[1], Position(-1.0, 0.5, 2.0, 7)
+            )
+            assert await asyncio.wait_for(cy.receive(), 2) == Relayed(
+                numbers[1], Position(-1.0, 0.5, 2.0, 7)
+            )
+            for conn in (ada, bob, cy):
+                conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cookie_one_relay_issued_verifies_on_another_with_the_shared_secret() -> None:
+    async def scenario() -> None:
+        hub = "memory://game-cookies"
+        first = create_app(backplane=hub, cookie_secret=SECRET)
+        second = create_app(backplane=hub, cookie_secret=SECRET)
+        stranger = create_app(backplane="memory://game-cookies-other")  # its own secret
+        pipeline = first.pipeline
+        async with (
+            await first.start("udp://127.0.0.1:0") as one,
+            await second.start("udp://127.0.0.1:0") as two,
+            await stranger.start("udp://127.0.0.1:0") as three,
+        ):
+            loop = asyncio.get_running_loop()
+            inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+            class Player(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    inbox.put_nowait(data)
+
+            # One socket, as a player behind a load balancer that spreads its
+            # datagrams over the relays.
+            transport, _ = await loop.create_datagram_endpoint(Player, local_addr=("127.0.0.1", 0))
+            address = lambda server: (server.endpoint.host, server.endpoint.port)  # noqa: E731
+            transport.sendto(pipeline.encode_datagram(Join()), address(one))
+            challenge = pipeline.decode_datagram(await asyncio.wait_for(inbox.get(), 2))[0]
+            assert isinstance(challenge, Challenge)
+            transport.sendto(pipeline.encode_datagram(Join(challenge.cookie)), address(three))
+            refused = pipeline.decode_datagram(await asyncio.wait_for(inbox.get(), 2))[0]
+            assert isinstance(refused, Challenge)  # another secret: not its cookie
+            transport.sendto(pipeline.encode_datagram(Join(challenge.cookie)), address(two))
+            welcome = pipeline.decode_datagram(await asyncio.wait_for(inbox.get(), 2))[0]
+            assert isinstance(welcome, Welcome)
+            transport.close()
+
+    asyncio.run(scenario())
+
+
+def test_player_numbers_avoid_blocks_other_relays_use() -> None:
+    draws = iter([5, 5, 9, 9])
+    numbers = PlayerNumbers(lambda: next(draws))
+    assert numbers.next(set(), {5 * 65536 + 1}) == 9 * 65536 + 1  # 5 is another relay's
+    assert numbers.next({9 * 65536 + 1}, set()) == 9 * 65536 + 2
+    # Another relay started giving numbers in our block: ours moves on.
+    again = PlayerNumbers(iter([3, 4]).__next__)
+    assert again.next(set(), set()) == 3 * 65536 + 1
+    assert again.next({3 * 65536 + 1}, {3 * 65536 + 1}) == 4 * 65536 + 1
+
+
+def test_a_short_cookie_secret_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        create_app(cookie_secret="short")
+    with pytest.raises(ConfigError, match="not both"):
+        create_app(cookies=JoinCookies(), cookie_secret=SECRET)

@@ -15,6 +15,7 @@ import logging
 import random
 import socket
 import ssl
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,37 @@ def test_an_idle_client_that_has_not_read_its_reply_gets_it_then_the_end(
             return await loop.run_in_executor(None, read_to_end, client)
 
     assert run(main()) == request  # the echo, whole, then an end of stream
+
+
+@pytest.mark.timeout(20)
+def test_a_peer_that_reset_while_reading_was_paused_does_not_break_the_shutdown() -> None:
+    """Its reset went unnoticed (nothing was reading): the half-close fails, the rest goes on."""
+    pipeline = Pipeline(framing="length-prefix", codecs="msgpack")
+    app = App(pipeline)
+    started: list[Any] = []
+    gone: list[Connection] = []
+    app.on_disconnect(gone.append)
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        @app.on(object)
+        async def slow(value: Any, conn: Connection) -> None:
+            started.append(value)
+            await release.wait()
+
+        # One handler at a time: reading pauses while the first one waits.
+        limits = Limits(shutdown_timeout=UNREACHED_TIMEOUT, max_inflight_handlers=1)
+        server = await app.start("tcp://127.0.0.1:0", limits=limits)
+        with socket.create_connection(("127.0.0.1", server.endpoint.port)) as client:
+            client.sendall(pipeline.encode(1) + pipeline.encode(2))
+            await eventually(lambda: bool(started))
+            client.sendall(pipeline.encode(3) * 100)  # left unread by the paused server
+            await asyncio.sleep(0.05)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        await server.close()
+        assert not server.connections
+
+    run(main())
+    assert len(gone) == 1
