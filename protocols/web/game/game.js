@@ -160,7 +160,11 @@ function draw() {
     context.fill();
     context.fillStyle = "#eee";
     context.font = "12px system-ui, sans-serif";
-    context.fillText(String(number), cx + 10, cy - 10);
+    // Player numbers can be ten digits long: keep the label inside the canvas.
+    const label = String(number);
+    const width = context.measureText(label).width;
+    const lx = cx + 10 + width <= size ? cx + 10 : cx - 10 - width;
+    context.fillText(label, lx, Math.max(12, cy - 10));
   }
   context.globalAlpha = 1;
   requestAnimationFrame(draw);
