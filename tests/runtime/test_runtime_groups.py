@@ -323,7 +323,7 @@ class CuttableBackplane(MemoryBackplane):
         self._report(up)
 
 
-def test_an_outage_is_logged_once_local_delivery_goes_on_and_presence_is_announced_again(
+def test_an_outage_costs_only_cross_node_delivery_and_presence_is_announced_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> None:
