@@ -146,6 +146,11 @@ def test_each_decoding_speed_up_agrees_with_the_reference(
 ENCODE_CASES: list[tuple[str, Callable[[], Pipeline]]] = [
     ("utf-8-batch", lambda: Pipeline(framing="newline", codecs="utf-8")),
     ("utf-8-batch", lambda: Pipeline(framing=LengthPrefix(max_frame_size=20), codecs="utf-8")),
+    # Lines joined and encoded in one pass: each check of the framing must still hold.
+    ("utf-8-batch", lambda: Pipeline(framing=Delimited(max_frame_size=12), codecs="utf-8")),
+    ("utf-8-batch", lambda: Pipeline(framing=Delimited(strip_cr=False), codecs="utf-8")),
+    ("utf-8-batch", lambda: Pipeline(framing=Delimited(delimiter=b"\0"), codecs="utf-8")),
+    ("utf-8-batch", lambda: Pipeline(framing=Delimited(delimiter=b"\r\n"), codecs="utf-8")),
     ("raw-length-prefixed", lambda: Pipeline()),
     ("raw-length-prefixed", lambda: Pipeline(framing=LengthPrefix(max_frame_size=30))),
     (
@@ -215,6 +220,11 @@ def _outcome(call: Callable[..., Any], *args: Any) -> Any:
 @given(
     values=st.lists(encodable, max_size=6)
     | st.lists(st.builds(Pos, floats, floats, st.integers(-3, 3)), min_size=2, max_size=6)
+    | st.lists(
+        st.text(max_size=8) | st.sampled_from(["a\n", "b\r", "\0", "\r", "\ud800", "é" * 7]),
+        min_size=1,
+        max_size=6,
+    )
 )
 def test_each_encoding_speed_up_agrees_with_the_reference(
     name: str, make: Callable[[], Pipeline], values: list[Any]

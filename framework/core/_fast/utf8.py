@@ -30,18 +30,29 @@ def decode_batch(
 
 
 def encode_batch(parts: Parts) -> Callable[[Iterable[Any]], bytes] | None:
-    """Every value encoded in one C loop, then framed; the reference on anything unusual."""
+    """Every value encoded in one C loop, then framed; the reference on anything unusual.
+
+    A framing that offers ``text_joiner`` (newline-delimited) joins and
+    encodes the whole batch in one pass instead.
+    """
     if not parts.text:
         return None
     encode_frames = parts.framing.encode_many
     reference = parts.encode_many
     text = str.encode  # strict UTF-8, as Utf8Codec encodes a str
+    offer = getattr(parts.framing, "text_joiner", None)
+    join: Callable[[list[str]], bytes | None] | None = offer() if offer is not None else None
+    only_str = {str}.issuperset
 
     def utf8_many(values: Iterable[Any]) -> bytes:
         if type(values) is not list:
             values = list(values)
         # Utf8Codec refuses str subclasses; str.encode would not.
-        if set(map(type, values)) <= {str}:
+        if only_str(map(type, values)):
+            if join is not None and values:
+                data = join(values)
+                if data is not None:
+                    return data
             try:
                 frames = list(map(text, values))
             except UnicodeEncodeError:

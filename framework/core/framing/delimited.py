@@ -11,7 +11,7 @@ is rejected once ``max_frame_size`` bytes have arrived without one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import ClassVar, Literal
 
 import attrs
@@ -137,6 +137,44 @@ class Delimited(Framing):
         for frame in frames:
             self._check(frame)  # raises the error of the first bad frame
         return delimiter.join(frames) + delimiter
+
+    def text_joiner(self) -> Callable[[list[str]], bytes | None] | None:
+        """For a UTF-8 text encoder: the wire bytes of ``str`` frames in one C pass.
+
+        The returned function encodes a list of ``str`` frames joined by the
+        delimiter, or returns None when it cannot vouch for the result (a
+        frame holds the delimiter, would lose a ``\\r``, may be too long, or
+        cannot be encoded): the caller then encodes frame by frame, which
+        raises the precise error. ``None`` when a subclass changes
+        ``encode_many``, or the delimiter is not one ASCII byte.
+        """
+        delimiter = self.delimiter
+        if type(self).encode_many is not Delimited.encode_many or not (
+            len(delimiter) == 1 and delimiter[0] < 128
+        ):
+            return None
+        sep = delimiter.decode("ascii")
+        strips = self._strips_cr
+        limit = self.max_frame_size if self.max_frame_size is not None else 1 << 64
+
+        def join(frames: list[str]) -> bytes | None:
+            try:
+                data = (sep.join(frames) + sep).encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+            # The checks of encode_many, on the joined bytes: delimiters are
+            # only those joined in, no '\r\n' (no frame ends with '\r'),
+            # and no frame longer than all of them together.
+            count = len(frames)
+            if (
+                data.count(delimiter) != count
+                or (strips and b"\r\n" in data)
+                or len(data) - count > limit
+            ):
+                return None
+            return data
+
+        return join
 
 
 def _may_end_in_time(pending: Buffer, size: int, delim: bytes, limit: int) -> bool:
@@ -279,8 +317,11 @@ class _DelimitedDecoder(FrameDecoder):
             # limit (its precise error) and carriage returns to strip.
             frames = buf.split(delim)
             last = frames.pop()
-            if max(map(len, frames)) <= limit:
-                self._offset += len(buf) - len(last)
+            # No line is longer than all of them together: a pass over the
+            # lengths only when the read is long enough to hold a long one.
+            cut = len(buf) - len(last)
+            if cut <= limit or max(map(len, frames)) <= limit:
+                self._offset += cut
                 if last:
                     pending += last
                     self._after_partial(len(last), frames)
