@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import bisect
 import collections
 import inspect
 import itertools
@@ -30,8 +29,9 @@ from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, guard_hook, needs_await
+from framework.runtime.dispatch_loop import DispatchLoop
 from framework.runtime.logs import LogLimiter
-from framework.runtime.metrics import BUCKETS, HandlerTimes, ListenerMetrics
+from framework.runtime.metrics import HandlerTimes, ListenerMetrics
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
 
@@ -39,7 +39,7 @@ log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
 
 
-class Connection(abc.ABC):
+class Connection(DispatchLoop):
     """One peer, seen the same way over every transport.
 
     Servers hand it to handlers; clients get it from
@@ -311,90 +311,6 @@ class Connection(abc.ABC):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _dispatch(self, router: Router, values: list[Any]) -> None:
-        # The hot loop: one iteration per received value, kept to what a
-        # plain reply needs. The handler lookup is skipped while values keep
-        # the same class; a plain reply is appended to the chunk's batch; the
-        # in-flight limit is checked only where a task was started, and
-        # whether the connection is closing only once the application may
-        # have closed it (see _watch_close).
-        slots = self._slots
-        rest = iter(values)
-        if slots.running and slots.full:
-            self._hold(rest)
-            return
-        resolved = router._resolved
-        replies = self._replies
-        # Framed as produced (see _replies): a bytes reply within the header's
-        # range is framed here, in the loop; any other goes through _add_reply.
-        header = self._header
-        most = self._header_limit
-        if replies is None:
-            header = None
-            reply: Callable[[Any], None] = self._write_one
-        elif header is not None:
-            reply = self._add_reply
-            chunk = replies.append
-        else:
-            reply = replies.append
-        plain = PLAIN_REPLIES
-        last_kind: type | None = None
-        handler: Callable[[Any, Any], Any] | None = None
-        for value in rest:
-            if type(value) is not last_kind:
-                last_kind = type(value)
-                # Bad input is never a handler's, even a catch-all's.
-                handler = (
-                    None
-                    if last_kind is BadInput
-                    else resolved.get(last_kind) or router.handler_for(last_kind)
-                )
-            if handler is None:
-                self._unhandled(value)  # an async fallback starts a task
-                if self._closing():
-                    return
-                if slots.running and slots.full:
-                    self._hold(rest)
-                    return
-                continue
-            try:
-                result = handler(value, self)
-            except Exception:
-                self._handler_failed(value)
-                if self._closing():
-                    return
-                continue
-            if result is not None:
-                if header is not None and type(result) is bytes and (size := len(result)) <= most:
-                    chunk(header(size))
-                    chunk(result)
-                elif type(result) in plain or not needs_await(result):
-                    reply(result)
-                else:
-                    self._run_async(result, value)
-                    if slots.running and slots.full:
-                        # Too much work running: hold the rest (at most one
-                        # read's worth, since reading pauses) until handlers finish.
-                        self._hold(rest)
-                        return
-            if self._watch_close and self._closing():
-                return
-
-    def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
-        # _dispatch of the classes a server makes with metrics on: a read's plain
-        # handler calls timed together (async ones alone, in _finish); held, bad
-        # and async values are counted in _skipped where met, off the value loop.
-        self._skipped = 0
-        start = _perf()
-        _plain_dispatch(self, router, values)
-        elapsed = _perf() - start
-        calls = len(values) - self._skipped
-        if calls > 0:  # HandlerTimes.observe, inline: one Python call fewer per read
-            times = self._timing
-            assert times is not None
-            times.counts[_bucket(BUCKETS, elapsed / calls)] += calls
-            times.total += elapsed
-
     def _write_one(self, reply: Any) -> None:
         self._watch_close = True  # a failed write closes
         self._write_values([reply])
@@ -588,10 +504,6 @@ class Connection(abc.ABC):
         if self._router is not None:
             self._run_hooks(self._router.disconnect_hooks)
 
-
-_perf = time.perf_counter
-_bucket = bisect.bisect_left
-_plain_dispatch = Connection._dispatch
 
 # Python 3.12+ runs a task's first step eagerly on request, current_task()
 # and all; 3.11 has no such option (see Connection._run_async).
