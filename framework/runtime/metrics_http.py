@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import socketserver
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -145,6 +147,22 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# The endpoints of this process: a forked child (a --workers worker) closes
+# its copies of their sockets, or it would keep the port bound, and accept
+# connections nobody answers, after the parent is gone.
+_ENDPOINTS: weakref.WeakSet[MetricsEndpoint] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for endpoint in list(_ENDPOINTS):
+        endpoint._forget()
+    _ENDPOINTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class _Handler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT
 
@@ -160,13 +178,17 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
         super().__init__(*args, **kwargs)
 
+        self.requests: set[socket.socket] = set()
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.shutdown_request(request)  # too many at once: closed unanswered
             return
+        self.requests.add(request)
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self.requests.discard(request)
             self.slots.release()
             raise
 
@@ -180,7 +202,15 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             deadline.cancel()
+            self.requests.discard(request)
             self.slots.release()
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of every socket, nothing more."""
+        for request in list(self.requests):
+            request.close()  # the parent's copy still answers
+        self.requests.clear()
+        self.socket.close()
 
 
 def _cut(sock: socket.socket) -> None:
@@ -225,6 +255,11 @@ class MetricsEndpoint:
             target=self._httpd.serve_forever, name="wirekit-metrics", daemon=True
         )
         self._thread.start()
+        _ENDPOINTS.add(self)
+
+    def _forget(self) -> None:
+        # The serving thread did not come with the fork: only the sockets did.
+        self._httpd.forget()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -244,6 +279,7 @@ class MetricsEndpoint:
 
     def close(self) -> None:
         """Stop serving and close the socket."""
+        _ENDPOINTS.discard(self)
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
