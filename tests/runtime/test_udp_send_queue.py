@@ -12,6 +12,7 @@ arrives, what was not was counted as dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import tempfile
@@ -138,7 +139,11 @@ async def serve_unix(app: App, path: str) -> tuple[UdpTransport, DatagramServer]
     return transport, server
 
 
-def test_a_handler_burst_far_over_the_bound_is_dropped_and_counted_exactly(folder: str) -> None:
+def test_a_handler_burst_far_over_the_bound_is_dropped_and_counted_exactly(
+    folder: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wirekit.udp")
+
     async def main() -> None:
         app = App(PIPELINE)
         seen: dict[str, Any] = {}
@@ -165,6 +170,9 @@ def test_a_handler_burst_far_over_the_bound_is_dropped_and_counted_exactly(folde
         assert seen["can_send"] is False  # over the high-water mark: peers are backed up
         (peer,) = server.peers.values()
         assert peer.stats.frames_out == stats.sent
+        # Logged once, not once per datagram: the rest are summed up later.
+        logged = [r.getMessage() for r in caplog.records if "send queue full" in r.getMessage()]
+        assert len(logged) == 1 < stats.dropped_send_queue
 
         got: list[bytes] = []
         while transport.get_write_buffer_size() or len(got) < stats.sent:
