@@ -5,36 +5,46 @@ Each :class:`Broker` is a server process the test started itself, on
 by PID: :meth:`Broker.kill` is ``SIGKILL`` (a crash: no goodbye on the
 sockets it held), :meth:`Broker.pause` is ``SIGSTOP`` (a broker that stalls
 and reads nothing), :meth:`Broker.restart` starts it again on the same port,
-and the fixtures always stop it at the end. Without the program the tests
-skip, saying which package to install; with ``CI`` set they fail instead,
-since CI installs both (``.ci/run``).
+and the fixtures always stop it at the end. :meth:`Broker.subscribers` asks
+the broker itself how many connections subscribe to a backplane channel
+(Redis ``PUBSUB NUMSUB``; nats-server's monitoring port, ``/connz``), so a
+test can wait for the nodes' subscriptions whichever the broker. Without
+the program the tests skip, saying which package to install; with ``CI``
+set they fail instead, since CI installs both (``.ci/run``).
 
 ::
 
     def test_something(redis_broker: Broker) -> None:
         url = redis_broker.url            # redis://127.0.0.1:PORT/0
         redis_broker.kill(); redis_broker.restart()
+        redis_broker.subscribers("wirekit.chat.users")  # 2 with two nodes up
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from framework.runtime.backplane.nats import subject_for
+
 __all__ = ["KINDS", "Broker", "broker_program", "free_port", "nats_broker", "redis_broker"]
 
 #: What each kind of broker runs: program, Debian package, arguments, URL.
+#: ``{monitor}`` is a second free port, for nats-server's HTTP monitoring.
 KINDS = {
     "redis": (
         "redis-server",
@@ -43,7 +53,12 @@ KINDS = {
         "--loglevel warning",
         "redis://127.0.0.1:{port}/0",
     ),
-    "nats": ("nats-server", "nats-server", "-a 127.0.0.1 -p {port}", "nats://127.0.0.1:{port}"),
+    "nats": (
+        "nats-server",
+        "nats-server",
+        "-a 127.0.0.1 -p {port} -m {monitor}",
+        "nats://127.0.0.1:{port}",
+    ),
 }
 #: Seconds a broker may take to accept connections: it takes milliseconds.
 READY_TIMEOUT = 10.0
@@ -102,8 +117,15 @@ class Broker:
         self.kind = kind
         self.program = broker_program(kind)
         self.port = free_port()
+        # nats-server binds its monitoring port on the -a address: loopback.
+        self.monitor_port = free_port()
+        while self.monitor_port == self.port:
+            self.monitor_port = free_port()
         _, _, arguments, url = KINDS[kind]
-        self.args = [self.program, *_split(arguments.format(port=self.port))]
+        self.args = [
+            self.program,
+            *_split(arguments.format(port=self.port, monitor=self.monitor_port)),
+        ]
         self.url = url.format(port=self.port)
         self.log_path = log_dir / f"{kind}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -133,6 +155,26 @@ class Broker:
                 log_text = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{self} did not start:\n{log_text}")
             time.sleep(0.01)
+
+    def subscribers(self, channel: str, timeout: float = 5.0) -> int:
+        """How many connections (one per wirekit node) subscribe to backplane ``channel`` now.
+
+        The broker's own count: Redis answers ``PUBSUB NUMSUB``, nats-server
+        lists each connection's subjects on its monitoring port (the channel's
+        subject as the NATS backplane names it, escaped if need be). The
+        broker has a subscription once the node's ``subscribe`` returned, so
+        what this reports includes every subscription a node has finished.
+        """
+        if self.kind == "redis":
+            return _numsub(self.port, channel, timeout)
+        subject = subject_for(channel)
+        address = f"http://127.0.0.1:{self.monitor_port}/connz?subs=1&limit=100000"
+        with urllib.request.urlopen(address, timeout=timeout) as response:
+            connz = json.load(response)
+        return sum(
+            subject in connection.get("subscriptions_list", [])
+            for connection in connz["connections"]
+        )
 
     def kill(self) -> None:
         """``SIGKILL`` the broker: a crash, its sockets closed by the kernel."""
@@ -168,6 +210,25 @@ class Broker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _numsub(port: int, channel: str, timeout: float) -> int:
+    """``PUBSUB NUMSUB channel`` over RESP on a plain socket: the channel's subscribers."""
+    name = channel.encode()
+    request = b"*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$%d\r\n%s\r\n" % (len(name), name)
+    # The reply is an array of the channel (a bulk string) and its count (an integer).
+    reply = re.compile(rb"\*2\r\n\$%d\r\n%s\r\n:(\d+)\r\n" % (len(name), re.escape(name)))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while (found := reply.fullmatch(data)) is None:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"redis on {port} closed before answering: {data!r}")
+            data += chunk
+            if data.startswith(b"-") and data.endswith(b"\r\n"):
+                raise ConnectionError(f"redis on {port} refused PUBSUB NUMSUB: {data!r}")
+    return int(found.group(1))
 
 
 def _split(arguments: str) -> list[str]:

@@ -175,18 +175,18 @@ class App(Router):
             return await self._start_server(url, limits, tls, reuse_port, websocket)
         # Connections leave their groups after the protocol's own disconnect
         # hooks, which may still want to know where they were.
-        if groups._left in self.disconnect_hooks:
-            self.disconnect_hooks.remove(groups._left)
-        self.disconnect_hooks.append(groups._left)
-        await groups._start(
+        if groups.leave_all in self.disconnect_hooks:
+            self.disconnect_hooks.remove(groups.leave_all)
+        self.disconnect_hooks.append(groups.leave_all)
+        await groups.start(
             self.backplane, self.namespace, self.presence_ttl, self.pipeline.messages
         )
         try:
             server = await self._start_server(url, limits, tls, reuse_port, websocket)
         except BaseException:
-            await groups._stop()
+            await groups.stop()
             raise
-        server._after_close.append(groups._stop)
+        server.after_close(groups.stop)
         return server
 
     async def _start_server(

@@ -201,8 +201,8 @@ class Groups:
         stats.delivered += sent
         return sent
 
-    def _left(self, conn: Connection) -> None:
-        """The app's disconnect hook: a closed connection leaves every group."""
+    def leave_all(self, conn: Connection) -> None:
+        """``conn`` leaves every group it is in (the app does this when it closes)."""
         table = self._table
         if table is None:
             return
@@ -214,13 +214,19 @@ class Groups:
 
     # -- the backplane ----------------------------------------------------------------
 
-    async def _start(
+    async def start(
         self,
         backplane: str | Backplane,
         namespace: str,
         ttl: float,
         messages: MessageRegistry | None,
     ) -> None:
+        """Connect to ``backplane`` (a URL or a :class:`Backplane`) as a new node.
+
+        The app calls this before each of its servers listens, and
+        :meth:`stop` after each has closed: the servers of one app share
+        one node, opened by the first start and closed by the last stop.
+        """
         # Servers of one app starting at once (a gather) share one backplane.
         if self._starting is None:
             self._starting = asyncio.Lock()
@@ -258,7 +264,8 @@ class Groups:
             await asyncio.shield(self._syncing)  # tracked groups: subscribed before serving
         log.info("groups: node %s on %s, namespace %r", table.node, plane.url, namespace)
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Undo one :meth:`start`; the last one leaves the backplane and closes it."""
         if self._users > 1:
             self._users -= 1
             return

@@ -74,10 +74,14 @@ class Server:
         self._closing = False
         # Run once every connection has closed (the app's groups: their
         # backplane outlives the connections, whose leaves it carries).
-        self._after_close: list[Callable[[], Awaitable[None]]] = []
+        self._after_close_steps: list[Callable[[], Awaitable[None]]] = []
         # Refusals are a peer's to cause: one line per kind per interval.
         self._log = LogLimiter(log, schedule=loop.call_at)
         self._now = loop.time
+
+    def after_close(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Await ``step()`` at the end of :meth:`close`, once every connection has closed."""
+        self._after_close_steps.append(step)
 
     @property
     def url(self) -> str:
@@ -257,7 +261,7 @@ class Server:
             self._datagrams.flush_log()
         REGISTRY.remove_listener(self)
         try:
-            for after in self._after_close:
+            for after in self._after_close_steps:
                 await after()
         finally:
             if not self._closed.done():

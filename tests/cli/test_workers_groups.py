@@ -1,10 +1,14 @@
-"""Groups across worker processes: the chat served by two workers on a real Redis.
+"""Groups across worker processes: the chat served by two workers on a real Redis and a real NATS.
 
 Two workers are two nodes: users that the kernel spreads over both must
 share #lobby, /who and every line, and the users of a worker killed with
 SIGKILL must leave the other's presence within the configured TTL. The
-broker is a redis-server this test starts on a free loopback port
-(tests/brokers.py) and stops by PID.
+broker is a redis-server or a nats-server this test starts on a free
+loopback port (tests/brokers.py) and stops by PID. Which worker holds a
+user is read from the workers' sockets (psutil), and whether both nodes
+are subscribed to a room from the broker itself
+(:meth:`~tests.brokers.Broker.subscribers`), so the tests wait for facts,
+not for time.
 """
 
 from __future__ import annotations
@@ -19,31 +23,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests import brokers
+from framework.core.groups import channel_name
+from protocols import chat as chat_protocol
+from tests.brokers import Broker, nats_broker, redis_broker
 
-redis_broker = brokers.redis_broker
+__all__ = ["nats_broker", "redis_broker"]  # the fixtures, for getfixturevalue
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Seconds any single step may take before the test fails.
 STEP = 5.0
-
-
-def redis_command(port: int, *words: str) -> list[tuple[bytes, bytes]]:
-    """One command over RESP on a plain socket; the reply's bulk strings and integers."""
-    request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=STEP) as sock:
-        sock.sendall(request.encode())
-        time.sleep(0.05)
-        reply = sock.recv(65536)
-    found: list[tuple[bytes, bytes]] = re.findall(rb"(?:\$\d+\r\n([^\r]*)|:(\d+))\r\n", reply)
-    return found
-
-
-def subscribers(port: int, channel: str) -> int:
-    """How many connections (one per node) subscribe to ``channel``."""
-    found = redis_command(port, "PUBSUB", "NUMSUB", channel)
-    return int(found[1][1]) if len(found) > 1 else 0
+#: The channels of the chat's groups, as every backplane carries them.
+LOBBY = channel_name("chat", "#lobby")
+USERS = channel_name("chat", chat_protocol.USERS)
 
 
 class User:
@@ -55,6 +49,7 @@ class User:
         welcome = self.line()
         assert welcome.startswith("* welcome, "), welcome
         self.nick = welcome.split()[2].rstrip("!")
+        self.local_port: int = self.sock.getsockname()[1]
 
     def line(self) -> str:
         data = self.file.readline()
@@ -71,26 +66,61 @@ class User:
             if wanted in line:
                 return line
 
+    def ended(self) -> bool:
+        """Whether the server closed the connection (read to its end, at most STEP per line)."""
+        try:
+            while self.file.readline():
+                pass
+        except ConnectionResetError:
+            pass  # a worker's death may reset the connection rather than end it
+        except TimeoutError:
+            return False
+        return True
+
     def close(self) -> None:
         self.file.close()
         self.sock.close()
 
 
 class Chat:
-    """``wirekit serve`` of a chat config with two workers on Redis: its port and its workers."""
+    """``wirekit serve`` of a chat config with two workers: its port, broker and workers."""
 
-    def __init__(self, port: int, redis_port: int, pids: list[int]) -> None:
+    def __init__(self, port: int, broker: Broker, pids: list[int]) -> None:
         self.port = port
-        self.redis_port = redis_port
+        self.broker = broker
         self.pids = pids
+
+    def worker_of(self, user: User) -> int:
+        """The pid of the worker that holds ``user``'s connection.
+
+        The user got its welcome, so a worker accepted the connection and
+        holds its socket: the one whose peer is the user's own port.
+        """
+        holders = [
+            pid
+            for pid in self.pids
+            for conn in psutil.Process(pid).net_connections("tcp")
+            if conn.laddr
+            and conn.laddr.port == self.port
+            and conn.raddr
+            and conn.raddr.port == user.local_port
+        ]
+        assert len(holders) == 1, f"{user.nick}'s connection is held by {holders}"
+        return holders[0]
+
+
+@pytest.fixture(params=["redis", "nats"])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    found: Broker = request.getfixturevalue(f"{request.param}_broker")
+    return found
 
 
 @pytest.fixture
-def chat(redis_broker: brokers.Broker, tmp_path: Path) -> Iterator[Chat]:
+def chat(broker: Broker, tmp_path: Path) -> Iterator[Chat]:
     config = tmp_path / "chat.toml"
     config.write_text(
         'protocol = "protocols.chat"\nurl = "tcp://127.0.0.1:0"\nworkers = 2\n'
-        f'backplane = "{redis_broker.url}"\npresence_ttl = 1\n'
+        f'backplane = "{broker.url}"\npresence_ttl = 1\n'
     )
     with subprocess.Popen(
         [sys.executable, "-m", "framework", "serve", str(config)],
@@ -108,7 +138,8 @@ def chat(redis_broker: brokers.Broker, tmp_path: Path) -> Iterator[Chat]:
             workers = re.search(r"pids ([\d, ]+)\)", proc.stderr.readline())
             assert workers, "no worker pids announced"
             pids = [int(pid) for pid in workers.group(1).split(", ")]
-            yield Chat(int(match.group(1)), redis_broker.port, pids)
+            assert len(pids) == 2, pids
+            yield Chat(int(match.group(1)), broker, pids)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -118,17 +149,25 @@ def chat(redis_broker: brokers.Broker, tmp_path: Path) -> Iterator[Chat]:
                 proc.wait()
 
 
-def on_both_workers(chat: Chat) -> list[User]:
-    """Users, connected until #lobby has members on both workers.
+def on_both_workers(chat: Chat) -> dict[int, list[User]]:
+    """Users, connected until each worker holds one; by worker pid, once both rooms are linked.
 
     The kernel spreads connections over the workers by their ports: 30
-    users all on one worker is a 1 in 2^29 chance.
+    users all on one worker is a 1 in 2^29 chance. A worker subscribes to
+    #lobby's channel when its first user joins, a moment after the welcome:
+    this returns once the broker counts both subscriptions, so a line sent
+    on one worker then reaches the other.
     """
-    users: list[User] = []
-    while subscribers(chat.redis_port, "wirekit.chat.=23lobby") < 2:
-        assert len(users) < 30, "every user landed on one worker"
-        users.append(User(chat.port))
-    return users
+    placed: dict[int, list[User]] = {pid: [] for pid in chat.pids}
+    while not all(placed.values()):
+        assert sum(map(len, placed.values())) < 30, "every user landed on one worker"
+        user = User(chat.port)
+        placed[chat.worker_of(user)].append(user)
+    deadline = time.monotonic() + STEP
+    while (count := chat.broker.subscribers(LOBBY)) != 2:
+        assert time.monotonic() < deadline, f"{count} nodes subscribed to {LOBBY}"
+        time.sleep(0.02)
+    return placed
 
 
 def who_says(user: User, expected: str, within: float = STEP) -> str:
@@ -141,41 +180,40 @@ def who_says(user: User, expected: str, within: float = STEP) -> str:
         time.sleep(0.05)
 
 
+def in_lobby(users: list[User]) -> str:
+    return f"* in #lobby: {', '.join(sorted(user.nick for user in users))}"
+
+
 def test_users_on_two_workers_share_rooms_who_and_lines(chat: Chat) -> None:
-    # Both workers track the users group from the start: two nodes.
-    assert subscribers(chat.redis_port, "wirekit.chat.users") == 2
-    users = on_both_workers(chat)
-    assert len({user.nick for user in users}) == len(users)
-    expected = f"* in #lobby: {', '.join(sorted(user.nick for user in users))}"
+    # Both workers track the users group before they serve: two nodes from the start.
+    assert chat.broker.subscribers(USERS) == 2
+    placed = on_both_workers(chat)
+    users = [user for pid in chat.pids for user in placed[pid]]
+    assert len({user.nick for user in users}) == len(users)  # numbers unique across nodes
+    everyone = in_lobby(users)
     for user in users:
-        assert who_says(user, expected) == expected
-    first, last = users[0], users[-1]
-    last.say("hello from the last one")
-    assert first.until("hello from") == f"<{last.nick}> hello from the last one"
-    first.say("and back")
-    assert last.until("and back") == f"<{first.nick}> and back"
+        assert who_says(user, everyone) == everyone
+    # One user on each worker: each line crosses the backplane.
+    here, there = placed[chat.pids[0]][0], placed[chat.pids[1]][0]
+    there.say("hello from the other worker")
+    assert here.until("hello from") == f"<{there.nick}> hello from the other worker"
+    here.say("and back")
+    assert there.until("and back") == f"<{here.nick}> and back"
     for user in users:
         user.close()
 
 
 def test_a_killed_worker_s_users_leave_presence_within_the_ttl(chat: Chat) -> None:
-    users = on_both_workers(chat)
-    everyone = f"* in #lobby: {', '.join(sorted(user.nick for user in users))}"
-    assert who_says(users[0], everyone) == everyone
+    placed = on_both_workers(chat)
+    doomed, alive = placed[chat.pids[0]], placed[chat.pids[1]]
+    everyone = in_lobby(doomed + alive)
+    assert who_says(alive[0], everyone) == everyone
     os.kill(chat.pids[0], signal.SIGKILL)  # no goodbye: its users just stop being refreshed
-    time.sleep(0.3)
-    alive = []
-    for user in users:
-        user.say("/who")
-        try:
-            user.until("* in #lobby")
-            alive.append(user)
-        except (AssertionError, OSError):
-            user.close()  # its worker is gone
-    assert alive, "every user was on the killed worker"
-    assert len(alive) < len(users)
-    survivors = f"* in #lobby: {', '.join(sorted(user.nick for user in alive))}"
+    for user in doomed:
+        assert user.ended(), f"{user.nick}'s connection outlived its worker"
     # presence_ttl = 1 in the config: gone well before the 15 s default.
-    assert who_says(alive[0], survivors, within=STEP) == survivors
-    for user in users:
+    survivors = in_lobby(alive)
+    for user in alive:
+        assert who_says(user, survivors) == survivors
+    for user in doomed + alive:
         user.close()
