@@ -23,7 +23,7 @@ demo: $(STAMP)
 UVLOOP_TESTS := tests/runtime/test_runtime_streams.py tests/runtime/test_runtime_udp.py tests/runtime/test_runtime_tls.py \
 	tests/runtime/test_runtime_limits.py tests/runtime/test_stream_limits.py tests/runtime/test_hot_path.py \
 	tests/runtime/test_shutdown.py tests/runtime/test_reconnect.py tests/runtime/test_peer_limits.py \
-	tests/runtime/test_udp_security.py tests/runtime/test_blocking.py tests/runtime/test_udp_transport.py \
+	tests/runtime/test_udp_security.py tests/runtime/test_blocking.py tests/runtime/test_udp_transport.py tests/runtime/test_udp_send_queue.py \
 	tests/runtime/test_udp_batch_send.py tests/runtime/test_metrics.py tests/runtime/test_metrics_listeners.py \
 	tests/runtime/test_websocket.py tests/runtime/test_websocket_pages.py tests/runtime/test_websocket_hostile.py \
 	tests/runtime/test_websocket_node.py tests/runtime/test_multi_listener.py tests/runtime/test_websocket_faults.py \

@@ -41,8 +41,8 @@ from framework.runtime.app import App
 from framework.runtime.logs import JSON_HANDLER, LOG_FORMATS, configure_logging
 from framework.runtime.loop import describe_loop
 from framework.runtime.loop import run as run_loop
-from framework.runtime.metrics_http import MetricsEndpoint, serve_metrics
-from framework.runtime.metrics_workers import WorkerMetrics
+from framework.runtime.metrics_http import MetricsEndpoint
+from framework.runtime.metrics_workers import WorkerMetrics, open_metrics
 from framework.runtime.tls import TlsOptions
 from framework.runtime.workers import check_workers, serve_workers
 
@@ -316,13 +316,7 @@ def _serve(args: argparse.Namespace) -> None:
         for each in urls:
             check_workers(parse_url(each), workers)
         app.check_workers(workers)
-    reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
-    # Before serving: the endpoint turns handler timing on for the servers to come.
-    endpoint = (
-        serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
-        if metrics is not None
-        else None
-    )
+    endpoint, reporter = open_metrics(metrics, workers)
     try:
         _serve_until_stopped(args, app, urls, config, tls, workers, uvloop, endpoint, reporter)
     finally:

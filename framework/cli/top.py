@@ -11,6 +11,7 @@ Rates come from two successive scrapes. Ctrl-C exits.
 from __future__ import annotations
 
 import argparse
+import http.client
 import sys
 import time
 import urllib.error
@@ -67,7 +68,7 @@ def metrics_url(target: str) -> str:
 
 
 def parse(text: str, at: float) -> Scrape:
-    """A scrape of ``text`` (the Prometheus text format) taken at ``at``."""
+    """A scrape of ``text`` (Prometheus text format) taken at ``at``; ``ValueError`` if not."""
     from prometheus_client.parser import text_string_to_metric_families
 
     values: Values = {}
@@ -76,6 +77,8 @@ def parse(text: str, at: float) -> Scrape:
         for sample in family.samples:
             listener = sample.labels.get("listener", "")
             if sample.name == _HISTOGRAM:
+                if "le" not in sample.labels:
+                    raise ValueError(f"{sample.name} without an 'le' label")
                 bound = float(sample.labels["le"])
                 per = buckets.setdefault(listener, {})
                 per[bound] = per.get(bound, 0.0) + sample.value
@@ -86,17 +89,34 @@ def parse(text: str, at: float) -> Scrape:
 
 
 def fetch(url: str, timeout: float = 5.0) -> Scrape:
-    """Scrape ``url``; a :class:`TransportError` in one line when nothing answers."""
+    """Scrape ``url``; a one-line :class:`TransportError` when nothing answers, or not metrics."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read().decode("utf-8")
+            body = response.read()
     except urllib.error.HTTPError as exc:
         raise TransportError(f"{url} answered {exc.code} {exc.reason}", peer=url) from None
+    except http.client.HTTPException as exc:
+        # Not HTTP at all (another service on the port), or a cut answer.
+        raise _not_metrics(url, f"{type(exc).__name__}: {exc}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         reason = getattr(reason, "strerror", None) or reason
         raise TransportError(f"nothing answers at {url}: {reason}", peer=url) from None
-    return parse(text, time.monotonic())
+    try:
+        return parse(body.decode("utf-8"), time.monotonic())
+    except UnicodeDecodeError:
+        raise _not_metrics(url, "the answer is not UTF-8 text") from None
+    except (ValueError, IndexError) as exc:
+        # What the text parser raises on what is not metrics (IndexError on
+        # some malformed label sets), and parse() on a bucket without a bound.
+        raise _not_metrics(url, f"{type(exc).__name__}: {exc}") from None
+
+
+def _not_metrics(url: str, reason: str) -> TransportError:
+    shown = " ".join(reason.split())  # one line, whatever the server sent
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return TransportError(f"{url} does not answer with Prometheus metrics ({shown})", peer=url)
 
 
 def percentile(buckets: dict[float, float], q: float) -> float | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -44,6 +44,10 @@ from framework.core.limits import Limits
 from framework.core.ratelimit import TokenBucket
 from framework.core.security import AuthResponder, AuthSession
 
+if TYPE_CHECKING:
+    from framework.core.framing import Datagram
+    from framework.core.pipeline import Pipeline
+
 __all__ = [
     "DatagramGate",
     "DatagramStats",
@@ -51,6 +55,8 @@ __all__ = [
     "Dropped",
     "PeerState",
     "decode_datagram",
+    "max_datagram_size",
+    "sealer",
     "undecodable",
 ]
 
@@ -66,6 +72,8 @@ class Drop(enum.Enum):
     UNDECODABLE = "undecodable"
     #: A reply, not sent: over ``amplification_factor`` to an unverified peer.
     AMPLIFICATION = "amplification"
+    #: A datagram to send, dropped: the socket's buffer and the send queue were full.
+    SEND_QUEUE = "send-queue"
 
 
 @attrs.define
@@ -73,8 +81,9 @@ class DatagramStats:
     """Counters of a UDP socket, over all peers.
 
     ``received`` counts every datagram that arrived; each ``dropped_*``
-    counts those dropped for one reason, ``dropped_amplification`` counts
-    datagrams the server did not send, and ``sent`` those it sent.
+    counts those dropped for one reason, ``dropped_amplification`` and
+    ``dropped_send_queue`` count datagrams not sent, and ``sent`` those
+    sent (handed to the socket, or queued for it).
     """
 
     received: int = 0
@@ -89,12 +98,22 @@ class DatagramStats:
     dropped_rate_limited: int = 0
     #: Replies not sent: over ``Limits.amplification_factor`` to an unverified peer.
     dropped_amplification: int = 0
+    #: Datagrams not sent: the socket's buffer was full and its send queue at its bound.
+    dropped_send_queue: int = 0
     sent: int = 0
 
     def count(self, reason: Drop) -> None:
         """Count one datagram dropped for ``reason``."""
         field = _COUNTERS[reason]
         setattr(self, field, getattr(self, field) + 1)
+
+    def not_sent(self, size: int, conn: ConnectionStats | None) -> None:
+        """Take back a ``size``-byte datagram counted as sent: the send queue dropped it."""
+        self.sent -= 1
+        self.dropped_send_queue += 1
+        if conn is not None:
+            conn.frames_out -= 1
+            conn.bytes_out -= size
 
 
 _COUNTERS = {
@@ -105,6 +124,7 @@ _COUNTERS = {
     Drop.NO_CAPACITY: "dropped_no_capacity",
     Drop.UNDECODABLE: "dropped_undecodable",
     Drop.AMPLIFICATION: "dropped_amplification",
+    Drop.SEND_QUEUE: "dropped_send_queue",
 }
 
 
@@ -231,3 +251,24 @@ def undecodable(exc: DecodeError | FramingError) -> list[Any]:
     values = exc.decoded
     exc.decoded = []
     return [*values, BadInput(exc, fatal=False)]
+
+
+def sealer(
+    session: AuthSession, framing: Datagram, encode: Callable[[Any], bytes]
+) -> Callable[[Any], bytes]:
+    """``encode`` then seal: one authenticated datagram per value, size checked after sealing."""
+
+    def seal(value: Any) -> bytes:
+        data = session.seal(encode(value))
+        framing.check_size(len(data))
+        return data
+
+    return seal
+
+
+def max_datagram_size(pipeline: Pipeline, limits: Limits) -> int:
+    """The largest datagram accepted: the smaller of the two limits that bound it."""
+    framing = pipeline.datagram_framing
+    if framing.max_frame_size is None:
+        return limits.max_datagram_size
+    return min(limits.max_datagram_size, framing.max_frame_size)

@@ -12,7 +12,9 @@ wirekit's own, and decided here with bytes and strings only:
 - :class:`MessageDecoder`: one message is one frame: its payload goes
   through the codec stack, with no stream framing; a text message that is
   not UTF-8, or a payload that does not decode, becomes a
-  :class:`~framework.core.connection.BadInput` as on every transport;
+  :class:`~framework.core.connection.BadInput` as on every transport; a
+  fragmented message is assembled in one buffer, in at most
+  ``max_message_frames`` frames;
 - :class:`CloseCode` and :func:`close_code_for`: which close code an error
   sends (a decode error 1007, an oversize message 1009, a handler error
   1011, a shutdown 1001);
@@ -166,6 +168,11 @@ class WebSocketOptions:
     max_request_size: int = attrs.field(default=16 * 1024, validator=_required_limit)
     #: Bytes of a static page served from ``App.pages``; larger files are 404.
     max_page_size: int = attrs.field(default=4 * 1024 * 1024, validator=_required_limit)
+    #: Frames one message may come in (its first frame and continuations);
+    #: past it the connection closes with 1009. ``max_frame_size`` bounds a
+    #: message's bytes, but an empty continuation frame costs none of them:
+    #: this bounds a flood of them. Browsers send a message in one frame.
+    max_message_frames: int = attrs.field(default=1024, validator=_required_limit)
     #: Clients only: the ``Origin`` header to send (None: none, as programs
     #: do; a browser always sends its page's).
     origin: str | None = None
@@ -206,35 +213,57 @@ class MessageDecoder:
     decode may cost only itself (a fallback handler sees it); otherwise its
     :class:`BadInput` is fatal and the connection closes with 1007. A text
     message that is not UTF-8 is always fatal: RFC 6455 (section 8.1) says
-    so.
+    so. A fragmented message in more than ``max_frames`` frames is fatal
+    :class:`FrameTooLarge` (1009).
     """
 
-    __slots__ = ("_decode", "_fragments", "_recover", "_text")
+    __slots__ = ("_decode", "_frames", "_max_frames", "_message", "_recover", "_text")
 
-    def __init__(self, pipeline: Pipeline, recover: Callable[[], bool]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, recover: Callable[[], bool], *, max_frames: int = 1024
+    ) -> None:
         self._decode = pipeline.decode_frame
         self._recover = recover
-        # A fragmented message being assembled: its frames' payloads (the
-        # protocol object bounds their total by max_frame_size).
-        self._fragments: list[bytes] = []
+        self._max_frames = max_frames
+        # A fragmented message being assembled, in one buffer: memory is its
+        # bytes (the protocol object bounds them by max_frame_size), not a
+        # bytes object per frame. ``_frames`` counts its frames; 0: none
+        # being assembled, -1: one refused, ignored until a new one starts.
+        self._message = bytearray()
+        self._frames = 0
         self._text = False
 
     def fragment(self, payload: bytes, *, text: bool | None, fin: bool) -> list[Any]:
         """A frame of a fragmented message (``text`` None: continued); values once it ends."""
         if text is not None:
-            self._fragments = [payload]
+            self._message = bytearray(payload)
+            self._frames = 1
             self._text = text
+        elif self._frames < 0:
+            return []
         else:
-            self._fragments.append(payload)
+            self._frames += 1
+            if self._frames > self._max_frames:
+                self.reset()
+                self._frames = -1
+                error = FrameTooLarge(
+                    f"WebSocket message in more than max_message_frames={self._max_frames} "
+                    "frames (fragments)",
+                    size=self._max_frames + 1,
+                    limit=self._max_frames,
+                )
+                return [BadInput(error, fatal=True)]
+            self._message += payload
         if not fin:
             return []
-        message = b"".join(self._fragments)
-        self._fragments = []
+        message = bytes(self._message)
+        self.reset()
         return self.decode(message, text=self._text)
 
     def reset(self) -> None:
         """Drop a message left unfinished (the connection is closing)."""
-        self._fragments = []
+        self._message = bytearray()
+        self._frames = 0
 
     def decode(self, payload: bytes, *, text: bool) -> list[Any]:
         """The values of one message; a :class:`BadInput` in the place of a bad one."""

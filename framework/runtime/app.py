@@ -17,8 +17,7 @@ from framework.runtime.backplane import SCHEMES, Backplane
 from framework.runtime.groups import Groups
 from framework.runtime.lifecycle import serve_until_stopped
 from framework.runtime.loop import run as run_loop
-from framework.runtime.metrics_http import serve_metrics
-from framework.runtime.metrics_workers import WorkerMetrics
+from framework.runtime.metrics_workers import open_metrics
 from framework.runtime.pages import Pages
 from framework.runtime.server import Server, start_server
 from framework.runtime.tls import TlsOptions
@@ -280,12 +279,7 @@ class App(Router):
         """
         if workers != 1:
             self.check_workers(workers)
-        reporter = WorkerMetrics(workers) if metrics is not None and workers != 1 else None
-        endpoint = (
-            serve_metrics(metrics, source=reporter.snapshot if reporter is not None else None)
-            if metrics is not None
-            else None
-        )
+        endpoint, reporter = open_metrics(metrics, workers)
         try:
             if workers != 1:
                 serve_workers(

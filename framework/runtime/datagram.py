@@ -26,10 +26,11 @@ from framework.core.datagrams import (
     Dropped,
     PeerState,
     decode_datagram,
+    max_datagram_size,
+    sealer,
     undecodable,
 )
 from framework.core.errors import DecodeError, FrameTooLarge, FramingError, WirekitError
-from framework.core.framing import Datagram
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
@@ -38,6 +39,7 @@ from framework.runtime.connection import Connection, ConnectionClosed
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
 from framework.runtime.logs import LogLimiter
 from framework.runtime.metrics import BUCKETS, REGISTRY, ListenerMetrics
+from framework.runtime.transports.udp import SendQueueFull
 
 __all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
@@ -49,21 +51,10 @@ log = logging.getLogger("wirekit.udp")
 LOG_INTERVAL = 1.0
 
 
-def _sealer(
-    session: AuthSession, framing: Datagram, encode: Callable[[Any], bytes]
-) -> Callable[[Any], bytes]:
-    """``encode`` then seal: one authenticated datagram per value, size checked after sealing."""
-
-    def seal(value: Any) -> bytes:
-        data = session.seal(encode(value))
-        framing.check_size(len(data))
-        return data
-
-    return seal
-
-
 class _DatagramConnection(Connection):
     """What a UDP peer and a UDP client give the Connection as its adapter side."""
+
+    _writing_paused = False  # a client's socket: set by its transport
 
     def _drop_stats(self) -> DatagramStats:
         """The socket's counters, where a dropped value is counted."""
@@ -80,9 +71,15 @@ class _DatagramConnection(Connection):
         return None  # nothing was paused: _pause_inbox dropped the oldest values
 
     def _backed_up(self) -> bool:
-        # A datagram is sent or dropped, never queued for one peer; a server's
-        # socket is shared, and its write buffer is not one peer's to watch.
-        return False
+        # The socket's send queue is over its high-water mark: what is sent
+        # now waits in it, or is dropped at its bound. send() never waits.
+        return self._writing_paused
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
 
     async def _drain(self) -> None:
         return None  # a datagram is handed to the socket at once: nothing to wait for
@@ -155,7 +152,7 @@ class DatagramPeer(_DatagramConnection):
         encode = server._encode
         state = self._peer
         if state.session is not None:
-            encode = _sealer(state.session, self.pipeline.datagram_framing, encode)
+            encode = sealer(state.session, self.pipeline.datagram_framing, encode)
         try:
             if len(values) == 1:
                 datagrams = [encode(values[0])]  # the usual reply, without a comprehension
@@ -183,10 +180,12 @@ class DatagramPeer(_DatagramConnection):
                     state.factor,
                 )
                 continue
-            transport.sendto(data, self.peer)
+            # Counted first: a datagram the transport drops (its send queue
+            # full) is taken back off in error_received, during sendto.
             stats.frames_out += 1
             stats.bytes_out += len(data)
             server.stats.sent += 1
+            transport.sendto(data, self.peer)
 
     def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
         # A bad datagram costs only itself: count it, let the fallback see it.
@@ -225,6 +224,9 @@ class DatagramPeer(_DatagramConnection):
 
     def _closing(self) -> bool:
         return self.closed
+
+    def _backed_up(self) -> bool:
+        return self._server.writing_paused  # the socket is shared: the server's flag
 
     def _drop_stats(self) -> DatagramStats:
         return self._server.stats
@@ -274,12 +276,14 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._reading = True
         framing = pipeline.datagram_framing
         responder = framing.auth.responder() if framing.auth is not None else None
-        self._gate = DatagramGate.for_server(_max_size(pipeline, limits), responder)
+        self._gate = DatagramGate.for_server(max_datagram_size(pipeline, limits), responder)
         # Stacks whose datagrams need no check before decoding but their size
         # (see datagram_received); cleared when reading stops.
         self._plain = self._gate.plain
         self._raw = pipeline.passthrough and not framing.packed
         self._drop_log: LogLimiter | None = None  # made on the first drop, with the loop
+        #: Over the send queue's high-water mark: peers' ``can_send`` is false.
+        self.writing_paused = False
 
     def _log_drop(self, kind: Drop, message: str, *args: Any) -> None:
         if self._drop_log is None:
@@ -436,7 +440,18 @@ class DatagramServer(asyncio.DatagramProtocol):
         if self._drop_log is not None:
             self._drop_log.flush(float("inf"))
 
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+
     def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, SendQueueFull):  # counted as sent, then dropped
+            peer = self.peers.get(exc.addr)
+            self.stats.not_sent(exc.size, peer.stats if peer is not None else None)
+            self._log_drop(Drop.SEND_QUEUE, "dropped datagram to %s: %s", exc.addr, exc)
+            return
         # ICMP errors (port unreachable) for a datagram we sent: not fatal.
         log.debug("UDP socket error: %s", exc)
 
@@ -494,10 +509,10 @@ class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
         self.session: AuthSession | None = (
             framing.auth.session() if framing.auth is not None else None
         )
-        self._gate = DatagramGate.for_client(_max_size(pipeline, limits), self.session)
+        self._gate = DatagramGate.for_client(max_datagram_size(pipeline, limits), self.session)
         self._encode: Callable[[Any], bytes] = pipeline.encode_datagram
         if self.session is not None:
-            self._encode = _sealer(self.session, framing, pipeline.encode_datagram)
+            self._encode = sealer(self.session, framing, pipeline.encode_datagram)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -533,6 +548,8 @@ class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
             self._deliver(values)
 
     def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, SendQueueFull):  # counted as sent, then dropped
+            self.datagram_stats.not_sent(exc.size, self.stats)
         log.debug("%r: UDP error: %s", self, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -547,10 +564,11 @@ class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
             [encode(value) for value in values] if strict else self._encode_each(values, encode)
         )
         for data in datagrams:
-            transport.sendto(data)
+            # Counted first: one the transport drops is taken back off in error_received.
             self.stats.frames_out += 1
             self.stats.bytes_out += len(data)
             self.datagram_stats.sent += 1
+            transport.sendto(data)
 
     def _closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -573,11 +591,3 @@ class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
 
 _perf = time.perf_counter
 _bucket = bisect.bisect_left
-
-
-def _max_size(pipeline: Pipeline, limits: Limits) -> int:
-    """The largest datagram accepted: the smaller of the two limits that bound it."""
-    framing = pipeline.datagram_framing
-    if framing.max_frame_size is None:
-        return limits.max_datagram_size
-    return min(limits.max_datagram_size, framing.max_frame_size)

@@ -88,7 +88,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "counter",
         ("transport", "listener", "reason"),
         "UDP datagrams dropped (oversize, authentication, replay, rate, capacity, "
-        "undecodable) or replies not sent (amplification)",
+        "undecodable) or not sent (amplification, send-queue)",
     ),
     "wirekit_tls_handshake_failures_total": (
         "counter",
@@ -138,6 +138,7 @@ _DROP_REASONS = {
     "dropped_no_capacity": "capacity",
     "dropped_undecodable": "undecodable",
     "dropped_amplification": "amplification",
+    "dropped_send_queue": "send-queue",
 }
 #: Why a server refused a connection (``reason`` label).
 REJECT_REASONS = ("max_connections", "max_connections_per_peer", "shutting_down")

@@ -9,9 +9,13 @@ with your own registry to export wirekit's metrics through your own exporter.
 - ``/healthz``: ``200 ok`` while every listener serves (and every registered
   backplane is connected), else ``503`` and a one-line reason.
 
-The endpoint is bounded: at most :data:`MAX_REQUESTS` requests at once (more
-are closed unanswered), at most :data:`REQUEST_TIMEOUT` seconds for a
-whole request, and ``http.server``'s limits on the request line and headers.
+The endpoint is bounded: at most :data:`MAX_REQUESTS` requests at once
+(more wait in the listen backlog, unaccepted, for a slot), at most
+:data:`HEAD_TIMEOUT` seconds for the request line and headers and
+:data:`REQUEST_TIMEOUT` for a whole request, and ``http.server``'s limits
+on the request line and headers. Clients that connect and send nothing
+hold a slot for :data:`HEAD_TIMEOUT` at most: a scrape or a health check
+behind them waits that long, and is never dropped.
 ``prometheus_client`` is an optional dependency (``pip install
 'wirekit[metrics]'``); this module says so in one line when it is missing.
 """
@@ -20,9 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import socketserver
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -31,6 +38,7 @@ from framework.core.errors import ConfigError
 from framework.runtime.metrics import BUCKETS, METRICS, REGISTRY, Labels, Snapshot, enable
 
 __all__ = [
+    "HEAD_TIMEOUT",
     "MAX_REQUESTS",
     "REQUEST_TIMEOUT",
     "MetricsCollector",
@@ -43,10 +51,17 @@ __all__ = [
 
 log = logging.getLogger("wirekit.metrics")
 
-#: Requests served at once; a scrape takes milliseconds, a flood is closed.
+#: Requests served at once; a scrape takes milliseconds, more wait in the backlog.
 MAX_REQUESTS = 16
+#: Seconds from connection to the end of the request head. Scrapers and
+#: probes send it in one packet; idle clients must not keep them waiting long.
+HEAD_TIMEOUT = 1.0
 #: Seconds a request may take, from connection to answer: a slow client cannot hold a thread.
 REQUEST_TIMEOUT = 10.0
+# Connections the kernel queues while every slot is taken (socketserver's default is 5).
+_BACKLOG = 128
+# How often a connection waiting for a slot looks whether the endpoint closes.
+_POLL = 0.1
 
 Source = Callable[[], Snapshot]
 
@@ -145,8 +160,30 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# The endpoints of this process: a forked child (a --workers worker) closes
+# its copies of their sockets, or it would keep the port bound, and accept
+# connections nobody answers, after the parent is gone.
+_ENDPOINTS: weakref.WeakSet[MetricsEndpoint] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for endpoint in list(_ENDPOINTS):
+        endpoint._forget()
+    _ENDPOINTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class _Handler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT
+
+    def parse_request(self) -> bool:
+        complete = super().parse_request()
+        if complete and isinstance(self.server, _Server):
+            self.server.head_received(self.request)
+        return complete
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -155,32 +192,63 @@ class _Handler(WSGIRequestHandler):
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = _BACKLOG
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self.closing = False
+        # Each request's socket: when it was accepted, and the timer that cuts it.
+        self.requests: dict[socket.socket, tuple[float, threading.Timer]] = {}
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: closed unanswered
-            return
+        # While every slot is taken this thread accepts nothing: the next
+        # connections wait in the listen backlog, in order, and none is
+        # closed unanswered (a health check behind idle clients is late, not lost).
+        while not self.slots.acquire(timeout=_POLL):
+            if self.closing:
+                self.shutdown_request(request)
+                return
+        # The head comes first, and soon; its end extends the bound to the
+        # whole request (_Handler.parse_request).
+        self._cut_at(request, time.monotonic(), min(HEAD_TIMEOUT, REQUEST_TIMEOUT))
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._forget_request(request)
             raise
 
+    def head_received(self, request: socket.socket) -> None:
+        """The head of ``request`` is in: it has until the whole-request bound."""
+        accepted, head_timer = self.requests[request]
+        head_timer.cancel()
+        self._cut_at(request, accepted, REQUEST_TIMEOUT - (time.monotonic() - accepted))
+
+    def _cut_at(self, request: socket.socket, accepted: float, seconds: float) -> None:
+        # A timer, not the socket timeout: that bounds each read, this the
+        # total, so a client that trickles a byte at a time cannot hold a slot.
+        timer = threading.Timer(max(seconds, 0.0), _cut, args=(request,))
+        timer.daemon = True
+        self.requests[request] = (accepted, timer)
+        timer.start()
+
+    def _forget_request(self, request: socket.socket) -> None:
+        _accepted, timer = self.requests.pop(request)
+        timer.cancel()
+        self.slots.release()
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        # The socket timeout bounds each read; this bounds the whole request,
-        # so a client that trickles a byte at a time cannot hold a slot.
-        deadline = threading.Timer(REQUEST_TIMEOUT, _cut, args=(request,))
-        deadline.daemon = True
-        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
-            deadline.cancel()
-            self.slots.release()
+            self._forget_request(request)
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of every socket, nothing more."""
+        for request in list(self.requests):
+            request.close()  # the parent's copy still answers
+        self.requests.clear()
+        self.socket.close()
 
 
 def _cut(sock: socket.socket) -> None:
@@ -225,6 +293,11 @@ class MetricsEndpoint:
             target=self._httpd.serve_forever, name="wirekit-metrics", daemon=True
         )
         self._thread.start()
+        _ENDPOINTS.add(self)
+
+    def _forget(self) -> None:
+        # The serving thread did not come with the fork: only the sockets did.
+        self._httpd.forget()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -244,6 +317,8 @@ class MetricsEndpoint:
 
     def close(self) -> None:
         """Stop serving and close the socket."""
+        _ENDPOINTS.discard(self)
+        self._httpd.closing = True  # a connection waiting for a slot gives up
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()

@@ -28,8 +28,9 @@ from typing import Any
 import attrs
 
 from framework.runtime.metrics import REGISTRY, Snapshot
+from framework.runtime.metrics_http import MetricsEndpoint, serve_metrics
 
-__all__ = ["ANSWER_TIMEOUT", "REFRESH", "WorkerMetrics", "report_to_parent"]
+__all__ = ["ANSWER_TIMEOUT", "REFRESH", "WorkerMetrics", "open_metrics", "report_to_parent"]
 
 log = logging.getLogger("wirekit.workers")
 
@@ -192,3 +193,19 @@ async def report_to_parent(serve: Coroutine[Any, Any, None], conn: Connection) -
 def _send_final(conn: Connection, final: Snapshot) -> None:
     with contextlib.suppress(OSError):
         conn.send(("final", 0, final))
+
+
+def open_metrics(
+    address: str | None, workers: int
+) -> tuple[MetricsEndpoint | None, WorkerMetrics | None]:
+    """The metrics endpoint on ``address`` (``None``: none) and, with workers, their reporter.
+
+    Opened before serving: the endpoint turns handler timing on for the
+    servers to come, and with ``workers`` > 1 it serves the sum the
+    reporter collects from them.
+    """
+    if address is None:
+        return None, None
+    reporter = WorkerMetrics(workers) if workers != 1 else None
+    endpoint = serve_metrics(address, source=reporter.snapshot if reporter is not None else None)
+    return endpoint, reporter

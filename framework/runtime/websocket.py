@@ -53,6 +53,7 @@ from framework.runtime.pages import Pages
 from framework.runtime.websocket_handshake import (
     Refusal,
     client_protocol,
+    closed_error,
     peer_error,
     refuse_oversize,
     respond,
@@ -108,7 +109,9 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._open = False
         #: Set once the handshake ends: None when it succeeded, else why not.
         self.handshake: asyncio.Future[None] = self._loop.create_future()
-        self._decoder = MessageDecoder(pipeline, self._can_recover)
+        self._decoder = MessageDecoder(
+            pipeline, self._can_recover, max_frames=options.max_message_frames
+        )
         self._encode = pipeline.encode_frame
         self._text = pipeline.writes_text
         self._now = loop_clock(self._loop)
@@ -132,7 +135,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             make_ping=lambda: os.urandom(4),
         )
         self._timer: asyncio.TimerHandle | None = None
-        # max_frames_per_second (servers): a message is a frame.
+        # max_frames_per_second (servers): every WebSocket frame counts.
         rate = limits.max_frames_per_second if role is Role.SERVER else None
         self._bucket = TokenBucket(rate, limits.frame_burst, now=now) if rate is not None else None
         self._rate_timer: asyncio.TimerHandle | None = None
@@ -199,9 +202,11 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                 self._clock.pong(frame.data)
             elif opcode is _CLOSE:
                 decoder.reset()
+        if self._bucket is not None and events and not closing:
+            # Every frame (data, continuation, ping, pong), not only whole
+            # messages: a flood of fragments or pings is paced as well.
+            self._charge(len(events))
         if values and not closing:
-            if self._bucket is not None:
-                self._charge(len(values))
             replies: list[Any] = []
             self._replies = replies
             try:
@@ -212,11 +217,11 @@ class WebSocketConnection(Connection, asyncio.Protocol):
                     self._write_values(replies)
         self._after_receive()
 
-    def _charge(self, messages: int) -> None:
-        """Count messages against ``max_frames_per_second``; over it, pause until refilled."""
+    def _charge(self, frames: int) -> None:
+        """Count frames against ``max_frames_per_second``; over it, pause until refilled."""
         bucket = self._bucket
         assert bucket is not None
-        wait = bucket.charge(self._clock.last_activity, messages)
+        wait = bucket.charge(self._clock.last_activity, frames)
         if wait > 0 and self._rate_timer is None and self._clock.closing_at is None:
             # Nothing is lost: reading pauses until the bucket has refilled.
             self.stats.rate_limited += 1
@@ -339,6 +344,8 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             log.info("%r: refusing the HTTP request: headers over the limit", self)
         elif reply.refusal is Refusal.HANDSHAKE:
             self._handshake_failed(ws.handshake_exc)
+        elif reply.refusal is Refusal.HEADERS:
+            log.info("%r: refusing the HTTP request: %s", self, reply.detail)
         ws.send_response(response)
         if response.status_code != 101:
             self._flush_ws()
@@ -476,19 +483,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     # -- Connection ----------------------------------------------------------------
 
     def _ended(self, text: str) -> ConnectionClosed:
-        ws = self._ws
-        received = ws.close_rcvd
-        if received is None:
-            return ConnectionClosed(
-                text, peer=self.peer, code=CloseCode.ABNORMAL if self.closed else None
-            )
-        return ConnectionClosed(
-            f"{text} (close code {received.code}{': ' if received.reason else ''}"
-            f"{received.reason})",
-            peer=self.peer,
-            code=received.code,
-            reason=received.reason,
-        )
+        return closed_error(self._ws, text, peer=self.peer, lost=self.closed)
 
     def close(self) -> None:
         """Close gracefully: replies already produced go first, then a close frame."""

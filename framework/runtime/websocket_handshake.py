@@ -3,18 +3,22 @@
 :func:`server_protocol` and :func:`client_protocol` make the ``websockets``
 sans-I/O protocol objects with wirekit's options (message size from the
 framing, compression, subprotocol); :func:`peer_error` names, as a wirekit
-error, what a protocol object refused in a peer's bytes. :func:`respond`
+error, what a protocol object refused in a peer's bytes, and
+:func:`closed_error` how a closed connection ended. :func:`respond`
 decides what a server answers to the HTTP request a connection opens with
 (see :mod:`framework.runtime.websocket`): a request head over
 ``max_request_size`` is 431; a plain HTTP request gets a page
 (:mod:`framework.runtime.pages`); an upgrade on another path is 404; one
 from an origin not allowed is 403; else the library's own checks, and 101.
+A request whose headers it cannot read (a repeated ``Upgrade``, ``Host`` or
+``Origin``; a malformed value) is 400: the peer's error, never a traceback.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from typing import Any
 
 import attrs
 from websockets.client import ClientProtocol
@@ -29,15 +33,16 @@ from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
-from framework.core.errors import FrameTooLarge, InvalidFrame, WirekitError
+from framework.core.errors import ConnectionClosed, FrameTooLarge, InvalidFrame, WirekitError
 from framework.core.pipeline import Pipeline
-from framework.core.websocket import WebSocketOptions, message_limit, origin_allowed
+from framework.core.websocket import CloseCode, WebSocketOptions, message_limit, origin_allowed
 from framework.runtime.pages import Pages, answer
 
 __all__ = [
     "Answer",
     "Refusal",
     "client_protocol",
+    "closed_error",
     "peer_error",
     "refuse_oversize",
     "request_size",
@@ -90,12 +95,32 @@ def peer_error(error: Exception, limit: int | None) -> WirekitError | None:
     return InvalidFrame(f"bad WebSocket frame: {error}")
 
 
+def closed_error(
+    ws: ServerProtocol | ClientProtocol, text: str, *, peer: Any, lost: bool
+) -> ConnectionClosed:
+    """The error for a closed connection: the peer's close code and reason, if it sent them.
+
+    ``lost``: the connection is gone (1006 when no close frame came).
+    """
+    received = ws.close_rcvd
+    if received is None:
+        return ConnectionClosed(text, peer=peer, code=CloseCode.ABNORMAL if lost else None)
+    return ConnectionClosed(
+        f"{text} (close code {received.code}{': ' if received.reason else ''}{received.reason})",
+        peer=peer,
+        code=received.code,
+        reason=received.reason,
+    )
+
+
 class Refusal(enum.Enum):
     """Why a request was refused, when the connection should log it."""
 
     TOO_LARGE = "too-large"
     ORIGIN = "origin"
     HANDSHAKE = "handshake"
+    #: Headers that cannot be read (repeated, malformed): 400.
+    HEADERS = "headers"
 
 
 @attrs.frozen
@@ -106,6 +131,8 @@ class Answer:
     refusal: Refusal | None = None
     #: The request's origin (for a refusal's log line).
     origin: str | None = None
+    #: What was wrong with the request's headers (Refusal.HEADERS).
+    detail: str | None = None
 
 
 def request_size(request: Request) -> int:
@@ -130,11 +157,37 @@ def respond(
     pages: Pages | None,
 ) -> Answer:
     """What to answer ``request`` on a WebSocket endpoint at ``path``."""
+    try:
+        return _respond(ws, request, options=options, path=path, secure=secure, pages=pages)
+    except (LookupError, ValueError) as exc:
+        # A header the checks below did not expect to be unreadable: still
+        # the peer's request, so a 400 (and a log line), not a traceback.
+        detail = f"unreadable request headers: {type(exc).__name__}: {exc}"
+        return Answer(ws.reject(400, "Bad request headers.\n"), Refusal.HEADERS, detail=detail)
+
+
+def _respond(
+    ws: ServerProtocol,
+    request: Request,
+    *,
+    options: WebSocketOptions,
+    path: str,
+    secure: bool,
+    pages: Pages | None,
+) -> Answer:
     headers = request.headers
     if request_size(request) > options.max_request_size:
         return Answer(refuse_oversize(ws, options.max_request_size), Refusal.TOO_LARGE)
+    try:
+        upgrade = headers.get("Upgrade", "")
+        origin = headers.get("Origin")
+        host = headers.get("Host")
+    except MultipleValuesError as exc:
+        name = exc.args[0] if exc.args else "a"
+        detail = f"repeated {name} header"
+        return Answer(ws.reject(400, f"Repeated {name} header.\n"), Refusal.HEADERS, detail=detail)
     target = request.path
-    if "websocket" not in headers.get("Upgrade", "").lower():
+    if "websocket" not in upgrade.lower():
         page = answer(
             pages,
             request.method,
@@ -146,11 +199,6 @@ def respond(
     asked = target.partition("?")[0]
     if asked != path:
         return Answer(ws.reject(404, f"No WebSocket endpoint at {asked}.\n"))
-    try:
-        origin = headers.get("Origin")
-        host = headers.get("Host")
-    except MultipleValuesError:
-        return Answer(ws.reject(400, "Repeated Origin or Host header.\n"), Refusal.HANDSHAKE)
     if not origin_allowed(origin, host, secure=secure, allowed=options.origins):
         return Answer(
             ws.reject(403, f"Origin {origin} is not allowed here.\n"), Refusal.ORIGIN, origin

@@ -12,6 +12,8 @@ forks ``workers`` processes that each run :meth:`App.serve` on that port with
   workers are still starting too: no worker outlives the parent. (The
   handlers, and how a fork holds signals back, are
   :mod:`framework.runtime.lifecycle`'s.)
+- A parent that dies without stopping them (SIGKILL): every worker gets
+  SIGTERM from the kernel (``PR_SET_PDEATHSIG``) and shuts down the same way.
 - SIGHUP is passed on: each TLS worker reloads its certificate.
 - A worker that dies while serving is logged and replaced. A worker that
   fails before it listens (a bad certificate, a port taken by another user)
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -192,6 +196,7 @@ class _Supervisor:
         self.placeholders: list[socket.socket] = []
         self.stopping = False
         self.restarts: collections.deque[float] = collections.deque()
+        self.pid = os.getpid()
 
     # -- signals -----------------------------------------------------------------------
 
@@ -375,6 +380,7 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     # The parent's handlers came with the fork; this process has its own
     # shutdown, installed by App.serve. Until then a signal ends it plainly.
     lifecycle.worker_signals()
+    _stop_with_parent(supervisor.pid)
     for placeholder in supervisor.placeholders:
         placeholder.close()  # the parent's copy is the one that matters
     reports = supervisor.reports
@@ -396,6 +402,25 @@ def _worker_serve(supervisor: _Supervisor, index: int) -> None:
     except (WirekitError, OSError) as exc:
         reports.send("error", index, str(exc))
         sys.exit(1)
+
+
+# prctl(2): the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM this worker (a graceful stop) when its parent dies, even of SIGKILL.
+
+    Without it a worker whose parent was killed outright serves on, holding
+    the port, with nobody to stop or replace it.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning(
+            "worker: cannot ask to stop with the parent: %s", os.strerror(ctypes.get_errno())
+        )
+    if os.getppid() != parent:  # it died before the request: nobody signals us now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve_workers(

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from framework import Datagram, HmacAuth, Limits, Pipeline
-from framework.core.connection import BadInput, ReplyBatch, Role, StreamState
+from framework.core.connection import BadInput, ConnectionStats, ReplyBatch, Role, StreamState
 from framework.core.datagrams import (
     DatagramGate,
     DatagramStats,
@@ -89,6 +89,14 @@ def test_every_drop_reason_has_its_counter() -> None:
     counters = [a.name for a in attrs.fields(DatagramStats) if a.name.startswith("dropped_")]
     assert all(getattr(stats, name) == 1 for name in counters)
     assert len(counters) == len(Drop)
+
+
+def test_a_datagram_the_send_queue_drops_is_taken_back_off_what_was_sent() -> None:
+    stats, conn = DatagramStats(sent=3), ConnectionStats(frames_out=3, bytes_out=300)
+    stats.not_sent(100, conn)
+    stats.not_sent(100, None)  # its peer was forgotten meanwhile
+    assert (stats.sent, stats.dropped_send_queue) == (1, 2)
+    assert (conn.frames_out, conn.bytes_out) == (2, 200)
 
 
 def test_a_datagram_that_does_not_decode_is_bad_input_that_is_never_fatal() -> None:

@@ -129,6 +129,7 @@ def test_origin_policy(
         ({"ping_timeout": None}, "ping_timeout"),
         ({"max_request_size": None}, "max_request_size"),
         ({"compression": "yes"}, "compression"),
+        ({"max_message_frames": 0}, "max_message_frames"),
     ],
 )
 def test_bad_options_name_the_option(options: dict[str, Any], option: str) -> None:
@@ -151,6 +152,32 @@ def test_fragments_are_assembled_into_one_message() -> None:
     # A UTF-8 character split across fragments is checked on the whole message.
     assert decoder.fragment("é".encode()[:1], text=True, fin=False) == []
     assert decoder.fragment("é".encode()[1:], text=None, fin=True) == ["é"]
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=8), min_size=1, max_size=40),
+    limit=st.integers(min_value=1, max_value=40),
+)
+def test_a_message_in_more_frames_than_max_frames_is_fatal_frame_too_large(
+    pieces: list[bytes], limit: int
+) -> None:
+    decoder = MessageDecoder(Pipeline(codecs="bytes"), lambda: True, max_frames=limit)
+    out: list[Any] = []
+    for n, piece in enumerate(pieces):
+        out += decoder.fragment(piece, text=False if n == 0 else None, fin=n == len(pieces) - 1)
+    if len(pieces) <= limit:
+        assert out == [b"".join(pieces)]
+        return
+    # Refused at the first frame over the limit, fatally, and nothing after
+    # it is kept or decoded (the connection is closing with 1009).
+    [bad] = out
+    assert isinstance(bad, BadInput)
+    assert bad.fatal
+    assert isinstance(bad.error, FrameTooLarge)
+    assert close_code_for(bad.error) == CloseCode.MESSAGE_TOO_BIG
+    assert f"max_message_frames={limit}" in str(bad.error)
+    # A new message starts afresh.
+    assert decoder.fragment(b"next", text=False, fin=True) == [b"next"]
 
 
 def _clock(**options: Any) -> WebSocketClock:

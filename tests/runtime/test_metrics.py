@@ -36,6 +36,8 @@ __all__ = ["tls_files"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = Pipeline(framing="length-prefix", codecs="bytes")
+#: A generous bound on socket waits: what is never answered fails the test, slowly.
+TIMEOUT = 20.0
 
 #: The names the issue asks for, exactly: renaming one must fail here first.
 PINNED = {
@@ -530,4 +532,39 @@ def test_a_client_that_trickles_its_request_is_cut_off(monkeypatch: pytest.Monke
                 answer = b""
             assert answer == b""  # closed by the server, unanswered
             assert time.monotonic() - started < 3
+    enable(False)
+
+
+def test_more_idle_clients_than_slots_delay_a_health_check_but_never_drop_it(
+    endpoint: str,
+) -> None:
+    host, port = parse_address(endpoint.removeprefix("http://"))
+    idle = [
+        socket.create_connection((host, port), timeout=TIMEOUT)
+        for _ in range(metrics_http.MAX_REQUESTS + 4)
+    ]
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            answer = probe.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.0 503 "), answer  # answered: no listener yet
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_client_that_sends_no_request_head_is_let_go_before_the_request_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics_http, "HEAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(metrics_http, "REQUEST_TIMEOUT", 3600.0)
+    with serve_metrics("127.0.0.1:0") as served:
+        host, port = parse_address(served.url.removeprefix("http://"))
+        with socket.create_connection((host, port), timeout=TIMEOUT) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.0\r\n")  # and never the end of the head
+            try:
+                answer = idle.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # closed by the server, long before an hour
     enable(False)

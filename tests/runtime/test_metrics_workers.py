@@ -317,3 +317,66 @@ def test_a_worker_that_does_not_answer_is_asked_once_and_a_dead_one_s_final_figu
         assert sum(dead.counters.values()) == 7
         assert dead.gauges == {}
         assert dead.problems == ["0 of 1 workers running (restarting)"]
+
+
+def listening_inode(port: int) -> str:
+    """The inode of the TCP socket listening on 127.0.0.1:``port`` (Linux's /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if local == f"0100007F:{port:04X}" and state == "0A":  # LISTEN
+            return inode
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed while we look
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                found.add(target[len("socket:[") : -1])
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_hold_no_copy_of_the_metrics_socket() -> None:
+    with serving("tcp") as (_url, metrics, pids):
+        inode = listening_inode(int(metrics.rsplit(":", 1)[1]))
+        for pid in pids:
+            assert inode not in socket_inodes(pid), f"worker {pid} holds the metrics socket"
+
+
+def test_workers_of_a_killed_parent_stop_and_free_every_port() -> None:
+    with serving("tcp") as (url, metrics, pids):
+        host, port = metrics.removeprefix("http://").rsplit(":", 1)
+        try:
+            (parent,) = parents_of(pids)
+            os.kill(parent, signal.SIGKILL)
+            deadline = time.monotonic() + TIMEOUT
+            while any(running(pid) for pid in pids):
+                assert time.monotonic() < deadline, "workers outlived their parent"
+                time.sleep(0.05)
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((host, int(port)), timeout=TIMEOUT).close()
+            served = int(url.rsplit(":", 1)[1])
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", served), timeout=TIMEOUT).close()
+        finally:
+            for pid in pids:  # whatever the outcome, nothing this test started lives on
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def parents_of(pids: list[int]) -> set[int]:
+    """The parents of ``pids`` (the fourth field of /proc/PID/stat)."""
+    stats = [Path(f"/proc/{pid}/stat").read_text() for pid in pids]
+    return {int(stat.rsplit(")", 1)[1].split()[1]) for stat in stats}

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UdpTransport", "create_udp_endpoint"]
+__all__ = ["SEND_QUEUE_FACTOR", "SendQueueFull", "UdpTransport", "create_udp_endpoint"]
 
 log = logging.getLogger("wirekit.udp")
 
@@ -38,6 +38,10 @@ READ_BUDGET = 256
 #: Bytes queued for sending (the socket buffer was full) before the protocol
 #: is asked to pause writing: asyncio's datagram default.
 WRITE_HIGH_WATER = 64 * 1024
+#: The send queue's bound, in high-water marks (256 KiB by default): past it
+#: a datagram is dropped, not queued. UDP may lose a datagram; a socket
+#: whose buffer stays full must not make the process hoard them.
+SEND_QUEUE_FACTOR = 4
 
 #: Bytes read per datagram: the largest UDP payload over IPv6 (the core's
 #: MAX_UDP_PAYLOAD, 65,507, is the IPv4 one), so no datagram is ever cut short.
@@ -60,6 +64,21 @@ _NO_GSO = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.E
 _GSO_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 Address = Any
+
+
+class SendQueueFull(OSError):
+    """A datagram the transport dropped: its send queue was at its bound.
+
+    Handed to the protocol's ``error_received``, asyncio's channel for a
+    datagram that could not be sent; ``size`` and ``addr`` say which.
+    """
+
+    def __init__(self, size: int, addr: Address, queued: int) -> None:
+        super().__init__(
+            errno.ENOBUFS, f"send queue full ({queued} bytes queued): {size}-byte datagram dropped"
+        )
+        self.size = size
+        self.addr = addr
 
 
 class UdpTransport(asyncio.DatagramTransport):
@@ -93,6 +112,8 @@ class UdpTransport(asyncio.DatagramTransport):
         self._queued = 0
         self._high_water = WRITE_HIGH_WATER
         self._low_water = WRITE_HIGH_WATER // 4
+        self._max_queued = WRITE_HIGH_WATER * SEND_QUEUE_FACTOR
+        self._dropped = 0
         self._writing_paused = False
         self._reading = False
         self._batch: list[tuple[bytes, Address]] | None = None  # a read's sends, until it ends
@@ -180,7 +201,9 @@ class UdpTransport(asyncio.DatagramTransport):
 
         Sent at once when the socket accepts it; queued (and the protocol
         asked to pause writing past the high-water mark) when its buffer is
-        full. Errors go to the protocol's ``error_received``.
+        full; dropped when the queue is at its bound (``SEND_QUEUE_FACTOR``
+        high-water marks), reported to ``error_received`` as
+        :class:`SendQueueFull`. Errors go to the protocol's ``error_received``.
         """
         if self._closing:
             return  # like asyncio: a datagram to a closing transport is dropped
@@ -215,8 +238,14 @@ class UdpTransport(asyncio.DatagramTransport):
             except OSError as exc:
                 self._protocol.error_received(exc)
                 return
+        size = len(data)
+        if self._queued + size > self._max_queued:
+            # Only when the socket's buffer is full: the usual send never gets here.
+            self._dropped += 1
+            self._protocol.error_received(SendQueueFull(size, addr, self._queued))
+            return
         self._send_queue.append((bytes(data), addr))
-        self._queued += len(data)
+        self._queued += size
         self._maybe_pause_writing()
 
     def _send_batch(self, batch: list[tuple[bytes, Address]]) -> None:
@@ -313,17 +342,31 @@ class UdpTransport(asyncio.DatagramTransport):
         """Bytes queued because the socket's send buffer was full."""
         return self._queued
 
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped because the send queue was at its bound."""
+        return self._dropped
+
+    @property
+    def max_queued(self) -> int:
+        """The send queue's bound in bytes: ``SEND_QUEUE_FACTOR`` high-water marks."""
+        return self._max_queued
+
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """``(low, high)`` water marks of the send queue."""
         return self._low_water, self._high_water
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the send queue's water marks (asyncio's rules: low defaults to high / 4)."""
+        """Set the send queue's water marks (asyncio's rules: low defaults to high / 4).
+
+        The queue's bound follows: ``SEND_QUEUE_FACTOR`` times ``high``.
+        """
         high = WRITE_HIGH_WATER if high is None else high
         low = high // 4 if low is None else low
         if not high >= low >= 0:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self._high_water, self._low_water = high, low
+        self._max_queued = high * SEND_QUEUE_FACTOR
         self._maybe_pause_writing()
 
     def can_write_eof(self) -> bool:
