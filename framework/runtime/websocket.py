@@ -453,9 +453,15 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             if data:
                 transport.write(data)
                 self.stats.bytes_out += len(data)
-            # The close handshake is over (or the request answered): a server
-            # closes the TCP connection, which flushes what is buffered first.
-            transport.close()
+            # Once open, a half-close: frames still coming are read and dropped, so
+            # no reset costs the peer the close frame; its end or the deadline closes.
+            if self._open and transport.can_write_eof():
+                transport.write_eof()
+                if self._clock.closing_at is None:
+                    self._clock.closing_at = self._now()
+                    self._arm()
+            else:
+                transport.close()
             return
         data = writes[0] if len(writes) == 1 else b"".join(writes)
         transport.write(data)
