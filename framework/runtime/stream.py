@@ -67,11 +67,6 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._header = self._batch.header
         self._header_limit = self._batch.limit
 
-    def _can_recover(self) -> bool:
-        """Whether a bad frame may cost only itself: a fallback is there to see it."""
-        router = self._router
-        return router is not None and router.fallback_handler is not None
-
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,21 +74,9 @@ class StreamConnection(Connection, asyncio.Protocol):
         # they implement it: no isinstance check here.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        # A socket transport starts closing only when told to (close, abort,
-        # a failed write), never in the middle of our read; an in-process
-        # one (memory://, fault injection) can be reset or aborted by the
-        # other end at any moment: watch it from the start.
-        self._watch_close = transport.get_extra_info("socket") is None
-        self.peer = self._state.peer = transport.get_extra_info("peername")
-        transport.set_write_buffer_limits(
-            high=self._limits.write_high_water, low=self._limits.write_low_water
-        )
-        if self._on_made is not None and not self._on_made(self):
-            # Refused (max_connections, shutdown): the application never
-            # saw it, so no disconnect hook runs for it either.
-            self._router = None
-            self._watch_close = True
-            transport.abort()
+        adopted = self._adopt_stream(transport, self._on_made)
+        self._state.peer = self.peer
+        if not adopted:
             return
         log.debug("%r: connected", self)
         self._arm()

@@ -148,26 +148,12 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         """When the peer last sent bytes, on the event loop's clock."""
         return self._clock.last_activity
 
-    def _can_recover(self) -> bool:
-        router = self._router
-        return router is not None and router.fallback_handler is not None
-
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        # An in-process transport (memory+ws://, fault injection) can be
-        # reset by the other end in the middle of a read: watch it throughout.
-        self._watch_close = transport.get_extra_info("socket") is None
-        self.peer = transport.get_extra_info("peername")
-        transport.set_write_buffer_limits(
-            high=self._limits.write_high_water, low=self._limits.write_low_water
-        )
-        if self._on_made is not None and not self._on_made(self):
-            self._router = None
-            self._watch_close = True
-            transport.abort()
+        if not self._adopt_stream(transport, self._on_made):
             return
         if isinstance(self._ws, ClientProtocol):
             self._ws.send_request(self._ws.connect())
