@@ -243,6 +243,26 @@ def test_each_encoding_speed_up_agrees_with_the_reference(
             assert _outcome(encoder.encode_many, [value]) == _outcome(plain.encode_many, [value])
 
 
+# A batch of lines longer than the limit: the joined text's checks against
+# max_frame_size (a few searches, not a pass over every line's length).
+@pytest.mark.parametrize("limit", [1, 4, 9, 30])
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.text(alphabet="xé→\r\n", max_size=12) | st.sampled_from(["", "x" * 9, "é" * 5]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_long_batch_of_lines_is_encoded_as_the_reference(limit: int, values: list[str]) -> None:
+    fast, reference = built(
+        lambda: Pipeline(framing=Delimited(max_frame_size=limit), codecs="utf-8"), "utf-8-batch"
+    )
+    with _fast.only("utf-8-batch"):
+        encoder = fast.encoder()
+    assert _outcome(encoder.encode_many, values) == _outcome(reference.encode_many, values)
+
+
 @given(value=st.binary(max_size=60))
 def test_a_plain_length_prefix_header_frames_raw_bytes_as_the_reference(value: bytes) -> None:
     for framing in (LengthPrefix(), LengthPrefix(prefix_size=2, max_frame_size=30)):
