@@ -5,8 +5,9 @@ A :class:`Connection` is ``send``, ``receive``, ``close``, ``abort``, ``peer``,
 read's values to the handlers in one loop (sync inline, async as tasks up to
 ``max_inflight_handlers``) and gathers the read's replies for one write. The
 adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`,
-:class:`~framework.runtime.websocket.WebSocketConnection` and the UDP peers
-and client of :mod:`framework.runtime.datagram`.
+:class:`~framework.runtime.websocket.WebSocketConnection`, the UDP peers
+of :mod:`framework.runtime.datagram` and the UDP client of
+:mod:`framework.runtime.datagram_client`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import logging
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, NamedTuple
 
 from framework.core.connection import BadInput, ConnectionStats, HandlerSlots, ReadPause
 from framework.core.errors import ConnectionClosed, UnknownMessageType, WirekitError
@@ -33,10 +34,32 @@ from framework.runtime.dispatch_loop import DispatchLoop
 from framework.runtime.logs import LogLimiter
 from framework.runtime.metrics import HandlerTimes, ListenerMetrics
 
-__all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
+__all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "Encoding", "unframed"]
 
 log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
+
+
+class Encoding(NamedTuple):
+    """How a connection writes one value's payload: see :meth:`Connection.send_encoded`.
+
+    A value's payload is what its pipeline's codec stack makes of it
+    (``conn.pipeline.encode_frame(value)``); ``frame`` turns that payload
+    into what :meth:`~Connection.send_encoded` takes. Connections whose
+    ``key`` s are equal get the same bytes from ``frame`` (one pipeline, one
+    kind of transport): a broadcaster encodes a value once per pipeline,
+    frames it once per key, and hands the bytes to every connection.
+    """
+
+    #: Equal for the connections whose ``frame`` gives the same bytes; cheap to hash.
+    key: Hashable
+    #: A payload to one value's wire form (raises ``EncodeError``, e.g. ``FrameTooLarge``).
+    frame: Callable[[bytes], bytes]
+
+
+def unframed(payload: bytes) -> bytes:
+    """An :attr:`Encoding.frame` for a transport that writes the payload as it is."""
+    return payload
 
 
 class Connection(DispatchLoop):
@@ -146,6 +169,26 @@ class Connection(DispatchLoop):
         self._flush_gathered()
         self._write_values([value], strict=True)
 
+    def send_encoded(self, data: bytes) -> None:
+        """Queue one value already encoded for this connection, as ``send_nowait`` would.
+
+        ``data`` is ``conn.encoding.frame(conn.pipeline.encode_frame(value))``:
+        for a value sent to many connections, encode it once per pipeline
+        and frame it once per :attr:`encoding` key, then hand the bytes to
+        every connection with that key (groups do this). It is one value's
+        wire form on this transport (a stream's frame, a WebSocket
+        message's payload, a datagram before any sealing), nothing else.
+        Raises :class:`ConnectionClosed` once the connection is closing;
+        counted in ``stats`` like any send.
+        """
+        self._watch_close = True
+        if self.closed or self._closing():
+            raise self._ended(f"connection #{self.id} is closed")
+        if self._late:
+            self._flush_late()
+        self._flush_gathered()  # as in send_nowait: earlier replies go first
+        self._write_encoded(data)
+
     async def receive(self) -> Any:
         """The next value from the peer (clients, and servers without handlers).
 
@@ -229,6 +272,14 @@ class Connection(DispatchLoop):
         propagates. Otherwise (handler replies) a value that cannot be
         encoded is logged and counted, and the others still go out.
         """
+
+    #: How this connection frames one value's payload for :meth:`send_encoded`
+    #: (each adapter sets it as it makes the connection).
+    encoding: Encoding
+
+    @abc.abstractmethod
+    def _write_encoded(self, data: bytes) -> None:
+        """Send one value ``encoding.frame`` made (``ConnectionClosed`` once closing)."""
 
     @abc.abstractmethod
     def _closing(self) -> bool:

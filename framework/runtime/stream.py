@@ -20,7 +20,7 @@ from framework.core.errors import WirekitError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.connection import Connection, ConnectionClosed, Encoding
 from framework.runtime.dispatch import loop_clock
 
 __all__ = ["StreamConnection", "TimedStreamConnection"]
@@ -66,6 +66,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._batch = ReplyBatch(pipeline)
         self._header = self._batch.header
         self._header_limit = self._batch.limit
+        self.encoding = Encoding(("stream", id(pipeline)), pipeline.framing.encode)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -307,6 +308,15 @@ class StreamConnection(Connection, asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
         self._put(transport, *self._batch.encode(values, strict=strict))
+
+    def _write_encoded(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        transport.write(data)
+        stats = self.stats
+        stats.frames_out += 1
+        stats.bytes_out += len(data)
 
     def _backed_up(self) -> bool:
         return self._write_paused
