@@ -145,7 +145,7 @@ class Connection(DispatchLoop):
         enough). Broadcasters use it to drop or disconnect a slow peer instead
         of buffering for it without bound.
         """
-        return not self.closed and not self._closing() and not self._backed_up()
+        return not self._closed.done() and not self._closing() and not self._backed_up()
 
     async def send(self, value: Any) -> None:
         """Encode and send ``value``; waits while the peer is not keeping up."""
@@ -182,11 +182,12 @@ class Connection(DispatchLoop):
         counted in ``stats`` like any send.
         """
         self._watch_close = True
-        if self.closed or self._closing():
+        if self._closed.done() or self._closing():
             raise self._ended(f"connection #{self.id} is closed")
         if self._late:
             self._flush_late()
-        self._flush_gathered()  # as in send_nowait: earlier replies go first
+        if self._replies:
+            self._flush_gathered()  # as in send_nowait: earlier replies go first
         self._write_encoded(data)
 
     async def receive(self) -> Any:

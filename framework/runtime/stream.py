@@ -309,6 +309,15 @@ class StreamConnection(Connection, asyncio.Protocol):
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
         self._put(transport, *self._batch.encode(values, strict=strict))
 
+    @property
+    def can_send(self) -> bool:
+        # Connection.can_send's test without its three calls: a group asks
+        # it of every member for every value.
+        transport = self._transport
+        return not (
+            transport is None or transport.is_closing() or self._write_paused or self._closed.done()
+        )
+
     def _write_encoded(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
