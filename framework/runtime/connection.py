@@ -4,7 +4,9 @@ A :class:`Connection` is ``send``, ``receive``, ``close``, ``abort``, ``peer``,
 ``state`` and ``stats``, the same over every transport. Its dispatch hands a
 read's values to the handlers in one loop (sync inline, async as tasks up to
 ``max_inflight_handlers``) and gathers the read's replies for one write. The
-adapters subclass it: :class:`~framework.runtime.stream.StreamConnection`,
+adapters subclass it and implement its transport side, the protocol
+:class:`~framework.runtime.adapter.TransportSide`:
+:class:`~framework.runtime.stream.StreamConnection`,
 :class:`~framework.runtime.websocket.WebSocketConnection`, the UDP peers
 of :mod:`framework.runtime.datagram` and the UDP client of
 :mod:`framework.runtime.datagram_client`.
@@ -12,7 +14,6 @@ of :mod:`framework.runtime.datagram` and the UDP client of
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
 import inspect
@@ -21,14 +22,15 @@ import logging
 import sys
 import time
 import types
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from framework.core.connection import BadInput, ConnectionStats, HandlerSlots, ReadPause
 from framework.core.errors import ConnectionClosed, UnknownMessageType, WirekitError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
+from framework.runtime.adapter import Encoding, TransportSide, unframed
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, guard_hook, needs_await
 from framework.runtime.dispatch_loop import DispatchLoop
 from framework.runtime.logs import LogLimiter
@@ -40,29 +42,7 @@ log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
 
 
-class Encoding(NamedTuple):
-    """How a connection writes one value's payload: see :meth:`Connection.send_encoded`.
-
-    A value's payload is what its pipeline's codec stack makes of it
-    (``conn.pipeline.encode_frame(value)``); ``frame`` turns that payload
-    into what :meth:`~Connection.send_encoded` takes. Connections whose
-    ``key`` s are equal get the same bytes from ``frame`` (one pipeline, one
-    kind of transport): a broadcaster encodes a value once per pipeline,
-    frames it once per key, and hands the bytes to every connection.
-    """
-
-    #: Equal for the connections whose ``frame`` gives the same bytes; cheap to hash.
-    key: Hashable
-    #: A payload to one value's wire form (raises ``EncodeError``, e.g. ``FrameTooLarge``).
-    frame: Callable[[bytes], bytes]
-
-
-def unframed(payload: bytes) -> bytes:
-    """An :attr:`Encoding.frame` for a transport that writes the payload as it is."""
-    return payload
-
-
-class Connection(DispatchLoop):
+class Connection(DispatchLoop, TransportSide):
     """One peer, seen the same way over every transport.
 
     Servers hand it to handlers; clients get it from
@@ -254,69 +234,6 @@ class Connection(DispatchLoop):
     def _ended(self, text: str) -> ConnectionClosed:
         """The error ``send`` and ``receive`` raise once the connection has ended."""
         return ConnectionClosed(text, peer=self.peer)
-
-    # -- what each adapter provides: every one, none has a default ----------------
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Close gracefully: data already queued is sent first."""
-
-    @abc.abstractmethod
-    def abort(self) -> None:
-        """Close at once, dropping unsent data."""
-
-    @abc.abstractmethod
-    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
-        """Encode and send ``values`` (raises ``ConnectionClosed`` once closing).
-
-        ``strict`` (the application's own ``send``): an encoding error
-        propagates. Otherwise (handler replies) a value that cannot be
-        encoded is logged and counted, and the others still go out.
-        """
-
-    #: How this connection frames one value's payload for :meth:`send_encoded`
-    #: (each adapter sets it as it makes the connection).
-    encoding: Encoding
-
-    @abc.abstractmethod
-    def _write_encoded(self, data: bytes) -> None:
-        """Send one value ``encoding.frame`` made (``ConnectionClosed`` once closing)."""
-
-    @abc.abstractmethod
-    def _closing(self) -> bool:
-        """Whether the transport is closing or closed: nothing more can be sent."""
-
-    @abc.abstractmethod
-    def _backed_up(self) -> bool:
-        """Whether the data queued for the peer is over ``Limits.write_high_water``."""
-
-    @abc.abstractmethod
-    async def _drain(self) -> None:
-        """Wait until the peer has read enough of what is queued (``send``'s wait)."""
-
-    @abc.abstractmethod
-    def _pause_reading(self, reason: ReadPause) -> None:
-        """Stop reading from the peer for ``reason`` (reasons add up)."""
-
-    @abc.abstractmethod
-    def _resume_reading(self, reason: ReadPause) -> None:
-        """``reason`` is gone: read again once no other reason is left."""
-
-    @abc.abstractmethod
-    def _pause_inbox(self) -> None:
-        """``receive()``'s queue reached ``Limits.max_queued``: push back or drop."""
-
-    @abc.abstractmethod
-    def _resume_inbox(self) -> None:
-        """``receive()``'s queue fell to half ``Limits.max_queued``."""
-
-    @abc.abstractmethod
-    def _stop_reading(self) -> None:
-        """Read nothing more from the peer (graceful shutdown): no new work starts."""
-
-    @abc.abstractmethod
-    def _all_done(self) -> None:
-        """Every handler has finished and nothing is held (a half-closed stream may close)."""
 
     # -- replies gathered during a read -------------------------------------------------
 
