@@ -203,6 +203,16 @@ def _scenarios() -> list[Scenario]:
         Scenario(
             "lines-1", "text lines, 1 per read", [line] * 5_000, 5_000, _lines_app, HandWrittenLines
         ),
+        # A read over the default 64 KiB line limit, as a loopback run's reads
+        # are (about 75 KB): the limit checks take another path there.
+        Scenario(
+            "lines-1200",
+            "text lines, 1,200 per read",
+            [line * 1_200] * 5,
+            6_000,
+            _lines_app,
+            HandWrittenLines,
+        ),
     ]
 
 

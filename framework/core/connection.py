@@ -118,14 +118,31 @@ class ReplyBatch:
       form), so ``b"".join(chunks)`` is the batch's wire form and
       ``len(chunks) >> 1`` its count.
 
-    :meth:`add` and :meth:`take` handle either form. The per-frame dispatch
+    A values batch is ``text`` when its stack is UTF-8 under a newline (the
+    encoder offers ``text_join``): then ``chunks`` holds ``str`` replies
+    only, exactly ``str``, as long as ``mixed`` is false, and :meth:`take`
+    joins them without asking each its class; a reply of any other class
+    goes through :meth:`add`, which sets ``mixed`` until the batch is taken.
+
+    :meth:`add` and :meth:`take` handle every form. The per-frame dispatch
     loop frames a ``bytes`` reply of at most ``limit`` bytes itself (append
-    ``header(len(reply))`` and the reply), and a stream adapter joins a
-    framed batch itself: a call per reply, or one more per read, is what
-    the framed form exists to save.
+    ``header(len(reply))`` and the reply), appends an exact ``str`` reply
+    to a text batch itself, and a stream adapter joins a framed batch
+    itself: a call per reply, or one more per read, is what the framed and
+    text forms exist to save.
     """
 
-    __slots__ = ("_encode", "_encode_many", "chunks", "framed", "header", "limit")
+    __slots__ = (
+        "_encode",
+        "_encode_many",
+        "_join",
+        "chunks",
+        "framed",
+        "header",
+        "limit",
+        "mixed",
+        "text",
+    )
 
     def __init__(self, pipeline: Pipeline) -> None:
         encoder = pipeline.encoder()
@@ -135,6 +152,11 @@ class ReplyBatch:
         self.header: Callable[[int], bytes] | None = encoder.header
         self.limit: int = encoder.header_limit
         self.framed = self.header is not None
+        self._join = encoder.text_join
+        #: Whether the loop may append exact ``str`` replies to ``chunks`` itself.
+        self.text = self._join is not None
+        #: A text batch holds a reply that is not exactly a ``str`` (see the class).
+        self.mixed = False
         #: Values, or (framed) header and payload chunks, two per reply.
         self.chunks: list[Any] = []
 
@@ -146,6 +168,8 @@ class ReplyBatch:
         """Hold one reply; the encoding errors of a reply framed now (the caller logs them)."""
         header = self.header
         if header is None:
+            if type(value) is not str:
+                self.mixed = True
             self.chunks.append(value)
             return []
         if type(value) is bytes and len(value) <= self.limit:
@@ -166,15 +190,19 @@ class ReplyBatch:
         only itself: the others are still in the bytes.
         """
         chunks = self.chunks
+        join = self._join
         if self.framed:
             taken = b"".join(chunks), len(chunks) >> 1, _NONE_FAILED
-        elif chunks:
+        elif not chunks:
+            taken = b"", 0, _NONE_FAILED
+        elif join is not None and not self.mixed and (data := join(chunks)) is not None:
+            taken = data, len(chunks), _NONE_FAILED
+        else:
+            self.mixed = False
             try:
                 taken = self._encode_many(chunks), len(chunks), _NONE_FAILED
             except WirekitError:
                 taken = self.encode(chunks)
-        else:
-            taken = b"", 0, _NONE_FAILED
         # Emptied in place: a dispatch loop may still be appending to it.
         chunks.clear()
         return taken
@@ -308,6 +336,11 @@ class StreamState:
         self.feed: Callable[[bytes], list[Any]] = (
             decoder.framer.feed if decoder.passthrough else decoder.feed
         )
+        self._promised = decoder.value_class is not None and not decoder.passthrough
+        #: Whether the values the last :meth:`receive_data` returned are all
+        #: exactly of one class, as the decoder promises (``Decoder.value_class``):
+        #: none is bad input. A dispatch loop then need not ask each its class.
+        self.uniform = False
 
     # -- bytes in --------------------------------------------------------------------
 
@@ -316,7 +349,9 @@ class StreamState:
         self.last_activity = now
         try:
             values = self.feed(data)
+            self.uniform = self._promised
         except (DecodeError, FramingError) as exc:
+            self.uniform = False
             values = self._recover(exc)
         # Per read, not per frame, and cheap when off.
         if self.frame_timeout is not None and (

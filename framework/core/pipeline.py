@@ -20,6 +20,7 @@ from framework.core._fast import (
     choose_decode,
     choose_encode_many,
     plain_header,
+    text_join,
 )
 from framework.core._fast.raw import datagram_decoder, datagram_encoder
 from framework.core.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, Utf8Codec, make_codec
@@ -227,7 +228,9 @@ class Pipeline:
                 value=self.framing.name,
             )
         path = self._path
-        return Decoder(self.framing.decoder(), path.decode, path.decode_many, path.name)
+        return Decoder(
+            self.framing.decoder(), path.decode, path.decode_many, path.name, path.value_class
+        )
 
     def encoder(self) -> Encoder:
         """Fresh per-connection encoding state: reusable buffers for one owner.
@@ -343,6 +346,7 @@ class Decoder:
         "_resume",
         "_stream_error",
         "path",
+        "value_class",
     )
 
     def __init__(
@@ -351,6 +355,7 @@ class Decoder:
         decode: Callable[[Any], Any],
         decode_many: Callable[[list[Any]], list[Any]] | None,
         path: str,
+        value_class: type | None = None,
     ) -> None:
         self._frames = frames
         self._decode = decode
@@ -359,6 +364,10 @@ class Decoder:
         self._decode_many = decode_many
         #: The name of the decoding path the pipeline chose ("reference" or a speed-up).
         self.path = path
+        #: When not None, every value :meth:`feed` and :meth:`end` return is
+        #: exactly of this class (``str`` on a UTF-8 text stack's path), so a
+        #: consumer need not ask each value its class. Bad input raises.
+        self.value_class = value_class
         self._backlog: list[bytes] = []
         self._stream_error: FramingError | None = None
         self._reported = False
@@ -478,7 +487,7 @@ class Encoder:
     connection: it is not safe to share between threads.
     """
 
-    __slots__ = ("encode_many", "header", "header_limit", "path")
+    __slots__ = ("encode_many", "header", "header_limit", "path", "text_join")
 
     def __init__(self, pipeline: Pipeline) -> None:
         parts = pipeline._parts
@@ -494,6 +503,11 @@ class Encoder:
         plain = plain_header(parts)
         if plain is not None:
             self.header, self.header_limit = plain
+        # For a UTF-8 stack under a newline: text_join(values), for values
+        # each exactly a str, is their wire form in one pass (or None: ask
+        # encode_many), so a caller that knows its replies are all str can
+        # skip the check encode_many makes of each. None for other stacks.
+        self.text_join: Callable[[list[str]], bytes | None] | None = text_join(parts)
 
     def __repr__(self) -> str:
         return f"<Encoder path={self.path}>"

@@ -32,6 +32,9 @@ class DispatchLoop(abc.ABC):
     _replies: list[Any] | None
     _header: Callable[[int], bytes] | None
     _header_limit: int
+    #: Whether the read's batch takes exact ``str`` replies as they come (a
+    #: text ``ReplyBatch``); the stream adapter sets it from its batch.
+    _text_replies = False
     _watch_close: bool
     _skipped: int
     _timing: HandlerTimes | None
@@ -64,12 +67,16 @@ class DispatchLoop(abc.ABC):
     def _write_one(self, reply: Any) -> None:
         """Send one reply outside a read."""
 
-    def _dispatch(self, router: Router, values: list[Any]) -> None:
+    def _dispatch(self, router: Router, values: list[Any], uniform: bool = False) -> None:
         # The hot loop: one iteration per received value, kept to what a
         # plain reply needs. A plain reply is appended to the read's batch;
         # the in-flight limit is checked only where a task was started, and
         # whether the connection is closing only once the application may
         # have closed it (see Connection._watch_close).
+        #
+        # uniform: the caller knows every value is exactly of the first one's
+        # class, none bad input (the decoder's word: StreamState.uniform), so
+        # the loop for the usual read need not ask each value its class.
         slots = self._slots
         rest: Iterator[Any] = iter(values)
         if slots.running and slots.full:
@@ -79,12 +86,16 @@ class DispatchLoop(abc.ABC):
         replies = self._replies
         # Framed as produced (see ReplyBatch): a bytes reply within the header's
         # range is framed here, in the loop; any other goes through _add_reply.
+        # A text batch takes an exact str reply here too; any other reply
+        # goes through _add_reply, which tells the batch (see ReplyBatch).
         header = self._header
         most = self._header_limit
+        text = self._text_replies
         if replies is None:
             header = None
+            text = False
             reply: Callable[[Any], None] = self._write_one
-        elif header is not None:
+        elif header is not None or text:
             reply = self._add_reply
             chunk = replies.append
         else:
@@ -97,7 +108,7 @@ class DispatchLoop(abc.ABC):
         handler = resolved.get(kind) if kind is not BadInput else None
         if handler is not None:
             for value in rest:
-                if type(value) is not kind:
+                if not uniform and type(value) is not kind:
                     rest = itertools.chain((value,), rest)
                     break
                 try:
@@ -109,6 +120,8 @@ class DispatchLoop(abc.ABC):
                     continue
                 if header is not None and type(result) is bytes and (size := len(result)) <= most:
                     chunk(header(size))
+                    chunk(result)
+                elif text and type(result) is str:
                     chunk(result)
                 elif type(result) in plain:
                     reply(result)
@@ -156,6 +169,8 @@ class DispatchLoop(abc.ABC):
                 if header is not None and type(result) is bytes and (size := len(result)) <= most:
                     chunk(header(size))
                     chunk(result)
+                elif text and type(result) is str:
+                    chunk(result)
                 elif type(result) in plain or not needs_await(result):
                     reply(result)
                 else:
@@ -166,13 +181,13 @@ class DispatchLoop(abc.ABC):
             if self._watch_close and self._closing():
                 return
 
-    def _timed_dispatch(self, router: Router, values: list[Any]) -> None:
+    def _timed_dispatch(self, router: Router, values: list[Any], uniform: bool = False) -> None:
         # _dispatch of the classes a server makes with metrics on: a read's plain
         # handler calls timed together (async ones alone, in _finish); held, bad
         # and async values are counted in _skipped where met, off the value loop.
         self._skipped = 0
         start = _perf()
-        _plain_dispatch(self, router, values)
+        _plain_dispatch(self, router, values, uniform)
         elapsed = _perf() - start
         calls = len(values) - self._skipped
         if calls > 0:  # HandlerTimes.observe, inline: one Python call fewer per read

@@ -66,6 +66,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._batch = ReplyBatch(pipeline)
         self._header = self._batch.header
         self._header_limit = self._batch.limit
+        self._text_replies = self._batch.text
         self.encoding = Encoding(("stream", id(pipeline)), pipeline.framing.encode)
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -98,7 +99,7 @@ class StreamConnection(Connection, asyncio.Protocol):
                 router = self._router
                 if router is not None and router._handlers and not self._held:
                     stats.frames_in += len(values)
-                    self._dispatch(router, values)
+                    self._dispatch(router, values, state.uniform)
                 else:
                     self._deliver(values)
         finally:

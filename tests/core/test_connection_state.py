@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from framework import Delimited, LengthPrefix, Limits, Pipeline
+from framework.core import _fast
 from framework.core.connection import (
     BadInput,
     HandlerSlots,
@@ -223,6 +224,82 @@ def test_a_reply_that_cannot_be_encoded_costs_only_itself(pipeline: Pipeline) ->
     assert out == pipeline.encode_many([good, good])
     assert count == 2
     assert len(failed) + len(more) == 1
+
+
+class _Text(str):
+    """A str subclass: the utf-8 codec refuses it."""
+
+
+#: Replies a text handler may return: lines, lines the newline cannot carry
+#: or utf-8 cannot encode, a str subclass, and other classes.
+TEXT_REPLIES = st.one_of(
+    LINE,
+    st.sampled_from(["a\nb", "cr\r", "\ud800", "é" * 30, ""]),
+    LINE.map(_Text),
+    st.binary(max_size=5),
+    st.integers(),
+)
+
+
+@given(st.lists(TEXT_REPLIES, max_size=20), st.booleans())
+def test_a_text_batch_writes_what_the_batch_of_values_would(
+    replies: list[object], twice: bool
+) -> None:
+    # The dispatch loop appends an exact str to a text batch itself and
+    # hands it anything else: the bytes, count and failures are those of the
+    # reference batch (no speed-ups), value by value.
+    with _fast.only():
+        reference = ReplyBatch(Pipeline(framing=Delimited(max_frame_size=40), codecs="utf-8"))
+    batch = ReplyBatch(Pipeline(framing=Delimited(max_frame_size=40), codecs="utf-8"))
+    assert batch.text
+    assert not reference.text
+    for _ in range(2 if twice else 1):  # a mixed batch leaves the next one text again
+        failed: list[object] = []
+        for reply in replies:
+            if type(reply) is str:
+                batch.chunks.append(reply)
+            else:
+                failed += batch.add(reply)
+            reference.add(reply)
+        out, count, more = batch.take()
+        want, want_count, want_failed = reference.take()
+        assert (out, count) == (want, want_count)
+        assert [(v, type(e)) for v, e in more] == [(v, type(e)) for v, e in want_failed]
+        assert failed == []
+        assert batch.chunks == []
+        replies = [r for r in replies if type(r) is str]
+
+
+def test_only_a_utf8_stack_under_a_newline_has_a_text_batch() -> None:
+    assert ReplyBatch(LINES).text
+    for pipeline in (
+        RAW,
+        Pipeline(framing=LengthPrefix(), codecs="utf-8"),
+        Pipeline(framing=Delimited(), codecs="json"),
+        Pipeline(framing=Delimited(delimiter=b"\r\n"), codecs="utf-8"),
+    ):
+        assert not ReplyBatch(pipeline).text
+
+
+@given(
+    lines=st.lists(st.binary(max_size=8) | LINE.map(str.encode), max_size=12),
+    recover=st.booleans(),
+)
+def test_a_read_is_uniform_only_when_every_value_is_the_decoders_class(
+    lines: list[bytes], recover: bool
+) -> None:
+    # The decoder of a utf-8 stack promises exact str values; a read that
+    # met bad input holds BadInput too, and says so.
+    conn = state(recover=recover)
+    wire = b"".join(line.replace(b"\n", b"") + b"\n" for line in lines)
+    values = conn.receive_data(wire, now=0.0)
+    if conn.uniform:
+        assert all(type(value) is str for value in values)
+    else:
+        assert any(type(value) is BadInput for value in values)
+    raw = state(RAW)
+    raw.receive_data(RAW.encode_many([b"a", b"b"]), now=0.0)
+    assert not raw.uniform  # a raw stack's decoder promises nothing
 
 
 def test_taking_empties_the_batch_in_place() -> None:

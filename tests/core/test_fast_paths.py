@@ -135,6 +135,16 @@ def test_each_decoding_speed_up_agrees_with_the_reference(
     wire = data.draw(messages_wire(reference), label="wire")
     chunks = data.draw(chunkings(wire), label="chunks")
     assert decode_outcome(fast, chunks) == decode_outcome(reference, chunks)
+    assert reference.decoder().value_class is None
+    decoder = fast.decoder()
+    if decoder.value_class is not None:
+        # The path's promise, which lets a dispatch loop skip asking each value.
+        for chunk in [*chunks, b""]:
+            try:
+                values = decoder.feed(chunk)
+            except WirekitError:
+                continue
+            assert all(type(value) is decoder.value_class for value in values)
     for frame in chunks:
         assert repr(_outcome(fast.decode_frame, frame)) == repr(
             _outcome(reference.decode_frame, frame)
@@ -241,6 +251,37 @@ def test_each_encoding_speed_up_agrees_with_the_reference(
         assert _outcome(encoder.encode_many, values) == _outcome(plain.encode_many, values)
         for value in values:
             assert _outcome(encoder.encode_many, [value]) == _outcome(plain.encode_many, [value])
+    assert plain.text_join is None
+    join = encoder.text_join
+    if join is not None and values and all(type(value) is str for value in values):
+        # For values known to be exactly str: the same bytes, or no answer.
+        data = join(values)
+        if data is not None:
+            assert ("ok", data) == _outcome(plain.encode_many, values)
+
+
+# A batch of lines longer than the limit: the joined text's checks against
+# max_frame_size (a few searches, not a pass over every line's length).
+@pytest.mark.parametrize("limit", [1, 4, 9, 30])
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.text(alphabet="xé→\r\n", max_size=12) | st.sampled_from(["", "x" * 9, "é" * 5]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_long_batch_of_lines_is_encoded_as_the_reference(limit: int, values: list[str]) -> None:
+    fast, reference = built(
+        lambda: Pipeline(framing=Delimited(max_frame_size=limit), codecs="utf-8"), "utf-8-batch"
+    )
+    with _fast.only("utf-8-batch"):
+        encoder = fast.encoder()
+    want = _outcome(reference.encode_many, values)
+    assert _outcome(encoder.encode_many, values) == want
+    assert encoder.text_join is not None
+    data = encoder.text_join(values)
+    assert data is None or ("ok", data) == want
 
 
 @given(value=st.binary(max_size=60))

@@ -182,3 +182,31 @@ def test_a_next_frame_that_consumes_nothing_is_a_bug_not_a_hang() -> None:
 
     with pytest.raises(RuntimeError, match="consumed nothing"):
         Stuck().feed(b"x")
+
+
+# Reads of many lines, some a little over the limit: the fast feed checks a
+# whole read against max_frame_size with a few searches instead of a pass
+# over every line's length (see Delimited's decoder).
+LONG_READS = [
+    Delimited(max_frame_size=6),
+    Delimited(max_frame_size=9, on_oversize="skip"),
+    Delimited(max_frame_size=1),
+    Delimited(delimiter=b"\r\n", max_frame_size=8),
+    Delimited(delimiter=b"ab", max_frame_size=7, on_oversize="skip"),
+]
+
+
+@pytest.mark.parametrize("framing", LONG_READS, ids=repr)
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_read_of_many_lines_near_the_limit_agrees_with_the_reference(
+    framing: Delimited, data: st.DataObject
+) -> None:
+    limit = framing.max_frame_size
+    assert limit is not None
+    line = st.lists(st.sampled_from([b"x", b"a", b"b", b"\r", b"\n"]), max_size=limit + 2)
+    lines = data.draw(st.lists(line.map(b"".join), min_size=1, max_size=40), label="lines")
+    raw = framing.delimiter.join(lines) + data.draw(st.sampled_from([b"", framing.delimiter]))
+    cut = data.draw(st.integers(0, len(raw)), label="cut")
+    for chunks in ([raw], [raw[:cut], raw[cut:]]):
+        assert outcome(framing.decoder(), chunks) == outcome(Reference(framing), chunks)

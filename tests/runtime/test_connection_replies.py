@@ -22,7 +22,8 @@ from helpers_runtime import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework import App, LengthPrefix, Pipeline
+from framework import App, Delimited, LengthPrefix, Pipeline
+from framework.core import _fast
 from framework.core.connection import Role
 from framework.core.errors import WirekitError
 from framework.core.limits import Limits
@@ -243,3 +244,81 @@ def test_values_held_while_handlers_run_are_answered_framed_when_one_finishes(na
         pipeline.encode(b"done"),
         pipeline.encode_many([b"2", b"3"]),
     ]
+
+
+# -- text: a UTF-8 stack under a newline -------------------------------------------
+
+
+class _Text(str):
+    """A str subclass: the utf-8 codec refuses it."""
+
+
+# What a handler does with line n (or the peer sends bad UTF-8 in its place,
+# which the fallback answers): some replies the newline cannot carry, utf-8
+# cannot encode, or the codec refuses.
+text_replies = st.one_of(
+    st.text(max_size=MAX + 8),
+    st.sampled_from(["a\nb", "cr\r", "\ud800", "é" * 40, ""]),
+    st.text(max_size=8).map(_Text),
+    st.binary(max_size=8),
+    st.integers(),
+    st.none(),
+)
+text_actions = st.lists(
+    st.tuples(st.sampled_from(["return", "return", "send", "bad"]), text_replies), max_size=12
+)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["speed-ups", "reference"])
+@pytest.mark.parametrize("socket", [True, False], ids=["socket", "in-process"])
+@settings(max_examples=60, deadline=None)
+@given(script=text_actions, warm=st.booleans())
+def test_a_reads_text_replies_are_what_encode_makes_of_them_in_order(
+    fast: bool, socket: bool, script: list[tuple[str, Any]], warm: bool
+) -> None:
+    # With the speed-ups, a read of good lines is dispatched without asking
+    # each value its class and its str replies are joined without asking
+    # each theirs: the same bytes as the reference path's, in the same order.
+    with contextlib.nullcontext() if fast else _fast.only():
+        pipeline = Pipeline(framing=Delimited(max_frame_size=MAX), codecs="utf-8")
+    assert (pipeline.decoder().value_class is str) is fast
+    app = App(pipeline)
+
+    @app.on(str)
+    def handle(line: str, conn: Any) -> Any:
+        how, value = script[int(line)]
+        if how == "return":
+            return value
+        if value is not None:
+            with contextlib.suppress(WirekitError):
+                conn.send_nowait(value)
+        return None
+
+    @app.fallback
+    def bad(error: Any, conn: Any) -> str:
+        return "bad input"
+
+    if warm:
+        # As after a first read: the handler of str is known, so a read
+        # starting with a str takes the dispatch loop of the usual read.
+        assert app.handler_for(str) is handle
+
+    wire = b"".join(b"\xff\n" if how == "bad" else b"%d\n" % n for n, (how, _) in enumerate(script))
+
+    async def main() -> tuple[RecordingTransport, StreamConnection]:
+        transport = RecordingTransport(socket=socket)
+        with contextlib.nullcontext() if fast else _fast.only():
+            conn = serve(app, transport)
+        logging.disable(logging.ERROR)  # the encoding errors are expected
+        try:
+            conn.data_received(wire)
+        finally:
+            logging.disable(logging.NOTSET)
+        return transport, conn
+
+    transport, conn = run(main())
+    values = ["bad input" if how == "bad" else value for how, value in script]
+    want, failed = expected_wire(pipeline, values)
+    assert b"".join(transport.writes) == want
+    assert conn.stats.frames_out == len(values) - values.count(None) - failed
+    assert conn.stats.bytes_out == len(want)

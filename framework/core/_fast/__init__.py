@@ -19,25 +19,40 @@ from typing import Any, NamedTuple
 from framework.core._fast import msgpack_decode, msgpack_encode, raw, utf8
 from framework.core._fast.parts import Parts, each
 
-__all__ = ["DECODE_PATHS", "ENCODE_PATHS", "Parts", "choose_decode", "choose_encode_many", "only"]
+__all__ = [
+    "DECODE_PATHS",
+    "ENCODE_PATHS",
+    "Parts",
+    "choose_decode",
+    "choose_encode_many",
+    "only",
+    "plain_header",
+    "text_join",
+]
 
 DecodeMany = Callable[[list[Any]], list[Any]]
 EncodeMany = Callable[[Iterable[Any]], bytes]
 
 
 class DecodePath(NamedTuple):
-    """A chosen decoding path: its name, the decode of one frame and of a read's frames."""
+    """A chosen decoding path: its name, the decode of one frame and of a read's frames.
+
+    ``value_class``: when not None, every value the path decodes is exactly
+    of this class (not a subclass), which lets a dispatch loop skip asking
+    each value its class.
+    """
 
     name: str
     decode: Callable[[Any], Any]
     decode_many: DecodeMany | None
+    value_class: type | None = None
 
 
-DecodeOffer = Callable[[Parts], tuple[Callable[[Any], Any], DecodeMany | None] | None]
+DecodeOffer = Callable[[Parts], tuple[Callable[[Any], Any], DecodeMany | None, type | None] | None]
 EncodeOffer = Callable[[Parts], EncodeMany | None]
 
 #: Name → offer, in the order they are tried. An offer returns
-#: ``(decode, decode_many)`` or ``None``.
+#: ``(decode, decode_many, value_class)`` or ``None``.
 DECODE_PATHS: dict[str, DecodeOffer] = {
     "passthrough": raw.passthrough,
     "msgpack-messages+msgspec": msgpack_decode.fused_msgspec,
@@ -95,6 +110,19 @@ def choose_encode_many(parts: Parts) -> tuple[str, EncodeMany]:
             if found is not None:
                 return name, found
     return "reference", parts.encode_many
+
+
+def text_join(parts: Parts) -> Callable[[list[str]], bytes | None] | None:
+    """For a UTF-8 text stack whose framing joins lines: the joiner, else ``None``.
+
+    ``join(values)``, for a non-empty list of values each exactly a ``str``,
+    is their wire form in one pass, or None where it cannot vouch for it
+    (``encode_many`` then says what they make): a caller that knows its
+    values are all ``str`` may skip asking ``encode_many`` to check.
+    """
+    if _enabled is not None and "utf-8-batch" not in _enabled:
+        return None
+    return utf8.text_join(parts)
 
 
 def plain_header(parts: Parts) -> tuple[Callable[[int], bytes], int] | None:

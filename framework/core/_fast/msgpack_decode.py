@@ -13,7 +13,8 @@ from framework.core.messages import TYPE_KEY
 __all__ = ["fused", "fused_msgspec"]
 
 
-Decoders = tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]]
+# (decode, decode_many, value class): values of many classes, so no class promised.
+Decoders = tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]], None]
 
 
 def fused_msgspec(parts: Parts) -> Decoders | None:
@@ -86,7 +87,7 @@ def _build(parts: Parts, *, wire: bool) -> Decoders | None:
         return registry_decode(value)
 
     if not wired:
-        return decode, each(decode)
+        return decode, each(decode), None
     starts = bytes.startswith
 
     def decode_many(frames: list[Any]) -> list[Any]:
@@ -106,4 +107,4 @@ def _build(parts: Parts, *, wire: bool) -> Decoders | None:
                 pass  # too short, not bytes, or refused
         return [decode(frame) for frame in frames]
 
-    return decode, decode_many
+    return decode, decode_many, None

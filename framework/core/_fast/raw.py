@@ -12,9 +12,9 @@ from framework.core.framing.length_prefix import join_frames
 __all__ = ["datagram_decoder", "datagram_encoder", "length_prefixed", "passthrough", "plain_header"]
 
 
-def passthrough(parts: Parts) -> tuple[Callable[[Any], Any], None] | None:
+def passthrough(parts: Parts) -> tuple[Callable[[Any], Any], None, None] | None:
     """Decoding of a raw stack: no decode_many, the decoder hands the frames on."""
-    return (parts.decode, None) if parts.raw else None
+    return (parts.decode, None, None) if parts.raw else None
 
 
 def plain_header(parts: Parts) -> tuple[Callable[[int], bytes], int] | None:

@@ -7,13 +7,16 @@ from typing import Any
 
 from framework.core._fast.parts import Parts
 
-__all__ = ["decode_batch", "encode_batch"]
+__all__ = ["decode_batch", "encode_batch", "text_join"]
 
 
 def decode_batch(
     parts: Parts,
-) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]]] | None:
-    """``bytes.decode`` over the frames; the codec frame by frame at the first bad one."""
+) -> tuple[Callable[[Any], Any], Callable[[list[Any]], list[Any]], type[str]] | None:
+    """``bytes.decode`` over the frames; the codec frame by frame at the first bad one.
+
+    Every value is exactly a ``str`` (never a subclass): both ways build one.
+    """
     if not parts.text:
         return None
     decode = parts.decode
@@ -26,7 +29,7 @@ def decode_batch(
             # The codec's own decode raises its precise error at the bad frame.
             return [decode(frame) for frame in frames]
 
-    return decode, decode_many
+    return decode, decode_many, str
 
 
 def encode_batch(parts: Parts) -> Callable[[Iterable[Any]], bytes] | None:
@@ -40,8 +43,7 @@ def encode_batch(parts: Parts) -> Callable[[Iterable[Any]], bytes] | None:
     encode_frames = parts.framing.encode_many
     reference = parts.encode_many
     text = str.encode  # strict UTF-8, as Utf8Codec encodes a str
-    offer = getattr(parts.framing, "text_joiner", None)
-    join: Callable[[list[str]], bytes | None] | None = offer() if offer is not None else None
+    join = text_join(parts)
     only_str = {str}.issuperset
 
     def utf8_many(values: Iterable[Any]) -> bytes:
@@ -62,3 +64,12 @@ def encode_batch(parts: Parts) -> Callable[[Iterable[Any]], bytes] | None:
         return reference(values)
 
     return utf8_many
+
+
+def text_join(parts: Parts) -> Callable[[list[str]], bytes | None] | None:
+    """The framing's ``text_joiner`` for a UTF-8 stack (newline-delimited), else ``None``."""
+    if not parts.text:
+        return None
+    offer = getattr(parts.framing, "text_joiner", None)
+    join: Callable[[list[str]], bytes | None] | None = offer() if offer is not None else None
+    return join

@@ -130,7 +130,7 @@ class Delimited(Framing):
             limit = self.max_frame_size
             if (
                 data.count(delimiter) == len(frames)
-                and not (self._strips_cr and b"\r\n" in data)
+                and not (self._strips_cr and b"\r" in data and b"\r\n" in data)
                 and (limit is None or max(map(len, frames)) <= limit)
             ):
                 return data
@@ -164,17 +164,37 @@ class Delimited(Framing):
                 return None
             # The checks of encode_many, on the joined bytes: delimiters are
             # only those joined in, no '\r\n' (no frame ends with '\r'),
-            # and no frame longer than all of them together.
+            # and no frame over the limit.
             count = len(frames)
             if (
                 data.count(delimiter) != count
-                or (strips and b"\r\n" in data)
-                or len(data) - count > limit
+                or (strips and b"\r" in data and b"\r\n" in data)
+                or (
+                    len(data) - count > limit
+                    and not _short_lines(data, delimiter, len(data), limit)
+                )
             ):
                 return None
             return data
 
         return join
+
+
+def _short_lines(data: bytes, delim: bytes, stop: int, limit: int) -> bool:
+    """Whether no frame of ``data[:stop]`` is over ``limit`` bytes, by a few ``find`` calls.
+
+    False means "not known": count the frames' lengths. A frame over the
+    limit holds a whole block of ``(limit + 1) // 2`` bytes, aligned on a
+    multiple of that size, with no delimiter starting in it; so if a
+    delimiter starts in every such block, no frame is over the limit. Worth
+    it only for a few blocks: a read a little over a long limit.
+    """
+    step = (limit + 1) // 2
+    if not step or stop > 8 * step:
+        return False
+    reach = step + len(delim) - 1
+    find = data.find
+    return all(find(delim, start, start + reach) >= 0 for start in range(0, stop - step + 1, step))
 
 
 def _may_end_in_time(pending: Buffer, size: int, delim: bytes, limit: int) -> bool:
@@ -317,10 +337,15 @@ class _DelimitedDecoder(FrameDecoder):
             # limit (its precise error) and carriage returns to strip.
             frames = buf.split(delim)
             last = frames.pop()
-            # No line is longer than all of them together: a pass over the
-            # lengths only when the read is long enough to hold a long one.
+            # No line is longer than all of them together; a read longer
+            # than the limit is checked by a few searches (_short_lines),
+            # else by a pass over the lines' lengths.
             cut = len(buf) - len(last)
-            if cut <= limit or max(map(len, frames)) <= limit:
+            if (
+                cut <= limit
+                or _short_lines(buf, delim, cut, limit)
+                or max(map(len, frames)) <= limit
+            ):
                 self._offset += cut
                 if last:
                     pending += last
