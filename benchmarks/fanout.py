@@ -262,7 +262,10 @@ def _scenario(
         clients = [psutil.Process(proc.pid) for proc in room.procs]
         try:
             room.run(args.start_rate / 4, 0.5, 0.5)  # every member joined and warm
-            row["deliveries_per_second"] = _search(room, label, args, row)
+            # --rate: the latency phase only, at that rate (no capacity search).
+            row["deliveries_per_second"] = (
+                _search(room, label, args, row) if args.rate is None else None
+            )
             if args.half_rate is None:
                 # Half the baseline's deliveries, as lines a second.
                 args.half_rate = max(1.0, row["deliveries_per_second"] / 2 / (args.members - 1))
@@ -308,9 +311,11 @@ def _cpu_cell(half: dict[str, Any]) -> str:
 
 def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base = rows[0]["deliveries_per_second"] or 1.0
+    searched = args.rate is None
     print(
         f"\nchat room of {args.members} members ({args.senders} senders), {os.cpu_count()} cores; "
-        f"latency at {args.half_rate:,.0f} lines/s (half the baseline's capacity)"
+        f"latency at {args.half_rate:,.0f} lines/s "
+        + ("(half the baseline's capacity)" if searched else "(--rate: no capacity search)")
     )
     print(
         f"{'scenario':<20} {'deliveries/s':>12} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
@@ -320,9 +325,10 @@ def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         half = row.get("half_load", {})
         per = half.get("broker_messages_per_publish")
         p50, p99 = half.get("p50_ms"), half.get("p99_ms")
+        capacity = row["deliveries_per_second"]
         print(
-            f"{row['scenario']:<20} {row['deliveries_per_second']:>12,.0f} "
-            f"{row['deliveries_per_second'] / base:>6.2f} "
+            f"{row['scenario']:<20} {'-' if capacity is None else f'{capacity:,.0f}':>12} "
+            f"{'-' if capacity is None else f'{capacity / base:.2f}':>6} "
             f"{p50 if p50 is None else f'{p50:.2f}':>7} {p99 if p99 is None else f'{p99:.2f}':>7} "
             f"{'-' if per is None else f'{per:.2f}':>20} "
             f"{_cpu_cell(half):>16}"
@@ -349,11 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=12, help="steps per scenario at most")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each window")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per step")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="skip the capacity search: measure latency at this many lines/s only",
+    )
     parser.add_argument("--only", choices=("redis", "nats"), help="one broker besides memory://")
     parser.add_argument("--no-uvloop", action="store_true", help="serve on asyncio's own loop")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    args.half_rate = None
+    args.half_rate = args.rate
     rows = [_scenario("memory, 1 process", None, 1, args)]
     for kind in [args.only] if args.only else ["redis", "nats"]:
         broker = Broker(kind)

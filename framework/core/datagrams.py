@@ -54,8 +54,10 @@ __all__ = [
     "Drop",
     "Dropped",
     "PeerState",
+    "datagram_framer",
     "decode_datagram",
     "max_datagram_size",
+    "seal",
     "sealer",
     "undecodable",
 ]
@@ -258,12 +260,33 @@ def sealer(
 ) -> Callable[[Any], bytes]:
     """``encode`` then seal: one authenticated datagram per value, size checked after sealing."""
 
-    def seal(value: Any) -> bytes:
-        data = session.seal(encode(value))
+    def encode_sealed(value: Any) -> bytes:
+        return seal(session, framing, encode(value))
+
+    return encode_sealed
+
+
+def datagram_framer(pipeline: Pipeline) -> Callable[[bytes], bytes]:
+    """One value's payload (``pipeline.encode_frame``'s) to its datagram: size checked,
+    cut by the stream framing first if the datagram is packed."""
+    framing = pipeline.datagram_framing
+    if not framing.packed:
+        return framing.encode
+    stream = pipeline.framing
+
+    def frame(payload: bytes) -> bytes:
+        data = stream.encode(payload)
         framing.check_size(len(data))
         return data
 
-    return seal
+    return frame
+
+
+def seal(session: AuthSession, framing: Datagram, data: bytes) -> bytes:
+    """One encoded datagram, sealed for ``session``; its size checked after sealing."""
+    sealed = session.seal(data)
+    framing.check_size(len(sealed))
+    return sealed
 
 
 def max_datagram_size(pipeline: Pipeline, limits: Limits) -> int:

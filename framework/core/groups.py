@@ -76,7 +76,8 @@ class GroupStats:
     delivered: int = 0
     #: Values a local member did not get: it was not keeping up (``can_send`` false).
     dropped: int = 0
-    #: Values a local member's pipeline could not encode.
+    #: Values a pipeline could not encode (or frame) for the local members
+    #: that use it: once per publish and pipeline, not once per member.
     undeliverable: int = 0
     #: Envelopes received from other nodes (own echoes not counted).
     received: int = 0

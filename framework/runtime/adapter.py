@@ -18,11 +18,34 @@ transport" in ``docs/explanation/layers.md``.
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, NamedTuple, Protocol
 
 from framework.core.connection import ReadPause
 
-__all__ = ["TransportSide"]
+__all__ = ["Encoding", "TransportSide", "unframed"]
+
+
+class Encoding(NamedTuple):
+    """How a connection writes one value's payload: see ``Connection.send_encoded``.
+
+    A value's payload is what its pipeline's codec stack makes of it
+    (``conn.pipeline.encode_frame(value)``); ``frame`` turns that payload
+    into what ``send_encoded`` takes. Connections whose ``key`` s are equal
+    get the same bytes from ``frame`` (one pipeline, one kind of transport):
+    a broadcaster encodes a value once per pipeline, frames it once per
+    key, and hands the bytes to every connection.
+    """
+
+    #: Equal for the connections whose ``frame`` gives the same bytes; cheap to hash.
+    key: Hashable
+    #: A payload to one value's wire form (raises ``EncodeError``, e.g. ``FrameTooLarge``).
+    frame: Callable[[bytes], bytes]
+
+
+def unframed(payload: bytes) -> bytes:
+    """An :attr:`Encoding.frame` for a transport that writes the payload as it is."""
+    return payload
 
 
 class TransportSide(Protocol):
@@ -48,6 +71,14 @@ class TransportSide(Protocol):
         propagates. Otherwise (handler replies) a value that cannot be
         encoded is logged and counted, and the others still go out.
         """
+
+    #: How this connection frames one value's payload for ``send_encoded``
+    #: (each adapter sets it as it makes the connection).
+    encoding: Encoding
+
+    @abc.abstractmethod
+    def _write_encoded(self, data: bytes) -> None:
+        """Send one value ``encoding.frame`` made (``ConnectionClosed`` once closing)."""
 
     @abc.abstractmethod
     def _closing(self) -> bool:

@@ -13,7 +13,7 @@ from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.websocket import WebSocketOptions
 from framework.runtime.connection import Connection
-from framework.runtime.datagram import DatagramClient
+from framework.runtime.datagram_client import DatagramClient
 from framework.runtime.stream import StreamConnection
 from framework.runtime.tls import TlsOptions, not_tls_error
 from framework.runtime.transports import open_datagram, open_stream

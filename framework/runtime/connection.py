@@ -7,8 +7,9 @@ read's values to the handlers in one loop (sync inline, async as tasks up to
 adapters subclass it and implement its transport side, the protocol
 :class:`~framework.runtime.adapter.TransportSide`:
 :class:`~framework.runtime.stream.StreamConnection`,
-:class:`~framework.runtime.websocket.WebSocketConnection` and the UDP peers
-and client of :mod:`framework.runtime.datagram`.
+:class:`~framework.runtime.websocket.WebSocketConnection`, the UDP peers
+of :mod:`framework.runtime.datagram` and the UDP client of
+:mod:`framework.runtime.datagram_client`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from framework.core.errors import ConnectionClosed, UnknownMessageType, WirekitE
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.adapter import TransportSide
+from framework.runtime.adapter import Encoding, TransportSide, unframed
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, guard_hook, needs_await
 from framework.runtime.dispatch_loop import DispatchLoop
 from framework.runtime.logs import LogLimiter
 from framework.runtime.metrics import HandlerTimes, ListenerMetrics
 
-__all__ = ["Connection", "ConnectionClosed", "ConnectionStats"]
+__all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "Encoding", "unframed"]
 
 log = logging.getLogger("wirekit.connection")
 _ids = itertools.count(1)
@@ -124,7 +125,7 @@ class Connection(DispatchLoop, TransportSide):
         enough). Broadcasters use it to drop or disconnect a slow peer instead
         of buffering for it without bound.
         """
-        return not self.closed and not self._closing() and not self._backed_up()
+        return not self._closed.done() and not self._closing() and not self._backed_up()
 
     async def send(self, value: Any) -> None:
         """Encode and send ``value``; waits while the peer is not keeping up."""
@@ -147,6 +148,27 @@ class Connection(DispatchLoop, TransportSide):
         # everything in the order the handlers produced it.
         self._flush_gathered()
         self._write_values([value], strict=True)
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue one value already encoded for this connection, as ``send_nowait`` would.
+
+        ``data`` is ``conn.encoding.frame(conn.pipeline.encode_frame(value))``:
+        for a value sent to many connections, encode it once per pipeline
+        and frame it once per :attr:`encoding` key, then hand the bytes to
+        every connection with that key (groups do this). It is one value's
+        wire form on this transport (a stream's frame, a WebSocket
+        message's payload, a datagram before any sealing), nothing else.
+        Raises :class:`ConnectionClosed` once the connection is closing;
+        counted in ``stats`` like any send.
+        """
+        self._watch_close = True
+        if self._closed.done() or self._closing():
+            raise self._ended(f"connection #{self.id} is closed")
+        if self._late:
+            self._flush_late()
+        if self._replies:
+            self._flush_gathered()  # as in send_nowait: earlier replies go first
+        self._write_encoded(data)
 
     async def receive(self) -> Any:
         """The next value from the peer (clients, and servers without handlers).

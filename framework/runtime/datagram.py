@@ -25,8 +25,9 @@ from framework.core.datagrams import (
     Drop,
     Dropped,
     PeerState,
-    decode_datagram,
+    datagram_framer,
     max_datagram_size,
+    seal,
     sealer,
     undecodable,
 )
@@ -34,14 +35,13 @@ from framework.core.errors import DecodeError, FrameTooLarge, FramingError, Wire
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.core.security import AuthSession
-from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.connection import Connection, ConnectionClosed, Encoding
 from framework.runtime.dispatch import PLAIN_REPLIES, describe, loop_clock, needs_await
 from framework.runtime.logs import LogLimiter
 from framework.runtime.metrics import BUCKETS, REGISTRY, ListenerMetrics
 from framework.runtime.transports.udp import SendQueueFull
 
-__all__ = ["DatagramClient", "DatagramPeer", "DatagramServer", "DatagramStats"]
+__all__ = ["DatagramConnection", "DatagramPeer", "DatagramServer", "DatagramStats"]
 
 log = logging.getLogger("wirekit.udp")
 
@@ -51,8 +51,9 @@ log = logging.getLogger("wirekit.udp")
 LOG_INTERVAL = 1.0
 
 
-class _DatagramConnection(Connection):
-    """What a UDP peer and a UDP client give the Connection as its adapter side."""
+class DatagramConnection(Connection):
+    """What a UDP peer and a UDP client (:mod:`framework.runtime.datagram_client`) give the
+    Connection as its adapter side."""
 
     _writing_paused = False  # a client's socket: set by its transport
 
@@ -99,7 +100,7 @@ class _DatagramConnection(Connection):
         return None  # no half-closed stream to finish closing
 
 
-class DatagramPeer(_DatagramConnection):
+class DatagramPeer(DatagramConnection):
     """The virtual connection of one remote address on a UDP server."""
 
     def __init__(self, server: DatagramServer, addr: Any) -> None:
@@ -117,6 +118,7 @@ class DatagramPeer(_DatagramConnection):
             self._metrics = metrics
             self._timing = metrics.times
         self._peer = PeerState(server.limits, now=self._loop.time())
+        self.encoding = server.encoding  # one datagram, sealed for this peer if need be
         self.stats = self._peer.stats
 
     @property
@@ -163,29 +165,41 @@ class DatagramPeer(_DatagramConnection):
                 raise
             # One bad reply must not cost the others.
             datagrams = self._encode_each(values, encode)
-        stats = self.stats
         for data in datagrams:
-            if not state.may_send(len(data)):
-                # Not an error of the handler's: a spoofed source address
-                # must not turn this server into an amplifier.
-                server.stats.count(Drop.AMPLIFICATION)
-                server._log_drop(
-                    Drop.AMPLIFICATION,
-                    "%r: reply of %d bytes not sent: address not verified, %d bytes received, "
-                    "%d sent (amplification_factor=%g)",
-                    self,
-                    len(data),
-                    stats.bytes_in,
-                    stats.bytes_out,
-                    state.factor,
-                )
-                continue
-            # Counted first: a datagram the transport drops (its send queue
-            # full) is taken back off in error_received, during sendto.
-            stats.frames_out += 1
-            stats.bytes_out += len(data)
-            server.stats.sent += 1
-            transport.sendto(data, self.peer)
+            self._sendto(transport, data)
+
+    def _write_encoded(self, data: bytes) -> None:
+        transport = self._server.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed("UDP socket is closed", peer=self.peer)
+        session = self._peer.session
+        if session is not None:
+            data = seal(session, self.pipeline.datagram_framing, data)
+        self._sendto(transport, data)
+
+    def _sendto(self, transport: asyncio.DatagramTransport, data: bytes) -> None:
+        state, stats, server = self._peer, self.stats, self._server
+        if not state.may_send(len(data)):
+            # Not an error of the handler's: a spoofed source address
+            # must not turn this server into an amplifier.
+            server.stats.count(Drop.AMPLIFICATION)
+            server._log_drop(
+                Drop.AMPLIFICATION,
+                "%r: reply of %d bytes not sent: address not verified, %d bytes received, "
+                "%d sent (amplification_factor=%g)",
+                self,
+                len(data),
+                stats.bytes_in,
+                stats.bytes_out,
+                state.factor,
+            )
+            return
+        # Counted first: a datagram the transport drops (its send queue
+        # full) is taken back off in error_received, during sendto.
+        stats.frames_out += 1
+        stats.bytes_out += len(data)
+        server.stats.sent += 1
+        transport.sendto(data, self.peer)
 
     def _bad_input(self, error: WirekitError, *, fatal: bool) -> None:
         # A bad datagram costs only itself: count it, let the fallback see it.
@@ -272,6 +286,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._sweeper: asyncio.TimerHandle | None = None
         self._decode = pipeline.datagram_decoder()
         self._encode = pipeline.datagram_encoder()
+        #: What its peers' ``encoding`` is: one for all of them.
+        self.encoding = Encoding(("datagram", id(pipeline)), datagram_framer(pipeline))
         self._now: Callable[[], float] = time.monotonic
         self._reading = True
         framing = pipeline.datagram_framing
@@ -493,100 +509,6 @@ class DatagramServer(asyncio.DatagramProtocol):
         """Close the socket."""
         if self.transport is not None:
             self.transport.close()
-
-
-class DatagramClient(_DatagramConnection, asyncio.DatagramProtocol):
-    """A client's UDP socket, connected to one server address."""
-
-    def __init__(self, pipeline: Pipeline, *, limits: Limits) -> None:
-        super().__init__(pipeline, router=None, limits=limits)
-        self.transport: asyncio.DatagramTransport | None = None
-        #: Counters of this socket, by reason (``dropped_rate_limited`` and
-        #: ``dropped_amplification`` are the server's and stay 0 here).
-        self.datagram_stats = DatagramStats()
-        framing = pipeline.datagram_framing
-        #: The authentication session (a fresh random session id per client), or None.
-        self.session: AuthSession | None = (
-            framing.auth.session() if framing.auth is not None else None
-        )
-        self._gate = DatagramGate.for_client(max_datagram_size(pipeline, limits), self.session)
-        self._encode: Callable[[Any], bytes] = pipeline.encode_datagram
-        if self.session is not None:
-            self._encode = sealer(self.session, framing, pipeline.encode_datagram)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.peer = transport.get_extra_info("peername")
-
-    @property
-    def address_verified(self) -> bool:
-        """Always true: a client chose its server's address."""
-        return True
-
-    def verify_address(self) -> None:
-        """Nothing to do on a client (see :meth:`DatagramPeer.verify_address`)."""
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.stats.bytes_in += len(data)
-        stats = self.datagram_stats
-        stats.received += 1
-        opened = self._gate.check(data)
-        if isinstance(opened, Dropped):
-            stats.count(opened.reason)
-            if opened.error is not None:
-                self.stats.errors += 1
-                log.debug("%r: dropped datagram: %s", self, opened.error)
-            return
-        values = decode_datagram(self.pipeline.decode_datagram, opened[1])
-        if values and type(values[-1]) is BadInput:
-            # Nothing a client receives closes it: the bad datagram is dropped.
-            error = values.pop().error
-            stats.count(Drop.UNDECODABLE)
-            self.stats.errors += 1
-            log.info("%r: dropped datagram: %s", self, error)
-        if values:
-            self._deliver(values)
-
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, SendQueueFull):  # counted as sent, then dropped
-            self.datagram_stats.not_sent(exc.size, self.stats)
-        log.debug("%r: UDP error: %s", self, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._mark_closed(exc)
-
-    def _write_values(self, values: list[Any], *, strict: bool = False) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionClosed("UDP socket is closed", peer=self.peer)
-        encode = self._encode
-        datagrams = (
-            [encode(value) for value in values] if strict else self._encode_each(values, encode)
-        )
-        for data in datagrams:
-            # Counted first: one the transport drops is taken back off in error_received.
-            self.stats.frames_out += 1
-            self.stats.bytes_out += len(data)
-            self.datagram_stats.sent += 1
-            transport.sendto(data)
-
-    def _closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-    def _drop_stats(self) -> DatagramStats:
-        return self.datagram_stats
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._watch_close = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        """Close the socket."""
-        self._watch_close = True
-        if self.transport is not None:
-            self.transport.abort()
 
 
 _perf = time.perf_counter

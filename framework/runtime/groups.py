@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from framework.core.errors import ConfigError, ConnectionClosed, DecodeError, WirekitError
@@ -126,8 +127,9 @@ class Groups:
     def publish(self, group: str, value: Any, *, exclude: Connection | None = None) -> int:
         """Send ``value`` to every member of ``group`` on every node (``exclude`` not).
 
-        One broker message, whatever the number of members; each member's
-        own pipeline encodes the value for its wire. Returns how many local
+        One broker message, whatever the number of members; each member
+        gets the value in its own pipeline's wire format, encoded once per
+        pipeline and transport, not once per member. Returns how many local
         members it was handed to. The value crosses nodes as msgpack, or, if
         it is a message the app's pipeline registers, as that message:
         anything else raises :class:`~framework.core.errors.EncodeError`
@@ -178,6 +180,11 @@ class Groups:
     # -- fan-out ---------------------------------------------------------------------
 
     def _fan_out(self, members: tuple[Connection, ...], value: Any) -> int:
+        # The value is encoded once per pipeline and framed once per encoding
+        # (a pipeline on one kind of transport), when a member first needs
+        # it; None: it could not be, which is counted once, not per member.
+        payloads: dict[int, bytes | None] = {}
+        wires: dict[Hashable, bytes | None] = {}
         stats = self.stats
         sent = 0
         for conn in members:
@@ -189,17 +196,48 @@ class Groups:
                 if conn in self._close_when_full:
                     conn.abort()
                 continue
+            encoding = conn.encoding
             try:
-                conn.send_nowait(value)
+                data = wires[encoding.key]
+            except KeyError:
+                data = wires[encoding.key] = self._wire(conn, value, payloads)
+            if data is None:
+                continue
+            try:
+                conn.send_encoded(data)
             except ConnectionClosed:
                 continue
-            except WirekitError as exc:
-                stats.undeliverable += 1
-                self._warn("undeliverable", "%r: cannot encode a group value: %s", conn, exc)
+            except WirekitError as exc:  # this member's own step (a UDP peer's seal)
+                self._undeliverable(conn, exc)
                 continue
             sent += 1
         stats.delivered += sent
         return sent
+
+    def _wire(
+        self, conn: Connection, value: Any, payloads: dict[int, bytes | None]
+    ) -> bytes | None:
+        """``value`` as ``conn`` writes it, or None; ``payloads`` holds them by pipeline."""
+        pipeline = conn.pipeline
+        try:
+            payload = payloads[id(pipeline)]
+        except KeyError:
+            try:
+                payload = payloads[id(pipeline)] = pipeline.encode_frame(value)
+            except WirekitError as exc:
+                payload = payloads[id(pipeline)] = None
+                self._undeliverable(conn, exc)
+        if payload is None:
+            return None
+        try:
+            return conn.encoding.frame(payload)
+        except WirekitError as exc:
+            self._undeliverable(conn, exc)
+            return None
+
+    def _undeliverable(self, conn: Connection, exc: WirekitError) -> None:
+        self.stats.undeliverable += 1
+        self._warn("undeliverable", "%r: cannot encode a group value: %s", conn, exc)
 
     def leave_all(self, conn: Connection) -> None:
         """``conn`` leaves every group it is in (the app does this when it closes)."""

@@ -20,7 +20,7 @@ from framework.core.errors import WirekitError
 from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.core.router import Router
-from framework.runtime.connection import Connection, ConnectionClosed
+from framework.runtime.connection import Connection, ConnectionClosed, Encoding
 from framework.runtime.dispatch import loop_clock
 
 __all__ = ["StreamConnection", "TimedStreamConnection"]
@@ -67,6 +67,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._header = self._batch.header
         self._header_limit = self._batch.limit
         self._text_replies = self._batch.text
+        self.encoding = Encoding(("stream", id(pipeline)), pipeline.framing.encode)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -308,6 +309,24 @@ class StreamConnection(Connection, asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
         self._put(transport, *self._batch.encode(values, strict=strict))
+
+    @property
+    def can_send(self) -> bool:
+        # Connection.can_send's test without its three calls: a group asks
+        # it of every member for every value.
+        transport = self._transport
+        return not (
+            transport is None or transport.is_closing() or self._write_paused or self._closed.done()
+        )
+
+    def _write_encoded(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed(f"connection #{self.id} is closed", peer=self.peer)
+        transport.write(data)
+        stats = self.stats
+        stats.frames_out += 1
+        stats.bytes_out += len(data)
 
     def _backed_up(self) -> bool:
         return self._write_paused

@@ -47,7 +47,7 @@ from framework.core.websocket import (
     close_code_for,
     message_limit,
 )
-from framework.runtime.connection import Connection
+from framework.runtime.connection import Connection, Encoding, unframed
 from framework.runtime.dispatch import loop_clock
 from framework.runtime.pages import Pages
 from framework.runtime.websocket_handshake import (
@@ -113,6 +113,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             pipeline, self._can_recover, max_frames=options.max_message_frames
         )
         self._encode = pipeline.encode_frame
+        self.encoding = Encoding(("websocket", id(pipeline)), unframed)  # one message
         self._text = pipeline.writes_text
         self._now = loop_clock(self._loop)
         self._transport: asyncio.Transport | None = None
@@ -470,6 +471,16 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         for payload in payloads:
             send(payload)
         self.stats.frames_out += len(payloads)
+        self._flush_ws()
+
+    def _write_encoded(self, data: bytes) -> None:
+        if self._transport is None or self._closing():
+            raise self._ended(f"connection #{self.id} is closed")
+        if self._text:
+            self._ws.send_text(data)
+        else:
+            self._ws.send_binary(data)
+        self.stats.frames_out += 1
         self._flush_ws()
 
     # -- Connection ----------------------------------------------------------------

@@ -11,7 +11,8 @@ from framework.core.limits import Limits
 from framework.core.pipeline import Pipeline
 from framework.runtime.adapter import TransportSide
 from framework.runtime.connection import Connection
-from framework.runtime.datagram import DatagramClient, DatagramPeer, TimedDatagramPeer
+from framework.runtime.datagram import DatagramPeer, TimedDatagramPeer
+from framework.runtime.datagram_client import DatagramClient
 from framework.runtime.stream import StreamConnection, TimedStreamConnection
 from framework.runtime.websocket import TimedWebSocketConnection, WebSocketConnection
 

@@ -23,7 +23,8 @@ from framework.core.security import OVERHEAD, HmacAuth
 from framework.runtime import connect
 from framework.runtime.app import App
 from framework.runtime.connection import Connection
-from framework.runtime.datagram import DatagramClient, DatagramPeer
+from framework.runtime.datagram import DatagramPeer
+from framework.runtime.datagram_client import DatagramClient
 from framework.runtime.server import Server
 
 KEY = b"k" * 32

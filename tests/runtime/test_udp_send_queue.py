@@ -23,7 +23,8 @@ import attrs
 import pytest
 
 from framework import App, Connection, Limits, Pipeline, message
-from framework.runtime.datagram import DatagramClient, DatagramServer
+from framework.runtime.datagram import DatagramServer
+from framework.runtime.datagram_client import DatagramClient
 from framework.runtime.transports.udp import (
     SEND_QUEUE_FACTOR,
     WRITE_HIGH_WATER,

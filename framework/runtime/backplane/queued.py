@@ -26,7 +26,7 @@ from framework.core._registry import check_limit
 from framework.runtime.backplane.base import Backplane, BackplaneStats, Deliver, StateChanged
 from framework.runtime.reconnect import Backoff
 
-__all__ = ["DEFAULT_BACKOFF", "QueuedBackplane"]
+__all__ = ["DEFAULT_BACKOFF", "DIRECT_LIMIT", "QueuedBackplane"]
 
 log = logging.getLogger("wirekit.backplane")
 
@@ -35,6 +35,10 @@ log = logging.getLogger("wirekit.backplane")
 #: about a second of the broker's return, and one connection attempt a
 #: second per node is nothing for a broker.
 DEFAULT_BACKOFF = Backoff(initial=0.05, max_delay=1.0)
+#: Bytes in a broker connection's socket buffer past which publishes go
+#: through the queue, not to the socket at once: the broker is not reading
+#: as fast as the node writes.
+DIRECT_LIMIT = 256 * 1024
 
 
 def _ignore_state(_up: bool) -> None:

@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 
 from framework.core.errors import ConfigError
 from framework.runtime.backplane.base import Deliver, StateChanged
-from framework.runtime.backplane.queued import QueuedBackplane
+from framework.runtime.backplane.queued import DIRECT_LIMIT, QueuedBackplane
 from framework.runtime.reconnect import Backoff
 
 __all__ = ["RedisBackplane"]
@@ -58,9 +58,6 @@ log = logging.getLogger("wirekit.backplane")
 
 #: What a lost or broken Redis link raises.
 LINK_ERRORS = (RedisError, OSError, EOFError)
-#: Bytes in the publisher connection's socket buffer past which publishes
-#: go through the queue: Redis is not reading as fast as the node writes.
-DIRECT_LIMIT = 256 * 1024
 
 
 def _parse(url: str) -> dict[str, Any]:
