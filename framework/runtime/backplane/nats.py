@@ -39,6 +39,7 @@ from nats.protocol.command import pub_cmd
 from framework.core.errors import ConfigError
 from framework.runtime.backplane.base import Deliver, StateChanged
 from framework.runtime.backplane.queued import DIRECT_LIMIT, QueuedBackplane
+from framework.runtime.backplane.streams import nats_stream
 
 __all__ = ["NatsBackplane", "subject_for"]
 
@@ -143,10 +144,10 @@ class NatsBackplane(QueuedBackplane):
         nc = self._nc
         if self._up and not self._queue and not self._writing and not nc.pending_data_size:
             # Nothing queued here or in nats-py: nothing this could overtake.
-            # nats-py keeps its stream private; without it, the queue.
-            writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+            # Without the stream (see streams.py), the queue.
+            writer = nats_stream(nc)
             if (
-                isinstance(writer, asyncio.StreamWriter)
+                writer is not None
                 and nc.is_connected
                 and not writer.transport.is_closing()
                 and writer.transport.get_write_buffer_size() < self.direct_limit

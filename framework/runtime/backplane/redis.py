@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 from framework.core.errors import ConfigError
 from framework.runtime.backplane.base import Deliver, StateChanged
 from framework.runtime.backplane.queued import DIRECT_LIMIT, QueuedBackplane
+from framework.runtime.backplane.streams import redis_stream
 from framework.runtime.reconnect import Backoff
 
 __all__ = ["RedisBackplane"]
@@ -237,9 +238,8 @@ class RedisBackplane(QueuedBackplane):
             await self._close_connections(pub, sub)
             raise
         self._pub, self._sub = pub, sub
-        # redis-py keeps the stream private; without it every publish takes the queue.
-        writer = getattr(pub, "_writer", None)
-        self._direct = writer if isinstance(writer, asyncio.StreamWriter) else None
+        # Without the stream (see streams.py) every publish takes the queue.
+        self._direct = redis_stream(pub)
 
     async def _disconnect(self) -> None:
         pub, sub = self._pub, self._sub
