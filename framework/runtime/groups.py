@@ -65,6 +65,9 @@ class Groups:
         self._timer: asyncio.TimerHandle | None = None
         self._close_when_full: set[Connection] = set()
         self._dropped: dict[Connection, int] = {}
+        # Members no server of the app serves (client connections): their
+        # close is watched here, since no disconnect hook of the app runs.
+        self._watching: dict[Connection, asyncio.Future[None]] = {}
         self._connected = True
         self._log: LogLimiter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,12 +112,26 @@ class Groups:
         if conn.closed:
             return
         out = table.join(conn, conn.id, group, data, self._now())
+        if conn.listener is None and conn not in self._watching:
+            self._watch(conn)
         if when_full == "close":
             self._close_when_full.add(conn)
         else:
             self._close_when_full.discard(conn)
         self._send(out)
         self._sync()
+
+    def _watch(self, conn: Connection) -> None:
+        """``conn`` leaves its groups when it closes (a client connection: no hook does it)."""
+        closed = asyncio.ensure_future(conn.wait_closed())
+        self._watching[conn] = closed
+
+        def ended(_: asyncio.Future[None]) -> None:
+            if self._watching.get(conn) is closed:
+                del self._watching[conn]
+                self.leave_all(conn)
+
+        closed.add_done_callback(ended)
 
     def leave(self, conn: Connection, group: str) -> bool:
         """Take ``conn`` out of ``group``; ``False`` if it was not in it."""
@@ -333,6 +350,9 @@ class Groups:
                 self._log.flush(float("inf"))
             self._close_when_full.clear()
             self._dropped.clear()
+            watching, self._watching = self._watching, {}
+            for closed in watching.values():
+                closed.cancel()
 
     def _running(self) -> GroupTable[Connection]:
         if self._table is None:

@@ -446,3 +446,29 @@ def test_websocket_members_get_group_values_in_their_own_frames() -> None:
         await ws.close()
 
     run(main())
+
+
+def test_a_client_connection_that_joined_leaves_its_groups_when_it_closes() -> None:
+    async def main() -> None:
+        plane = hub()
+        one, two = room_app(plane), room_app(plane)
+        first = await one.start("tcp://127.0.0.1:0")
+        second = await two.start("tcp://127.0.0.1:0")
+        # A client of node one's server that node two's app puts in its room:
+        # no server of app two serves it, so none of app two's hooks see it close.
+        outgoing = await connect(first.url, two.pipeline)
+        two.groups.join(outgoing, "room", data="outgoing")
+        await eventually(lambda: len(one.groups.members("room")) == 2, "listed on node one")
+
+        outgoing.close()
+        await outgoing.wait_closed()
+        await eventually(lambda: two.groups.groups_of(outgoing) == (), "left on its node")
+        await eventually(
+            lambda: all(m.data != "outgoing" for m in one.groups.members("room")),
+            "gone from the other node",
+        )
+        assert all(m.data != "outgoing" for m in two.groups.members("room"))
+        await first.close()
+        await second.close()
+
+    run(main())
