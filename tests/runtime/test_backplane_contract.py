@@ -341,3 +341,28 @@ def test_publishes_to_a_stalled_broker_are_bounded_then_dropped(
         await close(sender, reader)
 
     run(main(), timeout=40)
+
+
+@pytest.mark.parametrize("direct_limit", [0, 256 * 1024], ids=["queued", "direct"])
+@pytest.mark.parametrize(("kind", "broker"), [("nats", "nats")], indirect=["broker"])
+def test_a_payload_over_the_nats_max_payload_is_dropped_and_the_link_stays_up(
+    kind: str, broker: Broker | None, direct_limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        url = url_of(kind, broker)
+        sender, reader = await nodes(url, 2, direct_limit=direct_limit)
+        await reader.plane.subscribe("room")
+        huge = b"x" * (2 * 1024 * 1024)  # the server's default max_payload is 1 MiB
+        assert not sender.plane.publish("room", huge)
+        assert not sender.plane.publish("room", huge)
+        assert sender.plane.publish("room", b"after")
+        await eventually(lambda: reader.payloads("room") == [b"after"])
+        assert sender.plane.connected
+        assert sender.plane.stats.dropped == 2
+        assert sender.plane.stats.published == 1
+        await close(sender, reader)
+
+    with caplog.at_level(logging.WARNING, logger="wirekit.backplane"):
+        run(main())
+    warned = [r.getMessage() for r in caplog.records if "max_payload" in r.getMessage()]
+    assert len(warned) == 1, warned

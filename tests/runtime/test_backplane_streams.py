@@ -54,6 +54,9 @@ def test_nats_client_has_a_stream_to_write_to(nats_broker: Broker) -> None:
                 await got.put(msg.data)  # type: ignore[attr-defined]
 
             await receiver.subscribe("streams.check", cb=on_message)
+            # nats-py's flush can write its PING ahead of the pending SUB: the
+            # second one is answered only after the server has the SUB.
+            await receiver.flush()
             await receiver.flush()
             writer = nats_stream(sender)
             assert isinstance(writer, asyncio.StreamWriter)

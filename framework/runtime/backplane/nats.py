@@ -136,12 +136,29 @@ class NatsBackplane(QueuedBackplane):
         self._wanted: dict[str, object] = {}
         self._writer: asyncio.Task[None] | None = None
         self._first_error: asyncio.Future[BaseException] | None = None
+        self._oversize_logged = False
 
     # -- the Backplane interface ------------------------------------------------------
 
     def publish(self, channel: str, payload: bytes) -> bool:
-        """Write one ``PUB`` now, or queue it; ``False`` if it was dropped (and counted)."""
+        """Write one ``PUB`` now, or queue it; ``False`` if it was dropped (and counted).
+
+        A payload over the server's ``max_payload`` is dropped here: the
+        server would answer it by closing the connection.
+        """
         nc = self._nc
+        if len(payload) > nc.max_payload:
+            self.stats.dropped += 1
+            if not self._oversize_logged:
+                self._oversize_logged = True
+                log.warning(
+                    "backplane %s: a %d-byte payload is over the server's max_payload "
+                    "(%d bytes): dropped, as every larger one will be",
+                    self.url,
+                    len(payload),
+                    nc.max_payload,
+                )
+            return False
         if self._up and not self._queue and not self._writing and not nc.pending_data_size:
             # Nothing queued here or in nats-py: nothing this could overtake.
             # Without the stream (see streams.py), the queue.
