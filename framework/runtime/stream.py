@@ -126,6 +126,7 @@ class StreamConnection(Connection, asyncio.Protocol):
                     stats.bytes_out += len(out)
                 else:
                     replies.clear()
+                    batch.mixed = False
             if state.wakeup_at != self._timer_at:
                 # A deadline changed: a frame began, or a rate-limit pause did.
                 self._arm()
