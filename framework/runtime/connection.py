@@ -207,30 +207,6 @@ class Connection(DispatchLoop, TransportSide):
         router = self._router
         return router is not None and router.fallback_handler is not None
 
-    def _adopt_stream(
-        self, transport: asyncio.Transport, on_made: Callable[[Any], bool] | None
-    ) -> bool:
-        """Set up a stream adapter's new ``transport``; ``False`` if ``on_made`` refused it.
-
-        A socket transport starts closing only when told to (close, abort, a
-        failed write), never in the middle of our read; an in-process one
-        (memory://, fault injection) can be reset or aborted by the other end
-        at any moment: it is watched from the start.
-        """
-        self._watch_close = transport.get_extra_info("socket") is None
-        self.peer = transport.get_extra_info("peername")
-        transport.set_write_buffer_limits(
-            high=self._limits.write_high_water, low=self._limits.write_low_water
-        )
-        if on_made is not None and not on_made(self):
-            # Refused (max_connections, shutdown): the application never
-            # saw it, so no disconnect hook runs for it either.
-            self._router = None
-            self._watch_close = True
-            transport.abort()
-            return False
-        return True
-
     def _ended(self, text: str) -> ConnectionClosed:
         """The error ``send`` and ``receive`` raise once the connection has ended."""
         return ConnectionClosed(text, peer=self.peer)

@@ -22,13 +22,14 @@ from framework.core.pipeline import Pipeline
 from framework.core.router import Router
 from framework.runtime.connection import Connection, ConnectionClosed, Encoding
 from framework.runtime.dispatch import loop_clock
+from framework.runtime.transport_flow import TransportConnection
 
 __all__ = ["StreamConnection", "TimedStreamConnection"]
 
 log = logging.getLogger("wirekit.connection")
 
 
-class StreamConnection(Connection, asyncio.Protocol):
+class StreamConnection(TransportConnection, asyncio.Protocol):
     """A connection over a byte-stream transport (TCP, TLS, Unix, memory): see the module."""
 
     def __init__(
@@ -53,12 +54,8 @@ class StreamConnection(Connection, asyncio.Protocol):
             now=self._now(),
         )
         self.stats = state.stats
-        # Whether the transport reads; the state says whether it should.
-        self._reading = True
+        self._init_transport()
         self._close_when_done = False
-        self._transport: asyncio.Transport | None = None
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._on_made = on_made
         self._on_lost = on_lost
         self._timer: asyncio.TimerHandle | None = None
@@ -75,7 +72,6 @@ class StreamConnection(Connection, asyncio.Protocol):
         # uvloop's transports are not subclasses of asyncio.Transport, though
         # they implement it: no isinstance check here.
         transport = cast(asyncio.Transport, transport)
-        self._transport = transport
         adopted = self._adopt_stream(transport, self._on_made)
         self._state.peer = self.peer
         if not adopted:
@@ -227,10 +223,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._wake_drainers()
         buffered = self._state.buffered
         if exc is not None and buffered:
             self.stats.errors += 1
@@ -247,20 +240,6 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._mark_closed(exc)
         if self._on_lost is not None:
             self._on_lost(self)
-
-    def pause_writing(self) -> None:
-        # The peer reads slower than we write: stop reading from it, so it
-        # cannot make us buffer replies without bound.
-        self._write_paused = True
-        self._pause_reading(ReadPause.WRITES_BACKED_UP)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._resume_reading(ReadPause.WRITES_BACKED_UP)
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- Connection ----------------------------------------------------------------
 
@@ -329,25 +308,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         stats.frames_out += 1
         stats.bytes_out += len(data)
 
-    def _backed_up(self) -> bool:
-        return self._write_paused
-
-    async def _drain(self) -> None:
-        if self._write_paused and not self.closed:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-        if self.closed:
-            raise ConnectionClosed(f"connection #{self.id} closed", peer=self.peer)
-
-    def _pause_inbox(self) -> None:
-        self._pause_reading(ReadPause.INBOX_FULL)
-
     def _stop_reading(self) -> None:
         self._pause_reading(ReadPause.SHUTTING_DOWN)
-
-    def _resume_inbox(self) -> None:
-        self._resume_reading(ReadPause.INBOX_FULL)
 
     def _pause_reading(self, reason: ReadPause) -> None:
         self._state.pause(reason)
@@ -357,17 +319,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._state.resume(reason)
         self._sync_reading()
 
-    def _sync_reading(self) -> None:
-        """Pause or resume the transport as the state's pause reasons say."""
-        should = not self._state.paused
-        transport = self._transport
-        if should is self._reading or transport is None or transport.is_closing():
-            return
-        self._reading = should
-        if should:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
+    def _read_paused(self) -> bool:
+        return bool(self._state.paused)
 
     @property
     def last_activity(self) -> float:

@@ -50,6 +50,7 @@ from framework.core.websocket import (
 from framework.runtime.connection import Connection, Encoding, unframed
 from framework.runtime.dispatch import loop_clock
 from framework.runtime.pages import Pages
+from framework.runtime.transport_flow import TransportConnection
 from framework.runtime.websocket_handshake import (
     Refusal,
     client_protocol,
@@ -71,7 +72,7 @@ _PONG = Opcode.PONG
 _CLOSE = Opcode.CLOSE
 
 
-class WebSocketConnection(Connection, asyncio.Protocol):
+class WebSocketConnection(TransportConnection, asyncio.Protocol):
     """A connection over a WebSocket (``ws://``, ``wss://``): see the module.
 
     ``subprotocol`` is the one agreed in the handshake (or None);
@@ -116,11 +117,8 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self.encoding = Encoding(("websocket", id(pipeline)), unframed)  # one message
         self._text = pipeline.writes_text
         self._now = loop_clock(self._loop)
-        self._transport: asyncio.Transport | None = None
+        self._init_transport()
         self._paused = ReadPause(0)
-        self._reading = True
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._request_bytes = 0
         self._close_code = CloseCode.NORMAL
         self._close_reason = ""
@@ -153,7 +151,6 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
-        self._transport = transport
         if not self._adopt_stream(transport, self._on_made):
             return
         if isinstance(self._ws, ClientProtocol):
@@ -267,21 +264,6 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._mark_closed(error)
         if self._on_lost is not None:
             self._on_lost(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._pause_reading(ReadPause.WRITES_BACKED_UP)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._resume_reading(ReadPause.WRITES_BACKED_UP)
-        self._wake_drainers()
-
-    def _wake_drainers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- the opening handshake ----------------------------------------------------------
 
@@ -543,23 +525,6 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             or self._ws.state is not State.OPEN
         )
 
-    def _backed_up(self) -> bool:
-        return self._write_paused
-
-    async def _drain(self) -> None:
-        if self._write_paused and not self.closed:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-        if self.closed:
-            raise self._ended(f"connection #{self.id} closed")
-
-    def _pause_inbox(self) -> None:
-        self._pause_reading(ReadPause.INBOX_FULL)
-
-    def _resume_inbox(self) -> None:
-        self._resume_reading(ReadPause.INBOX_FULL)
-
     def _stop_reading(self) -> None:
         # A shutdown: the close that follows says "going away".
         self._close_code = CloseCode.GOING_AWAY
@@ -579,16 +544,8 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._paused &= ~reason
         self._sync_reading()
 
-    def _sync_reading(self) -> None:
-        should = not self._paused
-        transport = self._transport
-        if should is self._reading or transport is None or transport.is_closing():
-            return
-        self._reading = should
-        if should:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
+    def _read_paused(self) -> bool:
+        return bool(self._paused)
 
 
 class TimedWebSocketConnection(WebSocketConnection):
