@@ -1,11 +1,21 @@
-"""Reading a metrics endpoint the way Prometheus does: HTTP, then the text parser."""
+"""Reading a metrics endpoint the way Prometheus does: HTTP, then the text parser.
+
+``endpoint`` is a fixture: a test module imports it (and names it in its
+``__all__``) to use it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from framework.runtime.metrics import enable
+from framework.runtime.metrics_http import serve_metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -36,3 +46,21 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(
         value for (found, keys), value in samples.items() if found == name and wanted <= keys
     )
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    """A metrics endpoint on a free loopback port; handler timing off again afterwards."""
+    with serve_metrics("127.0.0.1:0") as served:
+        yield served.url
+    enable(False)
+
+
+async def scraped(url: str) -> Samples:
+    """``scrape`` from a coroutine, without blocking the loop that serves."""
+    return await asyncio.to_thread(scrape, url)
+
+
+async def health(url: str) -> tuple[int, str]:
+    """The status and body of ``url``/healthz, from a coroutine."""
+    return await asyncio.to_thread(fetch, f"{url}/healthz")

@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_metrics import Samples, fetch, scrape, total
+from helpers_metrics import Samples, endpoint, fetch, health, scraped, total
 from helpers_runtime import (
     Ping,
     TlsFiles,
@@ -32,7 +31,7 @@ from framework.runtime.backplane.base import Backplane, BackplaneStats, Deliver,
 from framework.runtime.metrics import METRICS, REGISTRY, Snapshot, enable
 from framework.runtime.metrics_http import MetricsCollector, parse_address, serve_metrics
 
-__all__ = ["tls_files"]  # the fixture, imported for pytest
+__all__ = ["endpoint", "tls_files"]  # the fixtures, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = Pipeline(framing="length-prefix", codecs="bytes")
@@ -60,22 +59,6 @@ PINNED = {
     "wirekit_backplane_dropped_total": "counter",
     "wirekit_backplane_reconnects_total": "counter",
 }
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    """A metrics endpoint on a free loopback port; handler timing off again afterwards."""
-    with serve_metrics("127.0.0.1:0") as served:
-        yield served.url
-    enable(False)
-
-
-async def scraped(url: str) -> Samples:
-    return await asyncio.to_thread(scrape, url)
-
-
-async def health(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(fetch, f"{url}/healthz")
 
 
 class FakeBackplane(Backplane):

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from helpers_metrics import Samples, fetch, scrape, total
+from helpers_metrics import endpoint, health, scraped, total
 from helpers_runtime import (
     Ping,
     TlsFiles,
@@ -29,28 +27,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 from framework import App, Pipeline
 from framework.runtime import connect
-from framework.runtime.metrics import enable
-from framework.runtime.metrics_http import serve_metrics
 
-__all__ = ["tls_files"]  # the fixture, imported for pytest
+__all__ = ["endpoint", "tls_files"]  # the fixtures, imported for pytest
 
 RAW = Pipeline(framing="length-prefix", codecs="bytes")
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    """A metrics endpoint on a free loopback port; handler timing off again afterwards."""
-    with serve_metrics("127.0.0.1:0") as served:
-        yield served.url
-    enable(False)
-
-
-async def scraped(url: str) -> Samples:
-    return await asyncio.to_thread(scrape, url)
-
-
-async def health(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(fetch, f"{url}/healthz")
 
 
 def test_websocket_counters_match_every_byte_and_message_exactly(endpoint: str) -> None:
